@@ -1,0 +1,47 @@
+# The two commands of the README: `make dev` and `make test`. Everything they need is installed
+# here, into .venv and ~/.cache/aiops, so a fresh clone on a fresh machine works.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: dev test test-unit bench toolchain crds lint clean down
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch first and pinned: the CPU wheel on disk, never the multi-GB CUDA build.
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[ml,dev]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+# Real control-plane binaries (built once from Debian's source, ~10 min cold), kubectl and helm.
+toolchain: $(STAMP)
+	$(PY) -m aiops dev toolchain
+
+dev: toolchain
+	$(PY) -m aiops dev up --foreground --apply examples
+
+down: $(STAMP)
+	$(PY) -m aiops dev down
+
+test: toolchain
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m "not cluster"
+
+bench: toolchain
+	$(PY) bench/run_all.py
+
+crds: $(STAMP)
+	$(PY) -m aiops crds --out crds
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,153 @@
+"""The `aiops` command: run the operator, generate CRDs, and drive the local dev environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from aiops.runner import run_operator
+
+    run_operator(namespaces=args.namespace, all_namespaces=not args.namespace,
+                 liveness=args.liveness, metrics_port=args.metrics_port)
+    return 0
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from aiops.api import crds
+
+    if args.check:
+        stale = crds.check_crds(Path(args.out))
+        docs = Path(args.docs)
+        if not docs.exists() or docs.read_text() != crds.render_api_docs():
+            stale.append(str(docs))
+        if stale:
+            print("out of date (run `make crds`): " + ", ".join(stale), file=sys.stderr)
+            return 1
+        return 0
+    for path in crds.write_crds(Path(args.out)):
+        print(path)
+    Path(args.docs).write_text(crds.render_api_docs())
+    print(args.docs)
+    return 0
+
+
+def _cmd_dev_toolchain(args: argparse.Namespace) -> int:
+    from aiops.devenv.toolchain import ensure_toolchain
+
+    tools = ensure_toolchain()
+    for name, path in vars(tools).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_dev_up(args: argparse.Namespace) -> int:
+    from aiops.devenv import session
+
+    if args.foreground:
+        return session.run_foreground(apply_dirs=args.apply, gpus=args.gpus,
+                                      with_operator=not args.no_operator)
+    env = session.up_background(gpus=args.gpus)
+    print(env.kubeconfig)
+    print(f"export KUBECONFIG={env.kubeconfig}", file=sys.stderr)
+    return 0
+
+
+def _cmd_dev_down(args: argparse.Namespace) -> int:
+    from aiops.devenv import session
+
+    session.down()
+    print("local control plane and simulated GPU node stopped")
+    return 0
+
+
+def _cmd_dev_env(args: argparse.Namespace) -> int:
+    from aiops.devenv.controlplane import LocalControlPlane
+
+    cp = LocalControlPlane()
+    if not cp.is_running():
+        print("the local control plane is not running: `make dev` or `aiops dev up`", file=sys.stderr)
+        return 1
+    print(f"export KUBECONFIG={cp.kubeconfig}")
+    return 0
+
+
+def _cmd_dev_node_agent(args: argparse.Namespace) -> int:
+    from aiops.devenv import session
+
+    return session.run_node_agent(gpus=args.gpus)
+
+
+def _cmd_kubectl(args: argparse.Namespace) -> int:
+    """kubectl from the cached toolchain, pointed at the local control plane."""
+    from aiops.devenv.controlplane import LocalControlPlane
+    from aiops.devenv.toolchain import ensure_kubectl_helm
+
+    kubectl, _ = ensure_kubectl_helm()
+    env = {**os.environ, "KUBECONFIG": str(LocalControlPlane().kubeconfig)}
+    return subprocess.run([str(kubectl), *args.rest], env=env).returncode
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument("-n", "--namespace", action="append", default=[],
+                     help="watch only this namespace (repeatable); default: all namespaces")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                     help="health endpoint for the Deployment's probes")
+    run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
+    run.set_defaults(func=_cmd_run)
+
+    crds = sub.add_parser("crds", help="write the CRDs and the API reference from the pydantic models")
+    crds.add_argument("--out", default="crds")
+    crds.add_argument("--docs", default="docs/api.md")
+    crds.add_argument("--check", action="store_true", help="fail if the checked-in files are stale")
+    crds.set_defaults(func=_cmd_crds)
+
+    dev = sub.add_parser("dev", help="the local control plane with a simulated GPU node").add_subparsers(
+        dest="dev_command", required=True)
+    tc = dev.add_parser("toolchain", help="build/fetch the control plane, etcd, kubectl and helm")
+    tc.set_defaults(func=_cmd_dev_toolchain)
+    up = dev.add_parser("up", help="start the control plane and the simulated GPU node")
+    up.add_argument("--foreground", action="store_true",
+                    help="also run the operator here; Ctrl-C stops everything")
+    up.add_argument("--apply", action="append", default=[], help="kubectl apply this dir once up")
+    up.add_argument("--gpus", type=int, default=3, help="GPUs of the simulated node (seed: 3)")
+    up.add_argument("--no-operator", action="store_true", help="with --foreground: no operator")
+    up.set_defaults(func=_cmd_dev_up)
+    dev.add_parser("down", help="stop everything `up` started").set_defaults(func=_cmd_dev_down)
+    dev.add_parser("env", help="print the KUBECONFIG export line").set_defaults(func=_cmd_dev_env)
+    agent = dev.add_parser("node-agent", help="run the simulated GPU node in the foreground")
+    agent.add_argument("--gpus", type=int, default=3)
+    agent.set_defaults(func=_cmd_dev_node_agent)
+
+    kc = sub.add_parser("kubectl", help="kubectl against the local control plane")
+    kc.add_argument("rest", nargs=argparse.REMAINDER)
+    kc.set_defaults(func=_cmd_kubectl)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("AIOPS_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # one clear line for known failures; tracebacks are for bugs
+        from aiops.devenv.controlplane import ControlPlaneError
+        from aiops.devenv.toolchain import ToolchainError
+
+        if isinstance(e, (ToolchainError, ControlPlaneError)):
+            print(f"aiops: {e}", file=sys.stderr)
+            return 1
+        raise
+

@@ -1,0 +1,22 @@
+"""Operator-wide Kopf settings, applied at start-up."""
+
+from __future__ import annotations
+
+import kopf
+
+GROUP = "aiops.dev"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    # Our own annotation prefix, so state never collides with other Kopf operators.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Events for what a person running `kubectl describe` needs: warnings and our own infos.
+    settings.posting.level = 20  # logging.INFO
+    # Reconnect watches periodically: a silently dead connection must not stall the operator.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30

@@ -1,0 +1,152 @@
+"""`make dev` and `aiops dev up|down`: the control plane, the simulated GPU node, the CRDs and the
+operator, brought up together and torn down together.
+
+Only one dev session runs per state directory: a second `make dev` finds the first (by its lock)
+and says so, instead of starting a second control plane or a second node agent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kubernetes import client, config
+
+from aiops.devenv.controlplane import ControlPlaneError, LocalControlPlane, _alive
+from aiops.devenv.gpunode import NodeAgent, NodeSpec
+from aiops.devenv.toolchain import ensure_kubectl_helm
+
+
+def api_client_for(cp: LocalControlPlane) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(cp.kubeconfig))
+
+
+def install_crds(api: client.ApiClient, timeout: float = 30.0) -> list[str]:
+    """Creates or updates the CRDs generated from the API models, then waits until Established."""
+    from aiops.api.crds import build_crds
+
+    ext = client.ApiextensionsV1Api(api)
+    names = []
+    for crd in build_crds():
+        name = crd["metadata"]["name"]
+        names.append(name)
+        try:
+            current = ext.read_custom_resource_definition(name)
+            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+            ext.replace_custom_resource_definition(name, crd)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+            ext.create_custom_resource_definition(crd)
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            conds = ext.read_custom_resource_definition(name).status.conditions or []
+            if any(c.type == "Established" and c.status == "True" for c in conds):
+                break
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"CRD {name} was not Established within {timeout:.0f}s")
+            time.sleep(0.1)
+    return names
+
+
+def _agent_pidfile(cp: LocalControlPlane) -> Path:
+    return cp.state_dir / "run" / "node-agent.pid"
+
+
+def _agent_running(cp: LocalControlPlane) -> bool:
+    f = _agent_pidfile(cp)
+    return f.exists() and _alive(int(f.read_text()))
+
+
+def up_background(gpus: int = 3) -> LocalControlPlane:
+    """Starts (or finds) the control plane and a detached node-agent process; installs the CRDs."""
+    cp = LocalControlPlane().up()
+    if not _agent_running(cp):
+        log = open(cp.state_dir / "logs" / "node-agent.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "aiops", "dev", "node-agent", "--gpus", str(gpus)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        _agent_pidfile(cp).write_text(str(proc.pid))
+    install_crds(api_client_for(cp))
+    return cp
+
+
+def down() -> None:
+    cp = LocalControlPlane()
+    f = _agent_pidfile(cp)
+    if f.exists():
+        pid = int(f.read_text())
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+        f.unlink(missing_ok=True)
+    cp.down()
+
+
+def run_node_agent(gpus: int = 3) -> int:
+    cp = LocalControlPlane()
+    if not cp.is_running():
+        raise ControlPlaneError("the local control plane is not running: `aiops dev up` first")
+    agent = NodeAgent(api_client_for(cp), [NodeSpec(gpus=gpus)]).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    agent.stop()
+    return 0
+
+
+def kubectl_apply(cp: LocalControlPlane, path: str) -> None:
+    kubectl, _ = ensure_kubectl_helm()
+    subprocess.run([str(kubectl), "apply", "-f", path], check=True,
+                   env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)})
+
+
+def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = True) -> int:
+    """`make dev`: everything in one terminal; Ctrl-C stops what this session started."""
+    cp = LocalControlPlane()
+    cp.state_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(cp.state_dir / ".dev-session.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ControlPlaneError(
+            "another `make dev` is already running on this checkout; use it (`aiops dev env` "
+            "prints its KUBECONFIG) or stop it with Ctrl-C first") from None
+
+    started_here = not cp.is_running()
+    t0 = time.monotonic()
+    cp.up()
+    print(f"aiops: control plane {'started' if started_here else 'already running'} "
+          f"in {time.monotonic() - t0:.1f}s at {cp.server}", flush=True)
+    agent = None
+    if not _agent_running(cp):
+        agent = NodeAgent(api_client_for(cp), [NodeSpec(gpus=gpus)]).start()
+        print(f"aiops: simulated GPU node aiops-gpu-0 with {gpus} x nvidia.com/gpu registered", flush=True)
+    try:
+        install_crds(api_client_for(cp))
+        for path in apply_dirs:
+            kubectl_apply(cp, path)
+        print(f"\n  export KUBECONFIG={cp.kubeconfig}\n  kubectl get aiops -A\n", flush=True)
+        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+        if with_operator:
+            from aiops.runner import run_operator
+
+            run_operator(all_namespaces=True, liveness="http://127.0.0.1:8080/healthz")
+        else:
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if agent:
+            agent.stop()
+        if started_here:
+            cp.down()
+            print("aiops: local control plane stopped", flush=True)
+    return 0
