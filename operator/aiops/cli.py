@@ -51,7 +51,8 @@ def _cmd_dev_up(args: argparse.Namespace) -> int:
 
     if args.foreground:
         return session.run_foreground(apply_dirs=args.apply, gpus=args.gpus,
-                                      with_operator=not args.no_operator)
+                                      with_operator=not args.no_operator,
+                                      metrics_port=args.metrics_port, health_port=args.health_port)
     env = session.up_background(gpus=args.gpus)
     print(env.kubeconfig)
     print(f"export KUBECONFIG={env.kubeconfig}", file=sys.stderr)
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--apply", action="append", default=[], help="kubectl apply this dir once up")
     up.add_argument("--gpus", type=int, default=3, help="GPUs of the simulated node (seed: 3)")
     up.add_argument("--no-operator", action="store_true", help="with --foreground: no operator")
+    up.add_argument("--metrics-port", type=int, default=9090, help="operator /metrics port (0: off)")
+    up.add_argument("--health-port", type=int, default=8080, help="operator /healthz port")
     up.set_defaults(func=_cmd_dev_up)
     dev.add_parser("down", help="stop everything `up` started").set_defaults(func=_cmd_dev_down)
     dev.add_parser("env", help="print the KUBECONFIG export line").set_defaults(func=_cmd_dev_env)

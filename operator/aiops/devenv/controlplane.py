@@ -56,6 +56,17 @@ class Ports:
 DEFAULT_PORTS = Ports(etcd_client=23790, etcd_peer=23800, apiserver=16443)
 
 
+def default_ports() -> Ports:
+    """`AIOPS_DEV_PORTS=ETCD,PEER,APISERVER` moves the dev cluster off the default ports."""
+    text = os.environ.get("AIOPS_DEV_PORTS")
+    if not text:
+        return DEFAULT_PORTS
+    try:
+        return Ports(*(int(p) for p in text.split(",")))
+    except (TypeError, ValueError):
+        raise ControlPlaneError(f"AIOPS_DEV_PORTS={text!r}: expected three ports, e.g. 23790,23800,16443") from None
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("AIOPS_DEV_DIR", Path.cwd() / ".aiops" / "cluster"))
 
@@ -102,7 +113,7 @@ class LocalControlPlane:
         saved = self.state_dir / "ports.json"
         if saved.exists():
             return Ports(**json.loads(saved.read_text()))
-        return self._requested_ports or DEFAULT_PORTS
+        return self._requested_ports or default_ports()
 
     @property
     def server(self) -> str:
@@ -158,7 +169,7 @@ class LocalControlPlane:
                 return self
             self._stop_processes()  # a half-dead previous run: clear it, keep its data
             tools = tools or ensure_toolchain()
-            ports = self._requested_ports or DEFAULT_PORTS
+            ports = self._requested_ports or default_ports()
             for name, port in asdict(ports).items():
                 if _port_busy(port):
                     raise ControlPlaneError(

@@ -108,7 +108,8 @@ def kubectl_apply(cp: LocalControlPlane, path: str) -> None:
                    env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)})
 
 
-def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = True) -> int:
+def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = True,
+                   metrics_port: int = 9090, health_port: int = 8080) -> int:
     """`make dev`: everything in one terminal; Ctrl-C stops what this session started."""
     cp = LocalControlPlane()
     cp.state_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,8 @@ def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = T
         if with_operator:
             from aiops.runner import run_operator
 
-            run_operator(all_namespaces=True, liveness="http://127.0.0.1:8080/healthz")
+            run_operator(all_namespaces=True, liveness=f"http://127.0.0.1:{health_port}/healthz",
+                         metrics_port=metrics_port)
         else:
             threading.Event().wait()
     except KeyboardInterrupt:
