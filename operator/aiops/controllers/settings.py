@@ -20,3 +20,10 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+
+
+@kopf.on.login()
+def login(**kwargs) -> kopf.ConnectionInfo | None:
+    """In a pod: the ServiceAccount. Elsewhere: $KUBECONFIG, read now rather than when some
+    library was imported (the kubernetes client captures it at import time)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)

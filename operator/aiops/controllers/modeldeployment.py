@@ -1,0 +1,21 @@
+"""ModelDeployment handlers. So far: semantic validation (the Valid condition); the rollout
+(capacity check, Triton deployment, health checks, rollback) builds on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from aiops.api.registry import MODEL_DEPLOYMENT
+from aiops.api.common import GROUP, VERSION
+from aiops.controllers.validity import check_spec
+
+RESOURCE = (GROUP, VERSION, MODEL_DEPLOYMENT.plural)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def reconcile(body: kopf.Body, patch: kopf.Patch, nodes_by_name: kopf.Index, logger: Any, **_: Any) -> None:
+    check_spec(MODEL_DEPLOYMENT, body, patch, nodes_by_name, logger)
