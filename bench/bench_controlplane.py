@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kubernetes import client  # noqa: E402
-from report import figure  # noqa: E402
+from kubernetes import client
 
-from aiops.devenv.controlplane import LocalControlPlane, Ports  # noqa: E402
-from aiops.devenv.gpunode import NodeAgent, NodeSpec  # noqa: E402
-from aiops.devenv.session import api_client_for  # noqa: E402
-from aiops.devenv.toolchain import ensure_toolchain  # noqa: E402
+from aiops.devenv.controlplane import LocalControlPlane, Ports
+from aiops.devenv.gpunode import NodeAgent, NodeSpec
+from aiops.devenv.session import api_client_for
+from aiops.devenv.toolchain import ensure_toolchain
+from report import figure
 
 PODS = 20
 

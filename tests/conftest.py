@@ -8,9 +8,10 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hypothesis  # noqa: F401  (imported before any thread starts: see below)
 import pytest

@@ -7,8 +7,9 @@ does not fit. The scheduler remains the authority; this is the same arithmetic, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 

@@ -1,8 +1,12 @@
 """The Triton Deployment, Service and load configuration built from a ModelDeployment spec."""
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
-from aiops.builders.triton import (build_triton_deployment, build_triton_service, child_name,
-                                   triton_model_config)
+from aiops.builders.triton import (
+    build_triton_deployment,
+    build_triton_service,
+    child_name,
+    triton_model_config,
+)
 
 
 def spec(**extra):

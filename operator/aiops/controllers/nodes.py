@@ -3,7 +3,8 @@ without an API call, and change as soon as a node joins, leaves or changes."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import kopf
 

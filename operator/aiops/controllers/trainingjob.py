@@ -7,8 +7,8 @@ from typing import Any
 
 import kopf
 
-from aiops.api.registry import TRAINING_JOB
 from aiops.api.common import GROUP, VERSION
+from aiops.api.registry import TRAINING_JOB
 from aiops.controllers.validity import check_spec
 
 RESOURCE = (GROUP, VERSION, TRAINING_JOB.plural)

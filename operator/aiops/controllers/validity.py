@@ -8,6 +8,7 @@ update handler, which finds it valid and carries on; nobody has to clean anythin
 from __future__ import annotations
 
 import logging
+
 import kopf
 
 from aiops.api.registry import KindInfo

@@ -7,8 +7,8 @@ from typing import Any
 
 import kopf
 
-from aiops.api.registry import VECTOR_INDEX
 from aiops.api.common import GROUP, VERSION
+from aiops.api.registry import VECTOR_INDEX
 from aiops.controllers.validity import check_spec
 
 RESOURCE = (GROUP, VERSION, VECTOR_INDEX.plural)

@@ -41,7 +41,7 @@ class Ports:
     apiserver: int
 
     @classmethod
-    def free(cls) -> "Ports":
+    def free(cls) -> Ports:
         """Three currently free loopback ports (for tests that must not collide with `make dev`)."""
         socks = [socket.socket() for _ in range(3)]
         try:
@@ -162,7 +162,7 @@ class LocalControlPlane:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def up(self, timeout: float = 90.0, tools: Toolchain | None = None) -> "LocalControlPlane":
+    def up(self, timeout: float = 90.0, tools: Toolchain | None = None) -> LocalControlPlane:
         """Starts the control plane, or returns at once if this state dir already runs one."""
         with self._locked():
             if self.is_running():

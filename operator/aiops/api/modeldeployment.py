@@ -1,0 +1,428 @@
+"""ModelDeployment: one model version served by Triton on dedicated GPUs (seed sections 2.1, 2.2
+and the inference half of 4.2): validated before it serves, health-checked, rolled back on
+failure, and watched for degradation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from aiops.api.common import (
+    DEFAULT_GPU_RESOURCE,
+    DNS_SUBDOMAIN,
+    MODEL_NAME,
+    EnvVar,
+    HistoryEntry,
+    ImagePullPolicy,
+    ModelRepository,
+    Quantity,
+    SpecModel,
+    StatusBase,
+    StatusModel,
+    cpu_field,
+    gpu_resource_name_field,
+    gpus_field,
+    memory_field,
+)
+
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+TritonDataType = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+    "BYTES",
+]
+Percentile = Literal["p50", "p95", "p99"]
+MonitoringAction = Literal["alert", "rollback"]
+ModelDeploymentPhase = Literal[
+    "Pending",
+    "Invalid",
+    "Validating",
+    "Deploying",
+    "HealthChecking",
+    "Ready",
+    "Degraded",
+    "RollingBack",
+    "Failed",
+]
+
+
+class TensorSpec(SpecModel):
+    """A model input or output as config.pbtxt declares it."""
+
+    name: str = Field(min_length=1, max_length=256, description="Tensor name.")
+    data_type: TritonDataType = Field(description="Triton data type, without the TYPE_ prefix.")
+    dims: list[int] = Field(
+        max_length=16,
+        description="Shape without the batch dimension; -1 marks a variable-size dimension.",
+    )
+
+
+class ModelRef(SpecModel):
+    """Which model and version to serve, and what it must look like."""
+
+    name: str = Field(
+        pattern=MODEL_NAME,
+        max_length=128,
+        description="Model name: its directory in the repository.",
+    )
+    version: int = Field(
+        ge=1,
+        description="Version to serve: a numbered directory under the model's directory. Changing "
+        "it rolls out that version; a version that failed before is not retried until the "
+        "aiops.dev/retry annotation changes.",
+    )
+    backend: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        max_length=64,
+        description="Expected Triton backend or platform (e.g. python, onnxruntime, "
+        "pytorch_libtorch); validation rejects a config.pbtxt that says otherwise.",
+    )
+    inputs: list[TensorSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Expected inputs; validation rejects a config.pbtxt that disagrees. "
+        "Empty: any.",
+    )
+    outputs: list[TensorSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Expected outputs; validation rejects a config.pbtxt that disagrees. "
+        "Empty: any.",
+    )
+
+
+class TritonRuntime(SpecModel):
+    """The Triton Inference Server container."""
+
+    image: str = Field(
+        default=TRITON_IMAGE, min_length=1, max_length=512, description="Triton server image."
+    )
+    image_pull_policy: ImagePullPolicy = Field(
+        default="IfNotPresent", description="When the kubelet pulls the image."
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra tritonserver arguments (e.g. --log-verbose=1). The operator sets the "
+        "repository, model-control mode and ports itself; do not repeat them here.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64, description="Extra environment variables."
+    )
+
+
+class ModelDeploymentResources(SpecModel):
+    """Per-pod resources of the Triton server (seed: llm-server, GPUs 0 and 1, 64 GB)."""
+
+    gpus: int = gpus_field(2, "GPUs per Triton pod (the seed dedicates GPUs 0 and 1 to serving).")
+    gpu_resource_name: str = gpu_resource_name_field(DEFAULT_GPU_RESOURCE)
+    memory: Quantity = memory_field("64Gi")
+    cpu: Quantity | None = cpu_field()
+
+
+class SampleTensor(SpecModel):
+    """One tensor of a validation sample, with its data flattened in row-major order."""
+
+    name: str = Field(min_length=1, max_length=256, description="Tensor name.")
+    data_type: TritonDataType = Field(description="Triton data type, without the TYPE_ prefix.")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, max_length=16, description="Full shape of the request, batch dimension first."
+    )
+    data: list[Any] = Field(
+        min_length=1,
+        max_length=65536,
+        description="Values, flattened; numbers for numeric types, strings for BYTES.",
+    )
+
+
+class ExpectedOutput(SampleTensor):
+    """An output a sample must produce."""
+
+    tolerance: float = Field(
+        default=1e-3,
+        ge=0,
+        description="Largest absolute difference accepted per numeric element.",
+    )
+
+
+class ValidationSample(SpecModel):
+    """One inference request and what it must answer."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="Sample name."
+    )
+    inputs: list[SampleTensor] = Field(min_length=1, max_length=32, description="Request inputs.")
+    expected_outputs: list[ExpectedOutput] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Outputs the model must return; empty means the request must only succeed.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form notes kept with the sample (e.g. its source)."
+    )
+
+
+class ValidationSet(SpecModel):
+    """A larger labelled set, as JSON Lines of {"inputs": [...], "expectedOutputs": [...]}."""
+
+    config_map: str = Field(
+        pattern=DNS_SUBDOMAIN, max_length=253, description="ConfigMap holding the set."
+    )
+    key: str = Field(
+        default="samples.jsonl", min_length=1, max_length=253, description="Key in the ConfigMap."
+    )
+
+
+class PreDeployValidation(SpecModel):
+    """Checks a version must pass before anything serves it (seed 2.1 step 1)."""
+
+    samples: list[ValidationSample] = Field(
+        default_factory=list, max_length=64, description="Inference requests with expected answers."
+    )
+    validation_set: ValidationSet | None = Field(
+        default=None, description="A labelled set in a ConfigMap, scored for accuracy."
+    )
+    min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of samples (and validation-set rows) that must match; unset: all must.",
+    )
+    timeout_seconds: int = Field(
+        default=300, ge=1, le=86400, description="Time allowed for the validation Job."
+    )
+
+
+class HealthCheck(SpecModel):
+    """How a rolled-out version is judged healthy (seed 2.1 step 4)."""
+
+    period_seconds: int = Field(default=10, ge=1, le=3600, description="Seconds between checks.")
+    timeout_seconds: int = Field(default=5, ge=1, le=600, description="Seconds one check may take.")
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="Consecutive failed checks that trigger a rollback."
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="Time from rollout start to a healthy version before it counts as failed.",
+    )
+
+
+class Rollback(SpecModel):
+    """What happens when a version turns out bad."""
+
+    enabled: bool = Field(default=True, description="Restore the last good version automatically.")
+    history_limit: int = Field(
+        default=10, ge=1, le=100, description="Versions kept in status.history."
+    )
+
+
+class InferenceTimeThreshold(SpecModel):
+    """Latency limit."""
+
+    percentile: Percentile = Field(default="p95", description="Latency percentile compared.")
+    max_milliseconds: float = Field(
+        gt=0, description="Largest acceptable latency at that percentile."
+    )
+
+
+class MaxPercentThreshold(SpecModel):
+    """Upper limit on a utilisation."""
+
+    max_percent: float = Field(ge=0, le=100, description="Largest acceptable value, in percent.")
+
+
+class AccuracyThreshold(SpecModel):
+    """Lower limit on live accuracy, scored from the validation samples."""
+
+    min: float = Field(ge=0, le=1, description="Smallest acceptable accuracy, 0 to 1.")
+
+
+class ErrorRateThreshold(SpecModel):
+    """Upper limit on failed requests."""
+
+    max: float = Field(ge=0, le=1, description="Largest acceptable fraction of failed requests.")
+
+
+class MonitoringThresholds(SpecModel):
+    """Limits on the seed's five metrics; an unset one is only compared with the baseline."""
+
+    inference_time: InferenceTimeThreshold | None = Field(
+        default=None, description="inference_time: request latency."
+    )
+    gpu_utilization: MaxPercentThreshold | None = Field(
+        default=None, description="gpu_utilization: busy time of the GPUs."
+    )
+    memory_usage: MaxPercentThreshold | None = Field(
+        default=None, description="memory_usage: GPU memory used, as a share of the device's."
+    )
+    accuracy: AccuracyThreshold | None = Field(
+        default=None, description="accuracy: validation samples scored against the live endpoint."
+    )
+    error_rate: ErrorRateThreshold | None = Field(
+        default=None, description="error_rate: failed requests over all requests."
+    )
+
+
+class Monitoring(SpecModel):
+    """Performance monitoring of the serving version (seed 2.2)."""
+
+    enabled: bool = Field(default=True, description="Collect and analyse metrics.")
+    interval_seconds: int = Field(
+        default=30, ge=5, le=3600, description="Seconds between collections."
+    )
+    window_seconds: int = Field(
+        default=300, ge=10, le=86400, description="Sliding window each judgement is made over."
+    )
+    consecutive_windows: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Windows in a row that must breach before Degraded is set, and be clean before "
+        "it is cleared (damps flapping).",
+    )
+    min_samples: int = Field(
+        default=20,
+        ge=1,
+        le=1000000,
+        description="Requests a window needs to be judged; thinner windows are topped up with "
+        "synthetic probes from the validation samples.",
+    )
+    detect_baseline_shift: bool = Field(
+        default=True,
+        description="Also flag a statistically significant shift from the baseline taken when the "
+        "version became Ready.",
+    )
+    thresholds: MonitoringThresholds = Field(
+        default_factory=MonitoringThresholds, description="Limits per metric."
+    )
+    action: MonitoringAction = Field(
+        default="alert",
+        description="On degradation: alert (condition and Event) or roll back to the last "
+        "good version.",
+    )
+
+
+class DynamicBatching(SpecModel):
+    """Triton's dynamic batcher (seed 4.2: dynamic batching)."""
+
+    enabled: bool = Field(default=True, description="Let Triton combine requests into batches.")
+    max_batch_size: int = Field(
+        default=8, ge=1, le=4096, description="Largest batch Triton forms (config max_batch_size)."
+    )
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Batch sizes the batcher aims for; each at most maxBatchSize.",
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=100,
+        ge=0,
+        le=10_000_000,
+        description="How long a request may wait for a batch to fill.",
+    )
+
+
+class ModelDeploymentSpec(SpecModel):
+    """A model version to serve with Triton, and how to validate, check, roll back and watch it."""
+
+    model: ModelRef = Field(description="The model and version to serve.")
+    repository: ModelRepository = Field(description="Where the Triton model repository is.")
+    runtime: TritonRuntime = Field(default_factory=TritonRuntime, description="The Triton server.")
+    replicas: int = Field(
+        default=1, ge=0, le=64, description="Triton pods; each gets resources.gpus GPUs."
+    )
+    resources: ModelDeploymentResources = Field(
+        default_factory=ModelDeploymentResources, description="GPUs and memory per Triton pod."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels a node must have to run the Triton pods."
+    )
+    validation: PreDeployValidation = Field(
+        default_factory=PreDeployValidation, description="Checks before a version serves."
+    )
+    health_check: HealthCheck = Field(
+        default_factory=HealthCheck, description="Health checks of a rolled-out version."
+    )
+    rollback: Rollback = Field(default_factory=Rollback, description="Rollback policy.")
+    monitoring: Monitoring = Field(
+        default_factory=Monitoring, description="Performance monitoring while the version serves."
+    )
+    batching: DynamicBatching = Field(
+        default_factory=DynamicBatching, description="Dynamic batching settings passed to Triton."
+    )
+
+
+class Endpoints(StatusModel):
+    """How clients reach the model."""
+
+    http: str | None = Field(default=None, description="KServe v2 HTTP endpoint (host:port).")
+    grpc: str | None = Field(default=None, description="KServe v2 gRPC endpoint (host:port).")
+    metrics: str | None = Field(default=None, description="Triton's Prometheus metrics URL.")
+
+
+class MetricsSnapshot(StatusModel):
+    """The seed's five metrics over one window; an unknown value is left out, never zero."""
+
+    window_end: datetime | None = Field(default=None, description="End of the window.")
+    requests: int | None = Field(default=None, ge=0, description="Requests seen in the window.")
+    inference_time_p50_ms: float | None = Field(default=None, description="Median latency (ms).")
+    inference_time_p95_ms: float | None = Field(
+        default=None, description="95th percentile latency (ms)."
+    )
+    inference_time_p99_ms: float | None = Field(
+        default=None, description="99th percentile latency (ms)."
+    )
+    gpu_utilization_percent: float | None = Field(default=None, description="GPU busy time (%).")
+    memory_usage_percent: float | None = Field(default=None, description="GPU memory used (%).")
+    accuracy: float | None = Field(default=None, description="Accuracy on the validation samples.")
+    error_rate: float | None = Field(default=None, description="Failed over all requests.")
+
+
+class ModelDeploymentStatus(StatusBase):
+    """What serves, what failed, and how it performs."""
+
+    phase: ModelDeploymentPhase = Field(default="Pending", description="Where the rollout stands.")
+    serving_version: int | None = Field(
+        default=None, description="Version that serves traffic now."
+    )
+    last_good_version: int | None = Field(
+        default=None,
+        description="Newest version that passed its health check: the rollback target.",
+    )
+    rejected_versions: list[int] = Field(
+        default_factory=list,
+        description="Versions that failed; re-applying the same spec does not deploy them again.",
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list, description="Recent versions and their outcomes, newest first."
+    )
+    replicas: int | None = Field(default=None, description="Triton pods that exist.")
+    ready_replicas: int | None = Field(default=None, description="Triton pods that are ready.")
+    endpoints: Endpoints | None = Field(default=None, description="Where to send requests.")
+    phase_durations_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Measured duration of each rollout phase of the last rollout.",
+    )
+    metrics: MetricsSnapshot | None = Field(
+        default=None, description="The latest monitoring window."
+    )
+    baseline: MetricsSnapshot | None = Field(
+        default=None, description="Metrics when the serving version became Ready."
+    )

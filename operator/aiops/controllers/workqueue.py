@@ -1,0 +1,104 @@
+"""A level-triggered work queue in the controller-runtime style, on asyncio.
+
+Kopf reacts to events of one object at a time. A ModelDeployment also has to react to its pods,
+its validation Job, the nodes and a health-check clock; each of those only *enqueues* the object's
+key here. Workers then reconcile the whole object from the current state of the world. Keys are
+deduplicated (ten pod events in a burst cause one reconcile), one key is never reconciled twice
+at once, and a key that comes in while it is being reconciled is reconciled once more afterwards,
+so no change is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+
+log = logging.getLogger(__name__)
+
+Reconcile = Callable[[Hashable], Awaitable[float | None]]
+"""Reconciles one key; returns seconds until it wants to run again (None: only on events)."""
+
+
+class WorkQueue:
+    def __init__(self, reconcile: Reconcile, workers: int = 4, max_backoff: float = 60.0):
+        self._reconcile = reconcile
+        self._workers = workers
+        self._max_backoff = max_backoff
+        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._pending: set[Hashable] = set()  # queued, not yet picked up
+        self._active: set[Hashable] = set()  # being reconciled now
+        self._again: set[Hashable] = set()  # enqueued while active: run once more after
+        self._failures: dict[Hashable, int] = {}
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work(), name=f"workqueue-{i}") for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def add(self, key: Hashable) -> None:
+        """Reconcile `key` soon. Safe to call from any coroutine on the loop, any number of times."""
+        if key in self._active:
+            self._again.add(key)
+        elif key not in self._pending:
+            self._pending.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        """Reconcile `key` in `delay` seconds (an earlier request wins over a later one)."""
+        loop = asyncio.get_running_loop()
+        existing = self._timers.get(key)
+        when = loop.time() + delay
+        if existing is not None and existing.when() <= when:
+            return
+        if existing is not None:
+            existing.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def forget(self, key: Hashable) -> None:
+        """The object is gone: drop its timer and failure count."""
+        handle = self._timers.pop(key, None)
+        if handle:
+            handle.cancel()
+        self._failures.pop(key, None)
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def idle(self) -> bool:
+        return not (self._pending or self._active)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._pending.discard(key)
+            self._active.add(key)
+            started = time.monotonic()
+            try:
+                delay = await self._reconcile(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
+                log.exception("reconciling %s failed (attempt %d); retrying in %.1fs", key, failures, delay)
+            finally:
+                self._active.discard(key)
+                log.debug("reconciled %s in %.3fs", key, time.monotonic() - started)
+            if key in self._again:
+                self._again.discard(key)
+                self.add(key)
+            elif delay is not None:
+                self.add_after(key, delay)

@@ -1,0 +1,431 @@
+"""Semantic validation: every rule fires on a spec that breaks it (with its reason and field), and
+none fires on the examples."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aiops.api import validation
+from aiops.api.validation import Problem, condition_summary, semantic_problems
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = {
+    doc["kind"]: doc["spec"]
+    for path in sorted((REPO / "examples").glob("*.yaml"))
+    for doc in yaml.safe_load_all(path.read_text())
+    if doc and doc["apiVersion"] == "aiops.dev/v1alpha1"
+}
+
+
+def example_with(kind: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """The kind's example with dotted paths ("a.b.0.c") set; None deletes the field."""
+    spec = copy.deepcopy(EXAMPLES[kind])
+    for dotted, value in changes.items():
+        *parents, last = [int(p) if p.isdigit() else p for p in dotted.split(".")]
+        target = spec
+        for step in parents:
+            target = target.setdefault(step, {}) if isinstance(step, str) else target[step]
+        if value is None:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    return spec
+
+
+ENV_BOTH = [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+ENV_TWICE = [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]
+FIELDS = "dataset.schema.fields"
+
+CASES = [
+    # ModelDeployment
+    ("ModelDeployment", {"resources.gpus": 4}, "GPUsExceedNodeCapacity", "spec.resources.gpus"),
+    (
+        "ModelDeployment",
+        {"repository": {"persistentVolumeClaim": {"claimName": "m", "subPath": "a/../../etc"}}},
+        "SubPathEscapesVolume",
+        "spec.repository.persistentVolumeClaim.subPath",
+    ),
+    ("ModelDeployment", {"runtime.env": ENV_BOTH}, "EnvVarValueConflict", "spec.runtime.env[0]"),
+    ("ModelDeployment", {"runtime.env": ENV_TWICE}, "DuplicateEnvVar", "spec.runtime.env[1].name"),
+    (
+        "ModelDeployment",
+        {"batching.preferredBatchSizes": [8, 64]},
+        "PreferredBatchSizeAboveMax",
+        "spec.batching.preferredBatchSizes[1]",
+    ),
+    (
+        "ModelDeployment",
+        {"batching.preferredBatchSizes": [8, 8]},
+        "DuplicatePreferredBatchSize",
+        "spec.batching.preferredBatchSizes",
+    ),
+    (
+        "ModelDeployment",
+        {"runtime.args": ["--model-control-mode=poll"]},
+        "ReservedRuntimeArgument",
+        "spec.runtime.args[0]",
+    ),
+    (
+        "ModelDeployment",
+        {"model.outputs": [{"name": "LABEL", "dataType": "BYTES", "dims": [1]}] * 2},
+        "DuplicateTensorName",
+        "spec.model.outputs",
+    ),
+    (
+        "ModelDeployment",
+        {"validation.samples.0.inputs.0.shape": [1, 2]},
+        "SampleShapeMismatch",
+        "spec.validation.samples[0].inputs[0].data",
+    ),
+    (
+        "ModelDeployment",
+        {"validation.samples.1.expectedOutputs.0.name": "SCORES"},
+        "UnknownSampleTensor",
+        "spec.validation.samples[1].expectedOutputs[0].name",
+    ),
+    (
+        "ModelDeployment",
+        {"validation.samples.1.name": "billing"},
+        "DuplicateSampleName",
+        "spec.validation.samples",
+    ),
+    (
+        "ModelDeployment",
+        {"validation.samples": [], "monitoring.thresholds.accuracy": None},
+        "MinAccuracyWithoutSamples",
+        "spec.validation.minAccuracy",
+    ),
+    (
+        "ModelDeployment",
+        {"rollback.enabled": False},
+        "RollbackActionWithoutRollback",
+        "spec.monitoring.action",
+    ),
+    (
+        "ModelDeployment",
+        {"monitoring.windowSeconds": 20},
+        "MonitoringWindowShorterThanInterval",
+        "spec.monitoring.windowSeconds",
+    ),
+    (
+        "ModelDeployment",
+        {"validation.samples": [], "validation.minAccuracy": None},
+        "AccuracyThresholdWithoutSamples",
+        "spec.monitoring.thresholds.accuracy",
+    ),
+    (
+        "ModelDeployment",
+        {"monitoring.thresholds.accuracy.min": 0.95},
+        "AccuracyThresholdAboveValidationMinimum",
+        "spec.monitoring.thresholds.accuracy.min",
+    ),
+    # VectorIndex
+    (
+        "VectorIndex",
+        {"collection.dimension": 768},
+        "DimensionMismatch",
+        "spec.collection.dimension",
+    ),
+    (
+        "VectorIndex",
+        {"index.params.efconstruction": 200},
+        "UnknownIndexParam",
+        "spec.index.params.efconstruction",
+    ),
+    ("VectorIndex", {"index.params.M": 4096}, "IndexParamOutOfRange", "spec.index.params.M"),
+    ("VectorIndex", {"index.params.M": "16"}, "IndexParamOutOfRange", "spec.index.params.M"),
+    (
+        "VectorIndex",
+        {"index": {"type": "IVF_PQ", "params": {"nlist": 128, "m": 7}}},
+        "PQSubvectorsDoNotDivideDimension",
+        "spec.index.params.m",
+    ),
+    ("VectorIndex", {"index.searchParams.ef": 5}, "SearchEfBelowK", "spec.index.searchParams.ef"),
+    (
+        "VectorIndex",
+        {"index": {"type": "GPU_CAGRA"}, "milvus.managed.resources.gpus": 0},
+        "GPUIndexWithoutGPU",
+        "spec.milvus.managed.resources.gpus",
+    ),
+    (
+        "VectorIndex",
+        {"index": {"type": "GPU_IVF_FLAT"}, "milvus.managed.resources.gpus": 2},
+        "GPUsExceedNodeCapacity",
+        "spec.milvus.managed.resources.gpus",
+    ),
+    (
+        "VectorIndex",
+        {
+            "index": {"type": "GPU_IVF_FLAT"},
+            "milvus.managed.gpuMemoryPool": {"initialMib": 9000, "maxMib": 8192},
+        },
+        "GPUMemoryPoolInitialAboveMax",
+        "spec.milvus.managed.gpuMemoryPool.initialMib",
+    ),
+    (
+        "VectorIndex",
+        {"embedding.device": "cuda", "embedding.resources.gpus": 0},
+        "CUDAWithoutGPU",
+        "spec.embedding.device",
+    ),
+    (
+        "VectorIndex",
+        {"embedding.device": "cpu"},
+        "GPURequestedForCPUEmbedding",
+        "spec.embedding.resources.gpus",
+    ),
+    (
+        "VectorIndex",
+        {"embedding.resources.gpus": 3},
+        "GPUsExceedNodeCapacity",
+        "spec.embedding.resources.gpus",
+    ),
+    (
+        "VectorIndex",
+        {"ingest.schedule": "*/30 25 * * *"},
+        "InvalidSchedule",
+        "spec.ingest.schedule",
+    ),
+    (
+        "VectorIndex",
+        {"source": {"persistentVolumeClaim": {"claimName": "docs", "subPath": ".."}}},
+        "SubPathEscapesVolume",
+        "spec.source.persistentVolumeClaim.subPath",
+    ),
+    # TrainingJob
+    ("TrainingJob", {"resources.gpus": 2}, "GPUsExceedNodeCapacity", "spec.resources.gpus"),
+    (
+        "TrainingJob",
+        {"output.repository": {"persistentVolumeClaim": {"claimName": "m", "subPath": "../x"}}},
+        "SubPathEscapesVolume",
+        "spec.output.repository.persistentVolumeClaim.subPath",
+    ),
+    (
+        "TrainingJob",
+        {"dataset.source": {"persistentVolumeClaim": {"claimName": "d", "subPath": "a/.."}}},
+        "SubPathEscapesVolume",
+        "spec.dataset.source.persistentVolumeClaim.subPath",
+    ),
+    (
+        "TrainingJob",
+        {"training": {"image": {"image": "train:1", "env": ENV_BOTH}}},
+        "EnvVarValueConflict",
+        "spec.training.image.env[0]",
+    ),
+    (
+        "TrainingJob",
+        {
+            FIELDS: [
+                {"name": "text", "type": "string"},
+                {"name": "text", "type": "string"},
+                {"name": "label", "type": "string"},
+            ]
+        },
+        "DuplicateSchemaField",
+        "spec.dataset.schema.fields",
+    ),
+    (
+        "TrainingJob",
+        {"dataset.labelField": "category"},
+        "FieldNotInSchema",
+        "spec.dataset.labelField",
+    ),
+    (
+        "TrainingJob",
+        {
+            FIELDS: [
+                {"name": "text", "type": "string"},
+                {"name": "label", "type": "integer", "allowedValues": ["1"]},
+            ]
+        },
+        "AllowedValuesOnNonStringField",
+        "spec.dataset.schema.fields[1].allowedValues",
+    ),
+    (
+        "TrainingJob",
+        {"preprocessing.steps": ["dropEmpty", "dropEmpty"]},
+        "DuplicatePreprocessingStep",
+        "spec.preprocessing.steps",
+    ),
+    (
+        "TrainingJob",
+        {"preprocessing.split.train": 0.7},
+        "SplitFractionsDoNotSumToOne",
+        "spec.preprocessing.split",
+    ),
+    ("TrainingJob", {"validation.minRows": 4}, "ValidationSplitEmpty", "spec.validation.minRows"),
+    (
+        "TrainingJob",
+        {"validation.minClassFraction": 0.4},
+        "ClassBalanceUnsatisfiable",
+        "spec.validation.minClassFraction",
+    ),
+    (
+        "TrainingJob",
+        {"validation.allowedLabels": ["billing", "technical"]},
+        "AllowedLabelsMismatch",
+        "spec.validation.allowedLabels",
+    ),
+    (
+        "TrainingJob",
+        {"optimization.quantization.enabled": False, "optimization.pruning.enabled": False},
+        "NothingToOptimize",
+        "spec.optimization",
+    ),
+    (
+        "TrainingJob",
+        {"optimization.pruning.targetSparsity": 0.0},
+        "PruningWithoutSparsity",
+        "spec.optimization.pruning.targetSparsity",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, changes, reason, field", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES]
+)
+def test_rule_fires_with_its_reason_on_its_field(kind, changes, reason, field):
+    problems = semantic_problems(
+        kind, example_with(kind, changes), max_gpus_per_node=1 if "GPUs" in reason else 3
+    )
+    assert (field, reason) in {(p.field, p.reason) for p in problems}, problems
+    assert all(p.message and p.message[-1] in ".)" for p in problems)
+
+
+def test_every_rule_in_the_module_has_a_case():
+    source = Path(validation.__file__).read_text()
+    reasons = set(re.findall(r'Problem\(\s*(?:f?"[^"]*"|\w+)\s*,\s*"(\w+)"', source))
+    tested = {case[2] for case in CASES}
+    assert reasons - {"SchemaViolation"} == tested
+
+
+@pytest.mark.parametrize("kind", ["ModelDeployment", "VectorIndex", "TrainingJob"])
+def test_examples_have_no_problems_on_the_seed_node(kind):
+    gpus = {"nvidia.com/gpu": 3, "nvidia.com/gpu.shared": 2}
+    assert semantic_problems(kind, EXAMPLES[kind], max_gpus_per_node=gpus) == []
+    assert semantic_problems(kind, EXAMPLES[kind]) == []
+
+
+def test_gpu_capacity_per_resource_name_and_unknown_names_are_skipped():
+    md = example_with("ModelDeployment", {"resources.gpus": 4})
+    assert [
+        p.reason for p in semantic_problems("mdep", md, max_gpus_per_node={"nvidia.com/gpu": 3})
+    ] == ["GPUsExceedNodeCapacity"]
+    assert semantic_problems("mdep", md, max_gpus_per_node={"nvidia.com/gpu.shared": 1}) == []
+    assert semantic_problems("mdep", md, max_gpus_per_node=None) == []
+    (problem,) = semantic_problems("mdep", md, max_gpus_per_node=3)
+    assert "4 nvidia.com/gpu" in problem.message and "offers 3" in problem.message
+
+
+def test_dimension_mismatch_names_the_model_and_the_right_dimension():
+    spec = example_with("VectorIndex", {"embedding.model": "BAAI/bge-base-en-v1.5"})
+    (problem,) = semantic_problems("vidx", spec)
+    assert problem.reason == "DimensionMismatch"
+    assert (
+        "BAAI/bge-base-en-v1.5 produces 768" in problem.message
+        and "declares 384" in problem.message
+    )
+    unknown_model = example_with("VectorIndex", {"embedding.model": "/models/in-house-encoder"})
+    assert semantic_problems("vidx", unknown_model) == []
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "*/30 * * * *",
+        "0 3 * * mon-fri",
+        "15,45 8-18/2 1 jan,jul 0",
+        "0 0 1 */3 *",
+        "@daily",
+        "59 23 31 12 7",
+    ],
+)
+def test_valid_schedules_pass(schedule):
+    assert (
+        semantic_problems("vidx", example_with("VectorIndex", {"ingest.schedule": schedule})) == []
+    )
+
+
+@pytest.mark.parametrize(
+    "schedule, complaint",
+    [
+        ("60 * * * *", "'60' is out of range"),
+        ("* 24 * * *", "'24' is out of range"),
+        ("* * 0 * *", "'0' is out of range"),
+        ("* * * 13 *", "'13' is out of range"),
+        ("* * * * fun", "'fun' is out of range"),
+        ("*/0 * * * *", "a step of 0"),
+        ("5-1 * * * *", "runs backwards"),
+        ("1;2 * * * *", "is not a value"),
+    ],
+)
+def test_invalid_schedules_say_which_field_is_wrong(schedule, complaint):
+    (problem,) = semantic_problems(
+        "vidx", example_with("VectorIndex", {"ingest.schedule": schedule})
+    )
+    assert problem.reason == "InvalidSchedule" and complaint in problem.message
+
+
+def test_a_spec_the_model_rejects_is_reported_as_schema_violations_not_raised():
+    spec = example_with("ModelDeployment", {"replicas": "two", "batching.maxBatchSize": 0})
+    problems = semantic_problems("ModelDeployment", spec)
+    assert {(p.field, p.reason) for p in problems} == {
+        ("spec.replicas", "SchemaViolation"),
+        ("spec.batching.maxBatchSize", "SchemaViolation"),
+    }
+    assert all("re-apply crds/" in p.message for p in problems)
+
+
+def test_check_spec_returns_the_parsed_spec_with_its_problems():
+    from aiops.api.validation import check_spec
+
+    good = check_spec("VectorIndex", EXAMPLES["VectorIndex"])
+    assert good.valid and good.spec.collection.dimension == 384
+    bad = check_spec("vidx", example_with("VectorIndex", {"collection.dimension": 768}))
+    assert not bad.valid and bad.spec is not None and bad.problems[0].reason == "DimensionMismatch"
+    broken = check_spec("vidx", {"collection": "nope"})
+    assert broken.spec is None and {p.reason for p in broken.problems} == {"SchemaViolation"}
+
+
+def test_an_empty_validation_split_suggests_a_remedy_that_exists():
+    (few_rows,) = semantic_problems("tjob", example_with("TrainingJob", {"validation.minRows": 4}))
+    assert few_rows.message.endswith("raise minRows to at least 5.")
+    tiny = {"preprocessing.split": {"train": 0.5, "validation": 5e-324, "test": 0.5}}
+    (tiny_fraction,) = semantic_problems("tjob", example_with("TrainingJob", tiny))
+    assert tiny_fraction.reason == "ValidationSplitEmpty"
+    assert tiny_fraction.message.endswith("raise the validation fraction.")
+
+
+def test_several_problems_are_all_reported():
+    spec = example_with(
+        "TrainingJob", {"preprocessing.split.train": 0.5, "validation.minClassFraction": 0.5}
+    )
+    reasons = [p.reason for p in semantic_problems("tjob", spec)]
+    assert reasons == ["SplitFractionsDoNotSumToOne", "ClassBalanceUnsatisfiable"]
+
+
+def test_condition_summary():
+    assert condition_summary([]) == ("SpecValid", "The spec passed all semantic checks.")
+    one = Problem("spec.x", "DimensionMismatch", "model gives 384, collection says 768.")
+    assert condition_summary([one]) == (
+        "DimensionMismatch",
+        "spec.x: model gives 384, collection says 768.",
+    )
+    two = Problem("spec.y", "InvalidSchedule", "bad minute.")
+    reason, message = condition_summary([one, two])
+    assert reason == "DimensionMismatch"
+    assert (
+        message == "2 problems in the spec: spec.x: model gives 384, collection says 768.; "
+        "spec.y: bad minute."
+    )
+
+
+def test_unknown_kind_is_an_error_that_lists_the_known_ones():
+    with pytest.raises(KeyError, match="ModelDeployment, VectorIndex, TrainingJob"):
+        semantic_problems("Gadget", {})

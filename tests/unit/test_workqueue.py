@@ -1,0 +1,103 @@
+"""The work queue's guarantees: dedup, no concurrent reconcile of one key, no lost changes,
+requeue after a delay, and backoff on errors."""
+
+import asyncio
+
+import pytest
+
+from aiops.controllers.workqueue import WorkQueue
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_burst_of_adds_is_one_reconcile():
+    async def main():
+        calls = []
+
+        async def reconcile(key):
+            calls.append(key)
+
+        q = WorkQueue(reconcile, workers=2)
+        for _ in range(10):
+            q.add("a")
+        q.add("b")
+        q.start()
+        await asyncio.sleep(0.05)
+        await q.stop()
+        return calls
+
+    assert sorted(run(main())) == ["a", "b"]
+
+
+def test_one_key_never_runs_concurrently_and_adds_during_a_run_are_not_lost():
+    async def main():
+        running, overlaps, calls = set(), [], []
+
+        async def reconcile(key):
+            if key in running:
+                overlaps.append(key)
+            running.add(key)
+            calls.append(key)
+            if len(calls) == 1:
+                q.add(key)  # a change arrives while we work: must cause exactly one more run
+                q.add(key)
+            await asyncio.sleep(0.02)
+            running.discard(key)
+
+        q = WorkQueue(reconcile, workers=4)
+        q.start()
+        q.add("a")
+        await asyncio.sleep(0.2)
+        await q.stop()
+        return overlaps, calls
+
+    overlaps, calls = run(main())
+    assert overlaps == [] and calls == ["a", "a"]
+
+
+def test_requested_delay_reruns_and_earlier_request_wins():
+    async def main():
+        times = []
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def reconcile(key):
+            times.append(loop.time() - t0)
+            return 0.1 if len(times) < 3 else None
+
+        q = WorkQueue(reconcile, workers=1)
+        q.start()
+        q.add("a")
+        await asyncio.sleep(0.5)
+        q.add_after("b", 5)
+        q.add_after("b", 0.01)  # earlier wins
+        await asyncio.sleep(0.1)
+        await q.stop()
+        return times
+
+    times = run(main())
+    assert len(times) == 4  # a three times (0, ~0.1, ~0.2), then b once, early
+    assert times[1] == pytest.approx(0.1, abs=0.08) and times[2] == pytest.approx(0.2, abs=0.12)
+
+
+def test_errors_back_off_and_recover():
+    async def main():
+        calls = []
+
+        async def reconcile(key):
+            calls.append(asyncio.get_running_loop().time())
+            if len(calls) < 3:
+                raise RuntimeError("API hiccup")
+
+        q = WorkQueue(reconcile, workers=1, max_backoff=0.2)
+        q.start()
+        q.add("a")
+        await asyncio.sleep(1.0)
+        await q.stop()
+        return calls
+
+    calls = run(main())
+    assert len(calls) == 3
+    assert calls[2] - calls[1] >= calls[1] - calls[0] - 0.01  # backoff grows
