@@ -5,10 +5,18 @@ import datetime as dt
 import pytest
 from kubernetes import client
 
-from aiops.devenv.gpunode import (CRASH_LOOP, NEVER_READY, RUN, Behaviour, NodeSpec, exit_with,
-                                  pod_status, succeed)
+from aiops.devenv.gpunode import (
+    CRASH_LOOP,
+    NEVER_READY,
+    RUN,
+    Behaviour,
+    NodeSpec,
+    exit_with,
+    pod_status,
+    succeed,
+)
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def make_pod(restart_policy="Always", containers=("main",), init=()):
