@@ -84,6 +84,14 @@ def _cmd_dev_node_agent(args: argparse.Namespace) -> int:
     return session.run_node_agent(gpus=args.gpus)
 
 
+def _cmd_worker_validate_model(args: argparse.Namespace) -> int:
+    from aiops.worker.validate_model import run
+
+    return run(spec_file=Path(args.spec), repository=Path(args.repository),
+               validation_set=Path(args.validation_set) if args.validation_set else None,
+               result_file=Path(args.result))
+
+
 def _cmd_kubectl(args: argparse.Namespace) -> int:
     """kubectl from the cached toolchain, pointed at the local control plane."""
     from aiops.devenv.controlplane import LocalControlPlane
@@ -130,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     agent = dev.add_parser("node-agent", help="run the simulated GPU node in the foreground")
     agent.add_argument("--gpus", type=int, default=3)
     agent.set_defaults(func=_cmd_dev_node_agent)
+
+    worker = sub.add_parser("worker", help="the work that runs in Job pods").add_subparsers(
+        dest="worker_command", required=True)
+    vm = worker.add_parser("validate-model", help="validate a model version before it serves (seed 2.1 step 1)")
+    vm.add_argument("--spec", required=True, help="the ModelDeployment spec as JSON or YAML (a mounted ConfigMap)")
+    vm.add_argument("--repository", required=True, help="the mounted Triton model repository")
+    vm.add_argument("--validation-set", help="JSON Lines file of the spec's validation set, if any")
+    vm.add_argument("--result", default=os.environ.get("AIOPS_RESULT_FILE", "/dev/termination-log"),
+                    help="where the JSON verdict goes (the container's termination message)")
+    vm.set_defaults(func=_cmd_worker_validate_model)
 
     kc = sub.add_parser("kubectl", help="kubectl against the local control plane")
     kc.add_argument("rest", nargs=argparse.REMAINDER)

@@ -64,7 +64,8 @@ def test_triton_image_with_args_only_is_triton():
 
 
 def test_triton_image_running_something_else_stays_imaginary():
-    c = container(["sh", "-c", "tritonserver --model-repository=/models"], image="nvcr.io/nvidia/tritonserver:24.08-py3")
+    c = container(["sh", "-c", "tritonserver --model-repository=/models"],
+                  image="nvcr.io/nvidia/tritonserver:24.08-py3")
     assert launcher_for(c) is None
 
 

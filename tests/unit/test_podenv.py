@@ -22,7 +22,8 @@ def pod(volumes=(), containers=()):
 
 
 VOLUMES = [
-    client.V1Volume(name="repo", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(claim_name="models")),
+    client.V1Volume(name="repo",
+                    persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(claim_name="models")),
     client.V1Volume(name="host", host_path=client.V1HostPathVolumeSource(path="/srv/data")),
     client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource()),
     client.V1Volume(name="cfg", config_map=client.V1ConfigMapVolumeSource(name="settings")),

@@ -395,6 +395,40 @@ class MetricsSnapshot(StatusModel):
     error_rate: float | None = Field(default=None, description="Failed over all requests.")
 
 
+RolloutStep = Literal["Validating", "WaitingForCapacity", "Deploying", "Loading", "HealthChecking"]
+
+
+class RolloutProgress(StatusModel):
+    """A rollout in flight, kept in status so an operator restart resumes it where it was."""
+
+    version: int = Field(ge=1, description="Version being rolled out.")
+    revision: str = Field(
+        description="Hash of the spec fields that decide what serves; a new one restarts the rollout."
+    )
+    step: RolloutStep = Field(description="The step the rollout is in.")
+    started_at: datetime = Field(description="When the rollout started.")
+    step_started_at: datetime = Field(description="When the current step started.")
+    template_changed: bool = Field(
+        default=False, description="Whether the rollout also changes the Triton pods (not only the model version)."
+    )
+    health_failures: int = Field(default=0, ge=0, description="Consecutive failed health checks of the new version.")
+    model_config_json: str | None = Field(
+        default=None, description="config.pbtxt of the new version as JSON, from the validation Job."
+    )
+
+
+class RejectedRevision(StatusModel):
+    """A version (with the rest of its spec) that failed and is not deployed again."""
+
+    version: int = Field(ge=1, description="The rejected version.")
+    revision: str = Field(description="Hash of the rejected spec; a spec with another hash is tried afresh.")
+    reason: str = Field(description="CamelCase cause.")
+    time: datetime = Field(description="When it was rejected.")
+    retry_token: str | None = Field(
+        default=None, description="Value of the aiops.dev/retry annotation when it failed; changing it retries."
+    )
+
+
 class ModelDeploymentStatus(StatusBase):
     """What serves, what failed, and how it performs."""
 
@@ -425,4 +459,17 @@ class ModelDeploymentStatus(StatusBase):
     )
     baseline: MetricsSnapshot | None = Field(
         default=None, description="Metrics when the serving version became Ready."
+    )
+    serving_revision: str | None = Field(default=None, description="Spec hash of what serves now.")
+    serving_model_config_json: str | None = Field(
+        default=None, description="The model configuration loaded for the serving version (JSON), reloaded into "
+        "Triton pods that restart."
+    )
+    serving_deployment_revision: int | None = Field(
+        default=None, description="Revision of the Triton Deployment when the serving version was promoted: "
+        "the pod template a rollback returns to."
+    )
+    rollout: RolloutProgress | None = Field(default=None, description="The rollout in flight, if any.")
+    rejected: list[RejectedRevision] = Field(
+        default_factory=list, description="Specs that failed, newest last; capped by rollback.historyLimit."
     )

@@ -39,7 +39,7 @@ def triton_labels(md_name: str) -> dict[str, str]:
             "app.kubernetes.io/managed-by": MANAGED_BY, KIND_LABEL: md_name}
 
 
-def _repository(spec: ModelDeploymentSpec) -> tuple[str, list[dict], list[dict], list[dict]]:
+def repository_volume(spec: ModelDeploymentSpec) -> tuple[str, list[dict], list[dict], list[dict]]:
     """(--model-repository value, volumes, volumeMounts, envFrom) for the spec's repository."""
     repo = spec.repository
     if repo.object_store:
@@ -85,7 +85,7 @@ def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool
     """The Triton Deployment. `surge`: whether a replacement pod fits beside the old ones (the
     caller checked GPU capacity); without it a template change replaces pods one at a time."""
     labels = triton_labels(md_name)
-    repository, volumes, mounts, env_from = _repository(spec)
+    repository, volumes, mounts, env_from = repository_volume(spec)
     res = spec.resources
     limits = {res.gpu_resource_name: quantity_str(res.gpus), "memory": quantity_str(res.memory)}
     requests = {"memory": quantity_str(res.memory)}

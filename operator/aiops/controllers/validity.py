@@ -14,13 +14,13 @@ import kopf
 from aiops.api.registry import KindInfo
 from aiops.api.validation import condition_summary, semantic_problems
 from aiops.controllers.conditions import get_condition, set_condition
-from aiops.controllers.nodes import all_nodes, max_gpus_per_node
+from aiops.controllers.nodes import NodeCache, max_gpus_per_node
 
 
-def check_spec(info: KindInfo, body: kopf.Body, patch: kopf.Patch, nodes: kopf.Index,
+def check_spec(info: KindInfo, body: kopf.Body, patch: kopf.Patch, nodes: NodeCache,
                logger: logging.Logger | logging.LoggerAdapter) -> bool:
     """Sets the Valid condition in `patch`; True when the spec may be acted on."""
-    known = max_gpus_per_node(all_nodes(nodes))
+    known = max_gpus_per_node(nodes.all())
     problems = semantic_problems(info.kind, body.spec, max_gpus_per_node=known or None)
     reason, message = condition_summary(problems)
     generation = body.metadata.get("generation")

@@ -17,5 +17,5 @@ RESOURCE = (GROUP, VERSION, VECTOR_INDEX.plural)
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-def reconcile(body: kopf.Body, patch: kopf.Patch, nodes_by_name: kopf.Index, logger: Any, **_: Any) -> None:
-    check_spec(VECTOR_INDEX, body, patch, nodes_by_name, logger)
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    check_spec(VECTOR_INDEX, body, patch, memo.nodes, logger)

@@ -1,0 +1,79 @@
+"""The pre-deploy validation Job of a model version (seed 2.1, step 1) and the ConfigMap that
+hands it the spec. The Job runs the project's worker (`aiops worker validate-model`) beside the
+mounted model repository and reports its verdict as the container's termination message, so the
+result comes back through the API and nothing assumes a shared disk."""
+
+from __future__ import annotations
+
+import json
+
+from aiops.api.modeldeployment import ModelDeploymentSpec
+from aiops.builders.triton import KIND_LABEL, MANAGED_BY, RUN_AS_USER, child_name, repository_volume
+
+SPEC_MOUNT = "/etc/aiops/spec"
+VALIDATION_SET_MOUNT = "/etc/aiops/validation-set"
+ROLE_LABEL = "aiops.dev/role"
+VERSION_LABEL = "aiops.dev/model-version"
+
+
+def validation_job_name(md_name: str, version: int, revision: str) -> str:
+    return child_name(md_name, f"validate-v{version}-{revision[:6]}")
+
+
+def build_validation_configmap(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": validation_job_name(md_name, version, revision),
+                     "labels": {KIND_LABEL: md_name, ROLE_LABEL: "validation",
+                                "app.kubernetes.io/managed-by": MANAGED_BY}},
+        "data": {"spec.json": json.dumps(spec.to_wire(), sort_keys=True)},
+    }
+
+
+def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
+                         image: str) -> dict:
+    name = validation_job_name(md_name, version, revision)
+    labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", VERSION_LABEL: str(version),
+              "app.kubernetes.io/managed-by": MANAGED_BY}
+    repository, volumes, mounts, env_from = repository_volume(spec)
+    args = [f"--spec={SPEC_MOUNT}/spec.json", f"--repository={repository}", "--result=/dev/termination-log"]
+    volumes = [*volumes, {"name": "spec", "configMap": {"name": name}}, {"name": "tmp", "emptyDir": {}}]
+    mounts = [*mounts, {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    vset = spec.validation.validation_set
+    if vset:
+        volumes.append({"name": "validation-set", "configMap": {"name": vset.config_map}})
+        mounts.append({"name": "validation-set", "mountPath": VALIDATION_SET_MOUNT, "readOnly": True})
+        args.append(f"--validation-set={VALIDATION_SET_MOUNT}/{vset.key}")
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,  # a bad model fails the same way twice; infrastructure errors are retried by us
+            "activeDeadlineSeconds": spec.validation.timeout_seconds + 60,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "validate",
+                        "image": image,
+                        "command": ["aiops", "worker", "validate-model"],
+                        "args": args,
+                        "envFrom": env_from,
+                        "volumeMounts": mounts,
+                        # Validation runs Triton on CPU: the serving GPUs are busy serving.
+                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

@@ -1,0 +1,40 @@
+"""The Kubernetes client the operator's own code uses (Kopf has its own for watching).
+
+Configured when first needed, not at import: the kubernetes package reads $KUBECONFIG when it is
+imported, which is too early for tests and tools that point it at a cluster they just started.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from kubernetes import client, config
+
+_lock = threading.Lock()
+_clients: dict[str, client.ApiClient] = {}
+
+
+def api_client() -> client.ApiClient:
+    """In a pod: the ServiceAccount. Elsewhere: $KUBECONFIG (or ~/.kube/config)."""
+    key = "in-cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else os.environ.get("KUBECONFIG", "")
+    with _lock:
+        if key not in _clients:
+            if key == "in-cluster":
+                cfg = client.Configuration()
+                config.load_incluster_config(client_configuration=cfg)
+                _clients[key] = client.ApiClient(cfg)
+            else:
+                _clients[key] = config.new_client_from_config(config_file=key or None)
+        return _clients[key]
+
+
+def owned_by(obj: dict, owner: dict) -> dict:
+    """`obj` with `owner` as its controller: garbage-collected with it, and found from it."""
+    meta = owner["metadata"]
+    obj.setdefault("metadata", {})["namespace"] = meta["namespace"]
+    obj["metadata"]["ownerReferences"] = [{
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
+        "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+    }]
+    return obj

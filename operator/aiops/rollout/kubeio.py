@@ -1,0 +1,153 @@
+"""The Kubernetes reads and writes of a rollout, run in threads (the client is synchronous) so the
+operator's event loop never blocks on the network."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from aiops.api.common import GROUP, VERSION
+from aiops.builders.triton import KIND_LABEL
+
+log = logging.getLogger(__name__)
+PLURAL = "modeldeployments"
+TEMPLATE_ANNOTATION = "aiops.dev/template-revision"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+
+
+@dataclass
+class World:
+    """What exists for one ModelDeployment right now."""
+
+    deployment: dict | None
+    pods: list[dict]
+    replica_sets: list[dict]
+
+
+class KubeIO:
+    def __init__(self, api_client: client.ApiClient):
+        self.api = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    async def _run(self, fn, *args, **kwargs) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _sanitize(self, obj: Any) -> Any:
+        return self.api.sanitize_for_serialization(obj)
+
+    # ---- reading ---------------------------------------------------------------------------------
+    async def observe(self, namespace: str, md_name: str, deployment_name: str) -> World:
+        selector = f"{KIND_LABEL}={md_name},app.kubernetes.io/name=triton"
+
+        def read() -> World:
+            try:
+                dep = self._sanitize(self.apps.read_namespaced_deployment(deployment_name, namespace))
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                dep = None
+            pods = self._sanitize(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
+            rss = self._sanitize(self.apps.list_namespaced_replica_set(namespace, label_selector=selector).items)
+            return World(dep, pods, rss)
+
+        return await self._run(read)
+
+    async def read_job(self, namespace: str, name: str) -> tuple[dict | None, list[dict]]:
+        def read():
+            try:
+                job = self._sanitize(self.batch.read_namespaced_job(name, namespace))
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                return None, []
+            pods = self._sanitize(self.core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items)
+            return job, pods
+
+        return await self._run(read)
+
+    async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]:
+        """All unfinished pods and all nodes, cluster-wide: what GPU capacity is computed from."""
+        def read():
+            pods = self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase!=Succeeded,status.phase!=Failed").items
+            nodes = self.core.list_node().items
+            return self._sanitize(pods), self._sanitize(nodes)
+
+        return await self._run(read)
+
+    # ---- writing ---------------------------------------------------------------------------------
+    async def create_if_missing(self, obj: dict) -> None:
+        ns, kind = obj["metadata"]["namespace"], obj["kind"]
+        create = {"Service": self.core.create_namespaced_service,
+                  "ConfigMap": self.core.create_namespaced_config_map,
+                  "Job": self.batch.create_namespaced_job,
+                  "Deployment": self.apps.create_namespaced_deployment}[kind]
+
+        def go():
+            try:
+                create(ns, obj)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+
+        await self._run(go)
+
+    async def apply_deployment(self, obj: dict, existing: dict | None) -> None:
+        """Creates the Deployment, or replaces its spec when our template revision changed."""
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        if existing is None:
+            await self.create_if_missing(obj)
+            return
+        patch = {"metadata": {"annotations": obj["metadata"].get("annotations", {})}, "spec": obj["spec"]}
+        await self._run(self.apps.patch_namespaced_deployment, name, ns, patch)
+
+    async def restore_template(self, existing: dict, replica_set: dict, annotations: dict) -> None:
+        """`kubectl rollout undo` for one revision: the ReplicaSet's template back into the Deployment."""
+        template = replica_set["spec"]["template"]
+        labels = {k: v for k, v in template["metadata"].get("labels", {}).items() if k != "pod-template-hash"}
+        template = {**template, "metadata": {**template["metadata"], "labels": labels}}
+        body = [{"op": "replace", "path": "/spec/template", "value": template},
+                {"op": "replace", "path": "/metadata/annotations", "value": {
+                    **(existing["metadata"].get("annotations") or {}), **annotations}}]
+        await self._run(self.apps.patch_namespaced_deployment, existing["metadata"]["name"],
+                        existing["metadata"]["namespace"], body)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        def go():
+            try:
+                self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
+        await self._run(go)
+
+    async def patch_status(self, namespace: str, name: str, status: dict) -> dict:
+        return await self._run(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
+                               PLURAL, name, {"status": status})
+
+    async def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on `obj`, for `kubectl describe`."""
+        meta = obj["metadata"]
+        now = dt.datetime.now(dt.UTC)
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": "aiops-operator"}, "reportingComponent": "aiops-operator",
+            "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
+        }
+        try:
+            await self._run(self.core.create_namespaced_event, meta["namespace"], body)
+        except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)

@@ -1,0 +1,515 @@
+"""Reconciles one ModelDeployment: seed 2.1 as a level-triggered control loop.
+
+Steps of a rollout (each with a deadline, each timed into status and a histogram):
+  Validating -> [WaitingForCapacity] -> Deploying -> Loading -> HealthChecking -> promote
+and on any failure: reject the spec revision, roll back to the last good version, say why.
+
+Versions are swapped inside the running Triton (explicit model control): the new version is
+loaded beside the serving one, checked through its versioned endpoint, then the old one is
+unloaded. A rollback is one load call, which is why it takes well under a second. Only changes
+to the pods themselves (image, args, resources...) go through a Deployment rollout, surge or not
+depending on free GPUs, and are undone by restoring the previous ReplicaSet's template.
+
+The operator never writes `spec`: what is asked (spec) and what serves (status) are kept apart,
+and a rejected revision is not tried again until the spec or the `aiops.dev/retry` annotation
+changes, so GitOps re-applies and self-heals don't loop on a bad version.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiops import metrics
+from aiops.api.modeldeployment import ModelDeploymentSpec
+from aiops.api.registry import MODEL_DEPLOYMENT
+from aiops.api.validation import check_spec, condition_summary
+from aiops.builders.triton import (
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    build_triton_deployment,
+    build_triton_service,
+    child_name,
+    triton_model_config,
+)
+from aiops.builders.validation_job import build_validation_configmap, build_validation_job, validation_job_name
+from aiops.capacity import gpu_capacity
+from aiops.controllers.conditions import get_condition, set_condition
+from aiops.controllers.nodes import max_gpus_per_node
+from aiops.kube import owned_by
+from aiops.rollout.history import add_history, reject, rejection
+from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
+from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip
+from aiops.rollout.revision import spec_revision, template_revision
+from aiops.rollout.verdict import job_outcome
+from aiops.triton.client import TritonError, TritonServer
+from aiops.triton.samples import meets_accuracy
+
+log = logging.getLogger(__name__)
+RETRY_ANNOTATION = "aiops.dev/retry"
+ROLLOUT_POLL = 1.0  # seconds between looks while a rollout step waits on something
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _age(timestamp: str | None) -> float:
+    if not timestamp:
+        return 0.0
+    then = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
+
+
+class RolloutFailed(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+@dataclass
+class Ctx:
+    """One reconcile of one object: its body, the status being built, and Events to post."""
+
+    md: dict
+    status: dict
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.md["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.md["metadata"]["namespace"]
+
+    @property
+    def generation(self) -> int | None:
+        return self.md["metadata"].get("generation")
+
+    def condition(self, type_: str, ok: bool | str, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(self.status.get("conditions"), type_, ok, reason, message,
+                                                  self.generation)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+class ModelDeploymentReconciler:
+    def __init__(self, kube: KubeIO, worker_image: str, triton_timeout: float = 5.0):
+        self.kube = kube
+        self.worker_image = worker_image
+        self.triton_timeout = triton_timeout
+
+    # ---- entry point -----------------------------------------------------------------------------
+    async def reconcile(self, md: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
+        """Returns (seconds until the next look, the object as written back or None)."""
+        ctx = Ctx(md, copy.deepcopy(md.get("status") or {}))
+        before = copy.deepcopy(ctx.status)
+        started = time.perf_counter()
+        try:
+            delay = await self._reconcile(ctx, nodes)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind="ModelDeployment").observe(time.perf_counter() - started)
+        written = None
+        changed = {k: v for k, v in ctx.status.items() if before.get(k) != v}
+        removed = {k: None for k in before if k not in ctx.status}
+        if changed or removed:
+            written = await self.kube.patch_status(ctx.namespace, ctx.name, {**changed, **removed})
+        for type_, reason, message in ctx.events:
+            await self.kube.event(md, type_, reason, message)
+        return delay, written
+
+    async def _reconcile(self, ctx: Ctx, nodes: list[dict]) -> float | None:
+        spec = self._validate(ctx, nodes)
+        if spec is None:
+            return None
+        ctx.status["observedGeneration"] = ctx.generation
+        dep_name = child_name(ctx.name, "triton")
+        await self.kube.create_if_missing(owned_by(build_triton_service(ctx.name), ctx.md))
+        world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
+        self._report_pods(ctx, world, dep_name, spec)
+
+        revision = spec_revision(spec)
+        retry_token = (ctx.md["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION, "")
+        rollout = ctx.status.get("rollout")
+        if rollout and rollout["revision"] != revision:
+            await self._abandon(ctx, spec, world, "the spec changed while version "
+                                f"{rollout['version']} was rolling out")
+            rollout = None
+        if rollout is None:
+            if ctx.status.get("servingRevision") == revision:
+                return await self._steady(ctx, spec, world)
+            rejected = rejection(ctx.status, revision, retry_token)
+            if rejected:
+                return await self._hold_rejected(ctx, spec, world, rejected)
+            self._start_rollout(ctx, spec, revision)
+        try:
+            return await self._advance(ctx, spec, world, nodes)
+        except RolloutFailed as failure:
+            await self._fail(ctx, spec, world, failure, retry_token)
+            return 0.5
+
+    # ---- validity and reporting ------------------------------------------------------------------
+    def _validate(self, ctx: Ctx, nodes: list[dict]) -> ModelDeploymentSpec | None:
+        check = check_spec(MODEL_DEPLOYMENT.kind, ctx.md["spec"], max_gpus_per_node=max_gpus_per_node(nodes) or None)
+        reason, message = condition_summary(check.problems)
+        before = get_condition(ctx.status.get("conditions"), "Valid")
+        ctx.condition("Valid", check.valid, reason, message)
+        if check.valid:
+            if before and before.get("status") == "False":
+                ctx.event("Normal", "SpecValid", "The spec is valid again; carrying on.")
+            return check.spec
+        ctx.status["observedGeneration"] = ctx.generation
+        ctx.status["phase"] = "Invalid"
+        ctx.condition("Ready", bool(ctx.status.get("servingVersion")) and "Unknown", "InvalidSpec",
+                      "The spec is invalid (see the Valid condition); what served before keeps serving.")
+        if not before or (before.get("reason"), before.get("message")) != (reason, message):
+            ctx.event("Warning", reason, message)
+        return None
+
+    def _report_pods(self, ctx: Ctx, world: World, dep_name: str, spec: ModelDeploymentSpec) -> None:
+        live = [p for p in world.pods if not p["metadata"].get("deletionTimestamp")]
+        ctx.status["replicas"] = len(live)
+        ctx.status["readyReplicas"] = sum(pod_ready(p) for p in live)
+        host = f"{dep_name}.{ctx.namespace}.svc"
+        ctx.status["endpoints"] = {"http": f"{host}:{HTTP_PORT}", "grpc": f"{host}:{GRPC_PORT}",
+                                   "metrics": f"http://{host}:{METRICS_PORT}/metrics"}
+
+    # ---- rollout steps ---------------------------------------------------------------------------
+    def _start_rollout(self, ctx: Ctx, spec: ModelDeploymentSpec, revision: str) -> None:
+        now = now_iso()
+        ctx.status["rollout"] = {"version": spec.model.version, "revision": revision, "step": "Validating",
+                                 "startedAt": now, "stepStartedAt": now, "healthFailures": 0}
+        ctx.status["phaseDurationsSeconds"] = {}
+        ctx.status["phase"] = "Validating"
+        ctx.condition("Deployed", False, "RolloutStarted", f"Rolling out version {spec.model.version}.")
+        serving = ctx.status.get("servingVersion")
+        ctx.event("Normal", "RolloutStarted", f"Rolling out version {spec.model.version}"
+                  + (f" (serving: {serving})" if serving else ""))
+
+    def _step(self, ctx: Ctx, step: str, phase: str) -> None:
+        rollout = ctx.status["rollout"]
+        took = _age(rollout["stepStartedAt"])
+        ctx.status.setdefault("phaseDurationsSeconds", {})[rollout["step"]] = round(took, 3)
+        metrics.ROLLOUT_PHASE_SECONDS.labels(phase=rollout["step"]).observe(took)
+        rollout["step"], rollout["stepStartedAt"] = step, now_iso()
+        ctx.status["phase"] = phase
+
+    async def _advance(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, nodes: list[dict]) -> float | None:
+        rollout = ctx.status["rollout"]
+        deadline = spec.health_check.progress_deadline_seconds
+        if _age(rollout["startedAt"]) > deadline:
+            raise RolloutFailed("ProgressDeadlineExceeded", f"version {rollout['version']} was not healthy within "
+                                f"{deadline}s; it stalled in step {rollout['step']}")
+        step = rollout["step"]
+        if step == "Validating":
+            return await self._validating(ctx, spec)
+        if step in ("WaitingForCapacity", "Deploying"):
+            return await self._deploying(ctx, spec, world)
+        if step == "Loading":
+            return await self._loading(ctx, spec, world)
+        return await self._health_checking(ctx, spec, world)
+
+    async def _validating(self, ctx: Ctx, spec: ModelDeploymentSpec) -> float:
+        rollout = ctx.status["rollout"]
+        version, revision = rollout["version"], rollout["revision"]
+        name = validation_job_name(ctx.name, version, revision)
+        job, pods = await self.kube.read_job(ctx.namespace, name)
+        if job is None:
+            await self.kube.create_if_missing(owned_by(
+                build_validation_configmap(ctx.name, spec, version, revision), ctx.md))
+            await self.kube.create_if_missing(owned_by(
+                build_validation_job(ctx.name, spec, version, revision, self.worker_image), ctx.md))
+            return ROLLOUT_POLL
+        outcome = job_outcome(job, pods)
+        if not outcome.finished:
+            if _age(rollout["stepStartedAt"]) > spec.validation.timeout_seconds:
+                raise RolloutFailed("ValidationTimeout", f"validating version {version} took longer than "
+                                    f"{spec.validation.timeout_seconds}s (Job {name})")
+            return ROLLOUT_POLL
+        verdict = outcome.verdict
+        if outcome.succeeded and verdict.get("valid"):
+            if not verdict.get("config"):
+                raise RolloutFailed("ValidationError", f"Job {name} passed but returned no model configuration "
+                                    "(config.pbtxt too large for a termination message)")
+            rollout["modelConfigJson"] = json.dumps(verdict["config"], sort_keys=True)
+            self._step(ctx, "Deploying", "Deploying")
+            return 0.0
+        if verdict:
+            raise RolloutFailed(verdict.get("reason") or "ValidationFailed",
+                                f"version {version} failed validation: {verdict.get('message', '')}")
+        raise RolloutFailed("ValidationError", f"validation Job {name} failed without a verdict "
+                            f"(exit code {outcome.exit_code}): {outcome.detail}")
+
+    def _desired_deployment(self, ctx: Ctx, spec: ModelDeploymentSpec, surge: bool) -> tuple[dict, str]:
+        dep = owned_by(build_triton_deployment(ctx.name, spec, surge), ctx.md)
+        template = dep["spec"]["template"]
+        revision = template_revision(template)
+        template["metadata"].setdefault("annotations", {})[TEMPLATE_ANNOTATION] = revision
+        dep["metadata"]["annotations"] = {TEMPLATE_ANNOTATION: revision}
+        return dep, revision
+
+    async def _deploying(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float | None:
+        rollout = ctx.status["rollout"]
+        desired, revision = self._desired_deployment(ctx, spec, surge=False)
+        current = world.deployment
+        current_rev = ((current or {}).get("metadata", {}).get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+        if current is None or current_rev != revision or current["spec"].get("replicas") != spec.replicas:
+            fits, surge, message = await self._capacity(spec, world, current, current_rev != revision)
+            if not fits:
+                if rollout["step"] != "WaitingForCapacity":
+                    ctx.event("Warning", "InsufficientGPU", message)
+                    self._step(ctx, "WaitingForCapacity", "Pending")
+                ctx.condition("ResourcesAvailable", False, "InsufficientGPU", message)
+                ctx.condition("Ready", bool(ctx.status.get("servingVersion")), "InsufficientGPU",
+                              f"Version {rollout['version']} waits for GPUs: {message}")
+                return 15.0  # node and pod events wake us sooner
+            desired, revision = self._desired_deployment(ctx, spec, surge)
+            rollout["templateChanged"] = current is not None and current_rev != revision
+            await self.kube.apply_deployment(desired, current)
+            ctx.condition("ResourcesAvailable", True, "GPUsAvailable", message)
+            if rollout["step"] != "Deploying":
+                self._step(ctx, "Deploying", "Deploying")
+            return ROLLOUT_POLL
+        ctx.condition("ResourcesAvailable", True, "GPUsAvailable", "The Triton pods have their GPUs.")
+        pods = self._current_pods(world, revision)
+        for pod in pods:
+            problem = pod_problem(pod)
+            if problem:
+                raise RolloutFailed(problem.reason, problem.message)
+        running = [p for p in pods if pod_running_ip(p)]
+        if len(running) < spec.replicas or len(pods) > spec.replicas:
+            return ROLLOUT_POLL  # still starting, or old pods still terminating
+        for pod in running:
+            async with TritonServer(f"{pod_running_ip(pod)}:{HTTP_PORT}", self.triton_timeout) as server:
+                health = await server.health(spec.model.name)
+            if not health.live:
+                return ROLLOUT_POLL
+        self._step(ctx, "Loading", "Deploying")
+        return 0.0
+
+    async def _capacity(self, spec: ModelDeploymentSpec, world: World, current: dict | None,
+                        template_changes: bool) -> tuple[bool, bool, str]:
+        """(fits, surge possible, message). A new Deployment needs all its pods' GPUs; a template
+        change needs one extra pod's GPUs to surge, else replaces pods one at a time in place."""
+        pods, nodes = await self.kube.gpu_pods_and_nodes()
+        res = spec.resources
+        tolerations = [{"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+        cap = gpu_capacity(nodes, pods, res.gpu_resource_name, spec.node_selector, tolerations)
+        if res.gpus == 0:
+            return True, True, "no GPUs requested"
+        if current is None:
+            return cap.fits(spec.replicas, res.gpus), False, cap.describe(spec.replicas, res.gpus)
+        extra = max(0, spec.replicas - len([p for p in world.pods if not p["metadata"].get("deletionTimestamp")]))
+        if template_changes and cap.fits(extra + 1, res.gpus):
+            return True, True, cap.describe(extra + 1, res.gpus) + "; surging one new pod beside the old ones"
+        # Replacing in place frees each old pod's GPUs before its successor is scheduled.
+        own = [p["metadata"]["uid"] for p in world.pods]
+        freed = gpu_capacity(nodes, pods, res.gpu_resource_name, spec.node_selector, tolerations, own)
+        return freed.fits(spec.replicas, res.gpus), False, freed.describe(spec.replicas, res.gpus)
+
+    @staticmethod
+    def _current_pods(world: World, revision: str) -> list[dict]:
+        return [p for p in world.pods if not p["metadata"].get("deletionTimestamp")
+                and (p["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION) == revision]
+
+    def _serving_pods(self, world: World) -> list[dict]:
+        """Running Triton pods of the Deployment's current template."""
+        rev = ((world.deployment or {}).get("metadata", {}).get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+        return [p for p in self._current_pods(world, rev) if pod_running_ip(p)] if rev else []
+
+    async def _load(self, pod: dict, spec: ModelDeploymentSpec, config: dict) -> None:
+        async with TritonServer(f"{pod_running_ip(pod)}:{HTTP_PORT}", self.triton_timeout) as server:
+            await server.load(spec.model.name, config, timeout=float(spec.health_check.progress_deadline_seconds))
+
+    async def _loading(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
+        rollout = ctx.status["rollout"]
+        target, serving = rollout["version"], ctx.status.get("servingVersion")
+        both = serving and serving != target and not rollout.get("templateChanged")
+        config = triton_model_config(json.loads(rollout["modelConfigJson"]), spec,
+                                     [serving, target] if both else [target])
+        for pod in self._serving_pods(world):
+            try:
+                await self._load(pod, spec, config)
+            except TritonError as e:
+                raise RolloutFailed("ModelLoadFailed", f"Triton could not load version {target}: {e}") from None
+        self._step(ctx, "HealthChecking", "HealthChecking")
+        return 0.0
+
+    async def _check_pod(self, pod: dict, spec: ModelDeploymentSpec, version: int) -> str | None:
+        """None when the pod serves `version` correctly; else what is wrong."""
+        async with TritonServer(f"{pod_running_ip(pod)}:{HTTP_PORT}", self.triton_timeout) as server:
+            health = await server.health(spec.model.name, version)
+            if not health.ok:
+                return (f"pod {pod['metadata']['name']}: live={health.live} ready={health.ready} "
+                        f"model version {version} ready={health.model_ready} {health.detail}").strip()
+            results = [await server.infer_sample(spec.model.name, version, s) for s in spec.validation.samples]
+        if not meets_accuracy(results, spec.validation.min_accuracy):
+            failed = [f"{r.sample}: {r.detail}" for r in results if not r.passed]
+            return (f"pod {pod['metadata']['name']}: {len(failed)}/{len(results)} samples failed "
+                    f"({'; '.join(failed[:3])})")
+        return None
+
+    async def _health_checking(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
+        rollout = ctx.status["rollout"]
+        target = rollout["version"]
+        pods = self._serving_pods(world)
+        for pod in pods:
+            problem = pod_problem(pod)
+            if problem:
+                raise RolloutFailed(problem.reason, problem.message)
+        problems = [p for p in [await self._check_pod(pod, spec, target) for pod in pods] if p]
+        if len(pods) < spec.replicas:
+            problems.append(f"{len(pods)} of {spec.replicas} Triton pods are running")
+        if problems:
+            rollout["healthFailures"] = rollout.get("healthFailures", 0) + 1
+            if rollout["healthFailures"] >= spec.health_check.failure_threshold:
+                raise RolloutFailed("HealthCheckFailed", f"version {target} failed {rollout['healthFailures']} "
+                                    f"health checks in a row: {problems[0]}")
+            return ROLLOUT_POLL
+        await self._promote(ctx, spec, pods)
+        return float(spec.health_check.period_seconds)
+
+    async def _promote(self, ctx: Ctx, spec: ModelDeploymentSpec, pods: list[dict]) -> None:
+        rollout = ctx.status["rollout"]
+        target, previous = rollout["version"], ctx.status.get("servingVersion")
+        config = triton_model_config(json.loads(rollout["modelConfigJson"]), spec, [target])
+        for pod in pods:  # unload the old version: only the new one serves now
+            try:
+                await self._load(pod, spec, config)
+            except TritonError as e:
+                raise RolloutFailed("ModelLoadFailed", f"switching to version {target} failed: {e}") from None
+        self._step(ctx, "Serving", "Ready")
+        now, limit = now_iso(), spec.rollback.history_limit
+        if previous and previous != target:
+            add_history(ctx.status, previous, "Superseded", "NewVersionServing", f"version {target} took over", now,
+                        limit)
+        add_history(ctx.status, target, "Serving", "HealthCheckPassed",
+                    f"healthy on {len(pods)} pod(s) after {_age(rollout['startedAt']):.1f}s", now, limit)
+        dep_revision = None
+        world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"))
+        if world.deployment:
+            dep_revision = int((world.deployment["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, 0))
+        ctx.status.update(servingVersion=target, lastGoodVersion=target, servingRevision=rollout["revision"],
+                          servingModelConfigJson=rollout["modelConfigJson"], servingDeploymentRevision=dep_revision,
+                          phase="Ready")
+        ctx.status.pop("rollout", None)
+        ctx.condition("Deployed", True, "VersionServing", f"Version {target} serves.")
+        ctx.condition("Ready", True, "HealthCheckPassed", f"Version {target} is healthy on {len(pods)} pod(s).")
+        ctx.condition("RolledBack", False, "VersionServing", f"Version {target} rolled out without a rollback.")
+        ctx.event("Normal", "RolloutSucceeded", f"Version {target} serves (was: {previous or 'nothing'}).")
+
+    # ---- failure, rollback, and the steady states ------------------------------------------------
+    async def _fail(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, failure: RolloutFailed,
+                    retry_token: str) -> None:
+        rollout = ctx.status.pop("rollout")
+        target, serving = rollout["version"], ctx.status.get("servingVersion")
+        now, limit = now_iso(), spec.rollback.history_limit
+        reject(ctx.status, target, rollout["revision"], failure.reason, now, retry_token, limit)
+        add_history(ctx.status, target, "Failed", failure.reason, failure.message, now, limit)
+        ctx.event("Warning", failure.reason, failure.message)
+        log.warning("%s/%s: version %s failed: %s", ctx.namespace, ctx.name, target, failure.message)
+        if not serving:
+            ctx.status["phase"] = "Failed"
+            ctx.condition("Ready", False, failure.reason, f"{failure.message}. Nothing serves; fix the spec "
+                          f"(or set the {RETRY_ANNOTATION} annotation to try the same spec again).")
+            ctx.condition("Deployed", False, failure.reason, failure.message)
+            return
+        if not spec.rollback.enabled:
+            ctx.status["phase"] = "Failed"
+            ctx.condition("Ready", False, failure.reason, f"{failure.message}. Rollback is disabled.")
+            return
+        await self._roll_back(ctx, spec, world, rollout)
+        metrics.ROLLBACKS_TOTAL.labels(reason=failure.reason).inc()
+        message = f"Version {target} failed ({failure.reason}: {failure.message}); version {serving} serves again."
+        ctx.condition("RolledBack", True, failure.reason, message)
+        ctx.condition("Deployed", True, "VersionServing", f"Version {serving} serves; {target} was rejected.")
+        ctx.status["phase"] = "Ready"
+        ctx.event("Warning", "RolledBack", message)
+
+    async def _roll_back(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, rollout: dict) -> None:
+        serving = ctx.status["servingVersion"]
+        if rollout.get("templateChanged") and world.deployment:
+            wanted = ctx.status.get("servingDeploymentRevision")
+            for rs in world.replica_sets:
+                if int((rs["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, -1)) == wanted:
+                    await self.kube.restore_template(world.deployment, rs, {
+                        TEMPLATE_ANNOTATION: (rs["spec"]["template"]["metadata"].get("annotations") or {}).get(
+                            TEMPLATE_ANNOTATION, "")})
+                    break
+            return  # the restored pods load the serving version in the steady state
+        config = triton_model_config(json.loads(ctx.status["servingModelConfigJson"]), spec, [serving])
+        for pod in self._serving_pods(world):
+            try:
+                await self._load(pod, spec, config)
+            except TritonError as e:  # the steady state will keep trying on this pod
+                log.warning("restoring version %s on %s failed: %s", serving, pod["metadata"]["name"], e)
+
+    async def _abandon(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, why: str) -> None:
+        rollout = ctx.status.pop("rollout")
+        add_history(ctx.status, rollout["version"], "Failed", "Superseded", why, now_iso(),
+                    spec.rollback.history_limit)
+        if ctx.status.get("servingVersion"):
+            await self._roll_back(ctx, spec, world, rollout)
+
+    async def _ensure_serving_loaded(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> list[str]:
+        """Pods that restarted come back empty: load the serving version into them. Returns problems."""
+        serving = ctx.status["servingVersion"]
+        config = triton_model_config(json.loads(ctx.status["servingModelConfigJson"]), spec, [serving])
+        problems = []
+        for pod in self._serving_pods(world):
+            async with TritonServer(f"{pod_running_ip(pod)}:{HTTP_PORT}", self.triton_timeout) as server:
+                health = await server.health(spec.model.name, serving)
+                if health.live and not health.model_ready:
+                    try:
+                        await server.load(spec.model.name, config)
+                        continue
+                    except TritonError as e:
+                        problems.append(f"reloading version {serving} into {pod['metadata']['name']}: {e}")
+                elif not health.ok:
+                    problems.append(f"pod {pod['metadata']['name']}: {health.detail or 'not ready'}")
+        return problems
+
+    async def _steady(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
+        """The spec's revision serves: keep it so (reload restarted pods, report health)."""
+        problems = await self._ensure_serving_loaded(ctx, spec, world)
+        for pod in world.pods:
+            problem = pod_problem(pod)
+            if problem:
+                problems.append(problem.message)
+        ready = ctx.status.get("readyReplicas", 0)
+        if ready < spec.replicas:
+            problems.append(f"{ready} of {spec.replicas} Triton pods are ready")
+        serving = ctx.status["servingVersion"]
+        if problems:
+            ctx.condition("Ready", False, "Unhealthy", f"Version {serving}: {problems[0]}")
+            ctx.status["phase"] = "Degraded" if ready else "Deploying"
+            return 2.0
+        ctx.condition("Ready", True, "HealthCheckPassed", f"Version {serving} serves on {ready} pod(s).")
+        if ctx.status.get("phase") not in ("Ready", "Degraded") or get_condition(
+                ctx.status.get("conditions"), "Degraded") is None:
+            ctx.status["phase"] = "Ready"
+        return float(spec.health_check.period_seconds)
+
+    async def _hold_rejected(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World,
+                             rejected: dict) -> float | None:
+        """The spec names a revision that failed: keep what serves, say so, do not retry."""
+        note = (f"version {rejected['version']} was rejected ({rejected['reason']}) and is not retried until the "
+                f"spec changes or the {RETRY_ANNOTATION} annotation is set to a new value")
+        if not ctx.status.get("servingVersion"):
+            ctx.status["phase"] = "Failed"
+            ctx.condition("Ready", False, rejected["reason"], f"Nothing serves: {note}.")
+            return None
+        problems = await self._ensure_serving_loaded(ctx, spec, world)
+        serving = ctx.status["servingVersion"]
+        ok = not problems and ctx.status.get("readyReplicas", 0) >= 1
+        ctx.condition("Ready", ok, "HealthCheckPassed" if ok else "Unhealthy",
+                      f"Version {serving} serves; {note}." if ok else f"Version {serving}: {problems[:1]}")
+        ctx.status["phase"] = "Ready" if ok else "Degraded"
+        return float(spec.health_check.period_seconds)

@@ -1,0 +1,28 @@
+"""Hashes that say when something changed, so a reconcile can compare instead of diffing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from aiops.api.modeldeployment import ModelDeploymentSpec
+
+# What decides what serves. Monitoring and rollback settings change nothing that serves.
+SERVING_FIELDS = ("model", "repository", "runtime", "resources", "replicas", "node_selector", "batching",
+                  "validation", "health_check")
+
+
+def digest(value: Any, length: int = 12) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+_SERVING_KEYS = frozenset(ModelDeploymentSpec.model_fields[f].alias or f for f in SERVING_FIELDS)
+
+
+def spec_revision(spec: ModelDeploymentSpec) -> str:
+    return digest({k: v for k, v in spec.to_wire().items() if k in _SERVING_KEYS})
+
+
+def template_revision(template: dict) -> str:
+    return digest(template)

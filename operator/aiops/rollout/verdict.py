@@ -1,0 +1,47 @@
+"""Reading the validation Job's outcome: its state and the worker's JSON verdict, which comes back
+as the container's termination message (through the API, never through a shared disk)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiops.worker.verdict import VerdictError, parse_verdict
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    finished: bool
+    succeeded: bool = False
+    exit_code: int | None = None
+    verdict: dict = field(default_factory=dict)
+    detail: str = ""
+
+
+def _condition(job: dict, type_: str) -> dict | None:
+    return next((c for c in (job.get("status") or {}).get("conditions") or []
+                 if c.get("type") == type_ and c.get("status") == "True"), None)
+
+
+def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
+    complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
+    if not complete and not failed:
+        return JobOutcome(finished=False)
+    terminated = None
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+        for c in (pod.get("status") or {}).get("containerStatuses") or []:
+            t = (c.get("state") or {}).get("terminated")
+            if t:
+                terminated = t
+    message = (terminated or {}).get("message") or ""
+    try:
+        verdict, detail = parse_verdict(message), ""
+    except VerdictError as e:
+        # With FallbackToLogsOnError the message may be the log tail, whose last line is the verdict.
+        last_line = message.strip().splitlines()[-1] if message.strip() else ""
+        try:
+            verdict, detail = parse_verdict(last_line), ""
+        except VerdictError:
+            verdict, detail = {}, f"{e}; {message.strip()[-400:]}"
+    if failed and not terminated:
+        detail = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}"
+    return JobOutcome(True, bool(complete), (terminated or {}).get("exitCode"), verdict, detail)

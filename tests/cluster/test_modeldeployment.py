@@ -1,0 +1,183 @@
+"""ModelDeployment end to end: the real control plane, the operator in-process, the real
+tritonserver behind the simulated GPU node, the real validation worker in its Job, and small real
+models written for each test."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from kubernetes import client
+
+from aiops.api.common import GROUP, VERSION
+from aiops.devenv.demomodels import write_python_backend_model
+
+MODEL = "adder"
+pytestmark = pytest.mark.timeout(300)
+
+
+def md_manifest(name: str, repo: Path, version: int, scale: float = 2.0, **spec) -> dict:
+    x = [1.0, 2.0, 3.0, 4.0]
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {
+            "model": {"name": MODEL, "version": version, "backend": "python"},
+            "repository": {"hostPath": {"path": str(repo)}},
+            "resources": {"gpus": 2, "memory": "2Gi"},
+            "validation": {"samples": [{
+                "name": "double",
+                "inputs": [{"name": "INPUT0", "dataType": "FP32", "shape": [1, 4], "data": x}],
+                "expectedOutputs": [{"name": "OUTPUT0", "dataType": "FP32", "shape": [1, 4],
+                                     "data": [scale * v for v in x]}]}]},
+            "healthCheck": {"periodSeconds": 2, "failureThreshold": 2, "progressDeadlineSeconds": 120},
+            "monitoring": {"enabled": False},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+class MDs:
+    def __init__(self, kube, namespace):
+        self.api = client.CustomObjectsApi(kube.api_client)
+        self.ns = namespace
+
+    def create(self, body):
+        return self.api.create_namespaced_custom_object(GROUP, VERSION, self.ns, "modeldeployments", body)
+
+    def get(self, name):
+        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.ns, "modeldeployments", name)
+
+    def patch(self, name, body):
+        return self.api.patch_namespaced_custom_object(GROUP, VERSION, self.ns, "modeldeployments", name, body)
+
+
+def condition(obj, type_):
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def serving(mds: MDs, name: str, version: int):
+    def check():
+        obj = mds.get(name)
+        st = obj.get("status") or {}
+        ready = condition(obj, "Ready")
+        return obj if st.get("servingVersion") == version and st.get("phase") == "Ready" and ready \
+            and ready["status"] == "True" and not st.get("rollout") else None
+    return check
+
+
+def infer(ip: str, version: int | str = "") -> list[float]:
+    c = httpclient.InferenceServerClient(f"{ip}:8000")
+    try:
+        inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+        inp.set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))
+        return c.infer(MODEL, [inp], model_version=str(version)).as_numpy("OUTPUT0").reshape(-1).tolist()
+    finally:
+        c.close()
+
+
+def triton_pods(kube, namespace):
+    return [p for p in kube.core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=triton").items if not p.metadata.deletion_timestamp]
+
+
+@pytest.fixture
+def repo(tmp_path):
+    path = tmp_path / "models"
+    write_python_backend_model(path, MODEL, 1, behaviour="double", scale=2.0)
+    write_python_backend_model(path, MODEL, 2, behaviour="double", scale=3.0)
+    return path
+
+
+def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, wait_for, repo):
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("adder", repo, 1))
+    obj = wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving and Ready")
+    assert condition(obj, "Valid")["status"] == "True"
+    assert condition(obj, "ResourcesAvailable")["status"] == "True"
+    assert obj["status"]["history"][0]["outcome"] == "Serving"
+    assert set(obj["status"]["phaseDurationsSeconds"]) >= {"Validating", "Deploying", "Loading", "HealthChecking"}
+    pods = triton_pods(kube, namespace)
+    assert len(pods) == 1
+    assert pods[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "2"
+    ip = pods[0].status.pod_ip
+    assert infer(ip) == [2.0, 4.0, 6.0, 8.0]
+
+    # v1 -> v2: swapped inside the running server, no new pod.
+    v2_samples = md_manifest("x", repo, 2, 3.0)["spec"]["validation"]
+    mds.patch("adder", {"spec": {"model": {"version": 2}, "validation": v2_samples}})
+    obj = wait_for(serving(mds, "adder", 2), timeout=120, what="version 2 serving")
+    assert [p.metadata.uid for p in triton_pods(kube, namespace)] == [pods[0].metadata.uid]
+    assert infer(ip) == [3.0, 6.0, 9.0, 12.0]
+    outcomes = [(h["version"], h["outcome"]) for h in obj["status"]["history"]]
+    assert outcomes[:3] == [(2, "Serving"), (1, "Superseded"), (1, "Serving")]
+
+    # v3 answers wrongly: validation rejects it, v2 keeps serving, the reason is recorded.
+    write_python_backend_model(repo, MODEL, 3, behaviour="wrong", scale=3.0)
+    mds.patch("adder", {"spec": {"model": {"version": 3}}})
+
+    def rolled_back():
+        o = mds.get("adder")
+        c = condition(o, "RolledBack")
+        return o if c and c["status"] == "True" and 3 in o["status"].get("rejectedVersions", []) else None
+
+    obj = wait_for(rolled_back, timeout=120, what="version 3 rejected and rolled back")
+    assert obj["status"]["servingVersion"] == 2
+    assert obj["status"]["history"][0]["version"] == 3 and obj["status"]["history"][0]["outcome"] == "Failed"
+    assert infer(ip) == [3.0, 6.0, 9.0, 12.0]
+    assert condition(obj, "Ready")["status"] == "True"
+
+    # GitOps re-apply of the same spec: no new attempt.
+    attempts = len(kube.core.list_namespaced_pod(namespace, label_selector="aiops.dev/role=validation").items)
+    mds.patch("adder", {"metadata": {"labels": {"synced-by": "argocd"}}})
+    time.sleep(3)
+    assert len(kube.core.list_namespaced_pod(
+        namespace, label_selector="aiops.dev/role=validation").items) == attempts
+    assert mds.get("adder")["status"]["servingVersion"] == 2
+
+
+def test_broken_config_is_rejected_before_anything_serves(kube, namespace, operator, wait_for, tmp_path):
+    repo = tmp_path / "models"
+    write_python_backend_model(repo, MODEL, 1, behaviour="bad-config")
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("broken", repo, 1))
+
+    def failed():
+        o = mds.get("broken")
+        return o if (o.get("status") or {}).get("phase") == "Failed" else None
+
+    obj = wait_for(failed, timeout=90, what="phase Failed")
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ConfigInvalid"
+    assert obj["status"]["rejectedVersions"] == [1]
+    assert triton_pods(kube, namespace) == []
+    events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=broken").items
+    assert any(e.reason == "ConfigInvalid" and e.type == "Warning" for e in events)
+
+
+def test_waits_for_gpus_and_creates_nothing_that_would_sit_pending(kube, namespace, operator, wait_for, repo):
+    blocker = client.V1Pod(metadata=client.V1ObjectMeta(name="gpu-hog"), spec=client.V1PodSpec(containers=[
+        client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(
+            limits={"nvidia.com/gpu": "2"}))]))
+    kube.core.create_namespaced_pod(namespace, blocker)
+    wait_for(lambda: kube.core.read_namespaced_pod("gpu-hog", namespace).status.phase == "Running",
+             what="the GPU hog running")
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("adder", repo, 1))
+
+    def waiting():
+        o = mds.get("adder")
+        c = condition(o, "ResourcesAvailable")
+        return o if c and c["status"] == "False" else None
+
+    obj = wait_for(waiting, timeout=90, what="ResourcesAvailable=False")
+    message = condition(obj, "ResourcesAvailable")["message"]
+    assert condition(obj, "ResourcesAvailable")["reason"] == "InsufficientGPU"
+    assert "needs 1 pod(s) x 2 nvidia.com/gpu" in message and "free" in message
+    assert client.AppsV1Api(kube.api_client).list_namespaced_deployment(namespace).items == []
+
+    kube.core.delete_namespaced_pod("gpu-hog", namespace)
+    wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving once the GPUs were freed")

@@ -1,0 +1,85 @@
+"""The pure parts of the rollout: pod problems, verdicts from Jobs, rejection bookkeeping, revisions."""
+
+import json
+
+from aiops.api.modeldeployment import ModelDeploymentSpec
+from aiops.rollout.history import add_history, reject, rejection
+from aiops.rollout.pods import pod_problem, pod_running_ip
+from aiops.rollout.revision import spec_revision
+from aiops.rollout.verdict import job_outcome
+
+
+def pod(phase="Running", waiting=None, running=True, scheduled=True, restarts=0):
+    state = {"waiting": {"reason": waiting}} if waiting else ({"running": {}} if running else {})
+    conds = [] if scheduled else [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                   "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]
+    return {"metadata": {"name": "p"}, "status": {
+        "phase": phase, "podIP": "127.100.0.9", "conditions": conds,
+        "containerStatuses": [{"name": "triton", "state": state, "restartCount": restarts,
+                               "lastState": {"terminated": {"exitCode": 1}} if restarts else {}}]}}
+
+
+def test_pod_problems():
+    assert pod_problem(pod()) is None
+    crash = pod_problem(pod(waiting="CrashLoopBackOff", restarts=3))
+    assert crash.reason == "CrashLoop" and "3 restarts" in crash.message and "exit code 1" in crash.message
+    assert pod_problem(pod(waiting="ImagePullBackOff")).reason == "ImagePullBackOff"
+    unsched = pod_problem(pod(phase="Pending", running=False, scheduled=False))
+    assert unsched.reason == "Unschedulable" and "Insufficient" in unsched.message
+    assert pod_problem(pod(waiting="ContainerCreating")) is None
+
+
+def test_running_ip_only_for_running_containers():
+    assert pod_running_ip(pod()) == "127.100.0.9"
+    assert pod_running_ip(pod(waiting="CrashLoopBackOff")) is None
+    deleting = pod()
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert pod_running_ip(deleting) is None
+
+
+def job(cond, message=None, exit_code=0):
+    j = {"status": {"conditions": [{"type": cond, "status": "True", "reason": "BackoffLimitExceeded"}]}}
+    pods = [{"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"containerStatuses": [
+        {"state": {"terminated": {"exitCode": exit_code, "message": message}}}]}}]
+    return j, pods
+
+
+def test_job_outcome_reads_the_verdict():
+    verdict = {"valid": False, "reason": "SampleMismatch", "message": "sample 'a' wrong"}
+    out = job_outcome(*job("Failed", json.dumps(verdict), 3))
+    assert out.finished and not out.succeeded and out.exit_code == 3
+    assert out.verdict["reason"] == "SampleMismatch"
+    logs = "starting triton\nloaded\n" + json.dumps({"valid": True, "reason": "Validated"})
+    assert job_outcome(*job("Complete", logs)).verdict["valid"] is True
+    broken = job_outcome(*job("Failed", "Traceback: boom", 1))
+    assert broken.verdict == {} and "boom" in broken.detail
+    assert not job_outcome({"status": {}}, []).finished
+
+
+def test_rejection_holds_until_retry_token_changes():
+    status = {}
+    reject(status, 3, "rev3", "SampleMismatch", "t", "", 10)
+    assert rejection(status, "rev3", "") is not None
+    assert "retryToken" not in status["rejected"][0]  # "" would reach the API server as null
+    assert rejection(status, "rev3", "try-again") is None
+    assert rejection(status, "other", "") is None
+    reject(status, 3, "rev3", "HealthCheckFailed", "t2", "try-again", 10)
+    assert len(status["rejected"]) == 1 and status["rejectedVersions"] == [3]
+    for v in range(20):
+        reject(status, v + 10, f"r{v}", "X", "t", "", 5)
+    assert len(status["rejected"]) == 5
+
+
+def test_history_is_newest_first_and_capped():
+    status = {}
+    for v in range(1, 6):
+        add_history(status, v, "Serving", "HealthCheckPassed", "ok", f"t{v}", 3)
+    assert [h["version"] for h in status["history"]] == [5, 4, 3]
+
+
+def test_revision_ignores_monitoring_and_rollback_settings():
+    base = {"model": {"name": "m", "version": 1}, "repository": {"hostPath": {"path": "/m"}}}
+    a = ModelDeploymentSpec.from_wire(base)
+    b = ModelDeploymentSpec.from_wire({**base, "monitoring": {"enabled": False}, "rollback": {"historyLimit": 3}})
+    c = ModelDeploymentSpec.from_wire({**base, "model": {"name": "m", "version": 2}})
+    assert spec_revision(a) == spec_revision(b) != spec_revision(c)
