@@ -181,3 +181,76 @@ def test_waits_for_gpus_and_creates_nothing_that_would_sit_pending(kube, namespa
 
     kube.core.delete_namespaced_pod("gpu-hog", namespace)
     wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving once the GPUs were freed")
+
+
+def _env_is(name: str, value: str):
+    def match(pod) -> bool:
+        return any(e.name == name and e.value == value for c in pod.spec.containers for e in c.env or [])
+    return match
+
+
+@pytest.mark.parametrize("fault,reason", [("crash-loop", "CrashLoop"), ("never-ready", "ProgressDeadlineExceeded")])
+def test_broken_pods_roll_back_to_the_last_good_template(kube, namespace, operator, wait_for, repo, fault, reason):
+    """A new version that also changes the pods (here: an env var) gets pods that crash or never
+    become ready: the previous ReplicaSet's template comes back and the old version serves again."""
+    from aiops.devenv.gpunode import CRASH_LOOP, NEVER_READY
+
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("adder", repo, 1, healthCheck={"periodSeconds": 2, "failureThreshold": 2,
+                                                          "progressDeadlineSeconds": 30}))
+    wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving")
+    kube.agent.inject(_env_is("BROKEN", "1"), CRASH_LOOP if fault == "crash-loop" else NEVER_READY)
+    v2 = md_manifest("x", repo, 2, 3.0)["spec"]["validation"]
+    mds.patch("adder", {"spec": {"model": {"version": 2}, "validation": v2,
+                                 "runtime": {"env": [{"name": "BROKEN", "value": "1"}]}}})
+
+    def rolled_back():
+        o = mds.get("adder")
+        c = condition(o, "RolledBack")
+        return o if c and c["status"] == "True" else None
+
+    obj = wait_for(rolled_back, timeout=120, what=f"rollback after {fault}")
+    assert condition(obj, "RolledBack")["reason"] == reason
+    assert obj["status"]["servingVersion"] == 1 and obj["status"]["rejectedVersions"] == [2]
+    dep = client.AppsV1Api(kube.api_client).read_namespaced_deployment("adder-triton", namespace)
+    assert not any(e.name == "BROKEN" for e in dep.spec.template.spec.containers[0].env or [])
+    wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving again on restored pods")
+    pods = triton_pods(kube, namespace)
+    assert len(pods) == 1 and infer(pods[0].status.pod_ip) == [2.0, 4.0, 6.0, 8.0]
+
+
+def test_operator_restart_mid_rollout_converges_without_duplicates(kube, namespace, crds_installed, wait_for, repo):
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "aiops.controllers"]
+    mds = MDs(kube, namespace)
+    with KopfRunner(args, timeout=60) as first:
+        mds.create(md_manifest("adder", repo, 1))
+        wait_for(lambda: ((mds.get("adder").get("status") or {}).get("rollout") or {}).get("step")
+                 in ("Deploying", "Loading", "HealthChecking"), timeout=90, what="the rollout past validation")
+    assert first.exit_code == 0, first.output
+    with KopfRunner(args, timeout=60) as second:
+        wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving after the restart")
+    assert second.exit_code == 0, second.output
+    apps, batch = client.AppsV1Api(kube.api_client), client.BatchV1Api(kube.api_client)
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items] == ["adder-triton"]
+    assert [s.metadata.name for s in kube.core.list_namespaced_service(namespace).items] == ["adder-triton"]
+    assert len(batch.list_namespaced_job(namespace).items) == 1
+    assert len(triton_pods(kube, namespace)) == 1
+
+
+def test_deletion_cleans_up_everything(kube, namespace, operator, wait_for, repo):
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("adder", repo, 1))
+    wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving")
+    mds.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "adder")
+    apps, batch = client.AppsV1Api(kube.api_client), client.BatchV1Api(kube.api_client)
+
+    def gone():
+        left = (apps.list_namespaced_deployment(namespace).items + kube.core.list_namespaced_service(namespace).items
+                + batch.list_namespaced_job(namespace).items + triton_pods(kube, namespace)
+                + [c for c in kube.core.list_namespaced_config_map(namespace).items
+                   if c.metadata.name.startswith("adder")])
+        return not left or None
+
+    wait_for(gone, timeout=90, what="Deployment, Service, Job, ConfigMap and pods garbage-collected")

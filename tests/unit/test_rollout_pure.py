@@ -25,7 +25,8 @@ def test_pod_problems():
     assert crash.reason == "CrashLoop" and "3 restarts" in crash.message and "exit code 1" in crash.message
     assert pod_problem(pod(waiting="ImagePullBackOff")).reason == "ImagePullBackOff"
     unsched = pod_problem(pod(phase="Pending", running=False, scheduled=False))
-    assert unsched.reason == "Unschedulable" and "Insufficient" in unsched.message
+    assert unsched.reason == "Unschedulable" and "Insufficient" in unsched.message and not unsched.fatal
+    assert crash.fatal
     assert pod_problem(pod(waiting="ContainerCreating")) is None
 
 

@@ -12,6 +12,9 @@ WAITING_FAILURES = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Cre
 class PodProblem:
     reason: str
     message: str
+    # Unschedulable is often temporary: a replaced pod's GPUs are held until it has terminated.
+    # Only the progress deadline turns it into a failure.
+    fatal: bool = True
 
 
 def _name(pod: dict) -> str:
@@ -34,7 +37,8 @@ def pod_problem(pod: dict) -> PodProblem | None:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
                 cond.get("reason") == "Unschedulable":
-            return PodProblem("Unschedulable", f"pod {_name(pod)} cannot be scheduled: {cond.get('message', '')}")
+            return PodProblem("Unschedulable", f"pod {_name(pod)} cannot be scheduled: {cond.get('message', '')}",
+                              fatal=False)
     return None
 
 

@@ -281,8 +281,10 @@ class ModelDeploymentReconciler:
         pods = self._current_pods(world, revision)
         for pod in pods:
             problem = pod_problem(pod)
-            if problem:
+            if problem and problem.fatal:
                 raise RolloutFailed(problem.reason, problem.message)
+            if problem:
+                ctx.condition("Deployed", False, problem.reason, f"Waiting: {problem.message}")
         running = [p for p in pods if pod_running_ip(p)]
         if len(running) < spec.replicas or len(pods) > spec.replicas:
             return ROLLOUT_POLL  # still starting, or old pods still terminating
@@ -362,7 +364,7 @@ class ModelDeploymentReconciler:
         pods = self._serving_pods(world)
         for pod in pods:
             problem = pod_problem(pod)
-            if problem:
+            if problem and problem.fatal:
                 raise RolloutFailed(problem.reason, problem.message)
         problems = [p for p in [await self._check_pod(pod, spec, target) for pod in pods] if p]
         if len(pods) < spec.replicas:
@@ -430,8 +432,9 @@ class ModelDeploymentReconciler:
         message = f"Version {target} failed ({failure.reason}: {failure.message}); version {serving} serves again."
         ctx.condition("RolledBack", True, failure.reason, message)
         ctx.condition("Deployed", True, "VersionServing", f"Version {serving} serves; {target} was rejected.")
-        ctx.status["phase"] = "Ready"
         ctx.event("Warning", "RolledBack", message)
+        await self._serving_health(ctx, spec, await self.kube.observe(
+            ctx.namespace, ctx.name, child_name(ctx.name, "triton")))
 
     async def _roll_back(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, rollout: dict) -> None:
         serving = ctx.status["servingVersion"]
@@ -472,30 +475,32 @@ class ModelDeploymentReconciler:
                         continue
                     except TritonError as e:
                         problems.append(f"reloading version {serving} into {pod['metadata']['name']}: {e}")
-                elif not health.ok:
-                    problems.append(f"pod {pod['metadata']['name']}: {health.detail or 'not ready'}")
+                elif not (health.live and health.model_ready):  # server readiness blips during loads
+                    problems.append(f"pod {pod['metadata']['name']}: {health.detail or 'model not ready'}")
         return problems
 
-    async def _steady(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
-        """The spec's revision serves: keep it so (reload restarted pods, report health)."""
+    async def _serving_health(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, note: str = "") -> bool:
+        """Reloads restarted pods, then sets Ready (and phase) from how the serving version is doing.
+        Ready never says True while a pod crash-loops or fewer pods than asked are ready."""
         problems = await self._ensure_serving_loaded(ctx, spec, world)
-        for pod in world.pods:
-            problem = pod_problem(pod)
-            if problem:
-                problems.append(problem.message)
+        problems += [p.message for p in map(pod_problem, world.pods) if p]
         ready = ctx.status.get("readyReplicas", 0)
         if ready < spec.replicas:
             problems.append(f"{ready} of {spec.replicas} Triton pods are ready")
         serving = ctx.status["servingVersion"]
+        suffix = f"; {note}" if note else ""
         if problems:
-            ctx.condition("Ready", False, "Unhealthy", f"Version {serving}: {problems[0]}")
+            ctx.condition("Ready", False, "Unhealthy", f"Version {serving}: {problems[0]}{suffix}.")
             ctx.status["phase"] = "Degraded" if ready else "Deploying"
-            return 2.0
-        ctx.condition("Ready", True, "HealthCheckPassed", f"Version {serving} serves on {ready} pod(s).")
-        if ctx.status.get("phase") not in ("Ready", "Degraded") or get_condition(
-                ctx.status.get("conditions"), "Degraded") is None:
-            ctx.status["phase"] = "Ready"
-        return float(spec.health_check.period_seconds)
+            return False
+        ctx.condition("Ready", True, "HealthCheckPassed", f"Version {serving} serves on {ready} pod(s){suffix}.")
+        ctx.status["phase"] = "Ready"
+        return True
+
+    async def _steady(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
+        """The spec's revision serves: keep it so."""
+        healthy = await self._serving_health(ctx, spec, world)
+        return float(spec.health_check.period_seconds) if healthy else 2.0
 
     async def _hold_rejected(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World,
                              rejected: dict) -> float | None:
@@ -506,10 +511,5 @@ class ModelDeploymentReconciler:
             ctx.status["phase"] = "Failed"
             ctx.condition("Ready", False, rejected["reason"], f"Nothing serves: {note}.")
             return None
-        problems = await self._ensure_serving_loaded(ctx, spec, world)
-        serving = ctx.status["servingVersion"]
-        ok = not problems and ctx.status.get("readyReplicas", 0) >= 1
-        ctx.condition("Ready", ok, "HealthCheckPassed" if ok else "Unhealthy",
-                      f"Version {serving} serves; {note}." if ok else f"Version {serving}: {problems[:1]}")
-        ctx.status["phase"] = "Ready" if ok else "Degraded"
-        return float(spec.health_check.period_seconds)
+        healthy = await self._serving_health(ctx, spec, world, note)
+        return float(spec.health_check.period_seconds) if healthy else 2.0
