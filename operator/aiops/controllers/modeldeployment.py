@@ -37,7 +37,7 @@ def _rv(obj: dict) -> int:
 class ModelDeployments:
     """The cache of ModelDeployment bodies and the queue that reconciles them."""
 
-    def __init__(self, nodes: NodeCache, workers: int = 4):
+    def __init__(self, nodes: NodeCache, workers: int = 8):
         self.nodes = nodes
         self.objects: dict[tuple[str, str], dict] = {}
         self.reconciler = ModelDeploymentReconciler(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import kopf
 
 GROUP = "aiops.dev"
@@ -14,8 +16,10 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    # Events for what a person running `kubectl describe` needs: warnings and our own infos.
-    settings.posting.level = 20  # logging.INFO
+    # Kopf turns per-object log lines at this level into Events. INFO would post one Event per
+    # handled pod or Job event ("Handler succeeded"): an API write each. Our controllers post
+    # the Events a person needs themselves; Kopf only posts its warnings and errors.
+    settings.posting.level = logging.WARNING
     # Reconnect watches periodically: a silently dead connection must not stall the operator.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kubernetes import client
@@ -37,9 +39,11 @@ class KubeIO:
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        # Our own pool: the default one has cores+4 threads, too few for calls that mostly wait.
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kubeio")
 
     async def _run(self, fn, *args, **kwargs) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
     def _sanitize(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)

@@ -131,13 +131,16 @@ class ModelDeploymentReconciler:
             return None
         ctx.status["observedGeneration"] = ctx.generation
         dep_name = child_name(ctx.name, "triton")
-        await self.kube.create_if_missing(owned_by(build_triton_service(ctx.name), ctx.md))
-        world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
-        self._report_pods(ctx, world, dep_name, spec)
-
         revision = spec_revision(spec)
         retry_token = (ctx.md["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION, "")
         rollout = ctx.status.get("rollout")
+        if not ctx.status.get("servingVersion") and (rollout or {}).get("step", "Validating") == "Validating" \
+                and (rollout or {}).get("revision", revision) == revision:
+            world = World(None, [], [])  # a first version being validated: nothing to look at yet
+        else:
+            world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
+            self._report_pods(ctx, world, dep_name, spec)
+
         if rollout and rollout["revision"] != revision:
             await self._abandon(ctx, spec, world, "the spec changed while version "
                                 f"{rollout['version']} was rolling out")
@@ -272,6 +275,8 @@ class ModelDeploymentReconciler:
                 return 15.0  # node and pod events wake us sooner
             desired, revision = self._desired_deployment(ctx, spec, surge)
             rollout["templateChanged"] = current is not None and current_rev != revision
+            if current is None:
+                await self.kube.create_if_missing(owned_by(build_triton_service(ctx.name), ctx.md))
             await self.kube.apply_deployment(desired, current)
             ctx.condition("ResourcesAvailable", True, "GPUsAvailable", message)
             if rollout["step"] != "Deploying":

@@ -1,0 +1,155 @@
+"""ModelDeployment reconcile cost on the real local control plane, beside the framework's floor
+(a plain Kopf handler that only creates a Deployment, bench/floor_operator.py) in the same run.
+
+Each operator runs as its own process watching its own namespace; N ModelDeployments are applied
+back to back, and a watch records when each child appears. The simulated node runs no real
+processes here: validation Job pods succeed at once with a recorded valid verdict, so what is
+measured is the operator and the control plane, not Triton or the worker (bench_rollback and the
+tests cover those). Figures: apply -> first child (our validation Job; the floor's Deployment),
+apply -> Deployment (ours, after validation passed), throughput, and the operators' RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from kubernetes import client, watch  # noqa: E402
+
+from aiops.devenv.controlplane import LocalControlPlane, Ports  # noqa: E402
+from aiops.devenv.gpunode import NodeAgent, NodeSpec, succeed  # noqa: E402
+from aiops.devenv.session import api_client_for, install_crds  # noqa: E402
+from aiops.devenv.toolchain import ensure_toolchain  # noqa: E402
+from report import figure  # noqa: E402
+
+N = int(os.environ.get("BENCH_MDS", "100"))
+VERDICT = json.dumps({"valid": True, "reason": "Validated", "message": "recorded verdict", "config": {
+    "name": "adder", "backend": "python", "max_batch_size": 8,
+    "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": ["4"]}],
+    "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": ["4"]}]}})
+
+
+def manifest(name: str) -> dict:
+    return {"apiVersion": "aiops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+            "spec": {"model": {"name": "adder", "version": 1}, "repository": {"hostPath": {"path": "/srv/models"}},
+                     "resources": {"gpus": 0, "memory": "1Gi"}, "monitoring": {"enabled": False}}}
+
+
+class Arrivals:
+    """First time each object of a kind shows up in a namespace, from a watch."""
+
+    def __init__(self, api, namespace: str, lister, key):
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(api, namespace, lister, key), daemon=True)
+        self._thread.start()
+
+    def _run(self, api, namespace, lister, key):
+        while not self._stop.is_set():
+            for event in watch.Watch().stream(lister, namespace, timeout_seconds=2):
+                name = key(event["object"])
+                if name and name not in self.seen:
+                    self.seen[name] = time.monotonic()
+
+    def stop(self):
+        self._stop.set()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_operator(cmd: list[str], kubeconfig: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "AIOPS_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=HERE.parent)
+
+
+def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, child_of) -> dict:
+    core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
+    core.create_namespace({"metadata": {"name": namespace}})
+    while not (sa := core.list_namespaced_service_account(namespace).items) or not sa[0].secrets:
+        time.sleep(0.05)
+    proc = run_operator(cmd, kubeconfig, log)
+    time.sleep(3)  # let it start and list
+    deps = Arrivals(api, namespace, apps.list_namespaced_deployment, lambda o: child_of(o.metadata.name, "-triton"))
+    jobs = Arrivals(api, namespace, batch.list_namespaced_job,
+                    lambda o: (o.metadata.labels or {}).get("aiops.dev/modeldeployment"))
+    custom = client.CustomObjectsApi(api)
+    created = {}
+    t0 = time.monotonic()
+    for i in range(N):
+        name = f"md-{i:03d}"
+        custom.create_namespaced_custom_object("aiops.dev", "v1alpha1", namespace, "modeldeployments", manifest(name))
+        created[name] = time.monotonic()
+    deadline = time.monotonic() + 600
+    while len(deps.seen) < N and time.monotonic() < deadline:
+        time.sleep(0.1)
+    elapsed = max(deps.seen.values(), default=t0) - t0
+    rss = rss_mb(proc.pid)
+    proc.terminate()
+    proc.wait(timeout=30)
+    deps.stop()
+    jobs.stop()
+    first = {n: (jobs.seen.get(n) or deps.seen.get(n)) for n in created}
+    return {
+        "first_child": sorted(first[n] - created[n] for n in created if first.get(n)),
+        "deployment": sorted(deps.seen[n] - created[n] for n in created if n in deps.seen),
+        "throughput": len(deps.seen) / elapsed if elapsed > 0 else 0.0,
+        "rss": rss, "done": len(deps.seen),
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+
+def main() -> None:
+    tools = ensure_toolchain()
+    with tempfile.TemporaryDirectory() as state:
+        cp = LocalControlPlane(Path(state) / "cluster", Ports.free())
+        cp.up(tools=tools)
+        api = api_client_for(cp)
+        agent = NodeAgent(api, [NodeSpec(cpu="256", max_pods=1000)], launchers=())
+        agent.inject(lambda p: (p.metadata.labels or {}).get("aiops.dev/role") == "validation",
+                     succeed(message=VERDICT))
+        agent.start()
+        try:
+            install_crds(api)
+            strip = lambda name, suffix: name[: -len(suffix)] if name.endswith(suffix) else None  # noqa: E731
+            floor = measure(api, "floor", [sys.executable, "-m", "kopf", "run", "--standalone", "-n", "floor",
+                                           str(HERE / "floor_operator.py")], cp.kubeconfig,
+                            Path(state) / "floor.log", strip)
+            ours = measure(api, "ours", [sys.executable, "-m", "aiops", "run", "-n", "ours", "--metrics-port", "0",
+                                         "--liveness", ""], cp.kubeconfig, Path(state) / "ours.log", strip)
+        finally:
+            agent.stop()
+            cp.down()
+    note = f"{N} ModelDeployments applied back to back, one namespace"
+    figure("floor.apply_to_deployment.p50", pct(floor["deployment"], 0.5), "ms", "plain Kopf handler: " + note)
+    figure("floor.apply_to_deployment.p99", pct(floor["deployment"], 0.99), "ms")
+    figure("floor.throughput", floor["throughput"], "obj/s")
+    figure("floor.rss", floor["rss"], "MiB")
+    figure("aiops.apply_to_first_child.p50", pct(ours["first_child"], 0.5), "ms", "the validation Job: " + note)
+    figure("aiops.apply_to_first_child.p99", pct(ours["first_child"], 0.99), "ms")
+    figure("aiops.apply_to_deployment.p50", pct(ours["deployment"], 0.5), "ms", "after the validation Job passed")
+    figure("aiops.apply_to_deployment.p99", pct(ours["deployment"], 0.99), "ms")
+    figure("aiops.throughput", ours["throughput"], "obj/s", f"{ours['done']}/{N} reached a Deployment")
+    figure("aiops.rss", ours["rss"], "MiB", f"operator process with {N} ModelDeployments")
+    figure("ratio.first_child_p50_vs_floor", pct(ours["first_child"], 0.5) / pct(floor["deployment"], 0.5), "x")
+    figure("ratio.throughput_floor_vs_aiops", floor["throughput"] / max(ours["throughput"], 1e-9), "x")
+
+
+if __name__ == "__main__":
+    main()
