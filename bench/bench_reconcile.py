@@ -121,7 +121,8 @@ def main() -> None:
         cp = LocalControlPlane(Path(state) / "cluster", Ports.free())
         cp.up(tools=tools)
         api = api_client_for(cp)
-        agent = NodeAgent(api, [NodeSpec(cpu="256", max_pods=1000)], launchers=())
+        # Room for every validation pod and Triton pod of the run: node size is not what is measured.
+        agent = NodeAgent(api, [NodeSpec(cpu="1024", memory="4Ti", max_pods=2000)], launchers=())
         agent.inject(lambda p: (p.metadata.labels or {}).get("aiops.dev/role") == "validation",
                      succeed(message=VERDICT))
         agent.start()

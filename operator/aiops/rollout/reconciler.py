@@ -55,6 +55,12 @@ RETRY_ANNOTATION = "aiops.dev/retry"
 ROLLOUT_POLL = 1.0  # seconds between looks while a rollout step waits on something
 
 
+def _poll(rollout: dict) -> float:
+    """Look again soon while a step is young, less often the longer it waits (pod and Job events
+    wake the reconcile anyway): a hundred rollouts waiting on slow pulls must not flood the API."""
+    return min(5.0, ROLLOUT_POLL / 2 + _age(rollout.get("stepStartedAt")) / 10)
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -235,7 +241,7 @@ class ModelDeploymentReconciler:
             if _age(rollout["stepStartedAt"]) > spec.validation.timeout_seconds:
                 raise RolloutFailed("ValidationTimeout", f"validating version {version} took longer than "
                                     f"{spec.validation.timeout_seconds}s (Job {name})")
-            return ROLLOUT_POLL
+            return _poll(rollout)
         verdict = outcome.verdict
         if outcome.succeeded and verdict.get("valid"):
             if not verdict.get("config"):
@@ -292,12 +298,12 @@ class ModelDeploymentReconciler:
                 ctx.condition("Deployed", False, problem.reason, f"Waiting: {problem.message}")
         running = [p for p in pods if pod_running_ip(p)]
         if len(running) < spec.replicas or len(pods) > spec.replicas:
-            return ROLLOUT_POLL  # still starting, or old pods still terminating
+            return _poll(rollout)  # still starting, or old pods still terminating
         for pod in running:
             async with TritonServer(f"{pod_running_ip(pod)}:{HTTP_PORT}", self.triton_timeout) as server:
                 health = await server.health(spec.model.name)
             if not health.live:
-                return ROLLOUT_POLL
+                return _poll(rollout)
         self._step(ctx, "Loading", "Deploying")
         return 0.0
 
