@@ -22,7 +22,6 @@ from aiops.devenv.gpunode import NodeAgent, NodeSpec
 from aiops.devenv.session import api_client_for, install_crds
 from aiops.devenv.toolchain import Toolchain, ensure_toolchain
 
-REPO = Path(__file__).resolve().parent.parent
 # Why hypothesis is imported up front: CPython 3.11.7's ast.parse is not thread-safe
 # (gh-106905), and pytest rewrites a plugin's modules with ast.parse when they are first imported.
 # A late import while the node agent's and Kopf's threads run failed with "AST constructor

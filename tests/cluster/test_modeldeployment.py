@@ -254,3 +254,22 @@ def test_deletion_cleans_up_everything(kube, namespace, operator, wait_for, repo
         return not left or None
 
     wait_for(gone, timeout=90, what="Deployment, Service, Job, ConfigMap and pods garbage-collected")
+
+
+def test_failed_first_version_frees_its_gpus(kube, namespace, operator, wait_for, repo):
+    """With nothing good to roll back to, a crash-looping first version fails and its pods go."""
+    from aiops.devenv.gpunode import CRASH_LOOP
+
+    kube.agent.inject(_env_is("BROKEN", "1"), CRASH_LOOP)
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("adder", repo, 1, runtime={"env": [{"name": "BROKEN", "value": "1"}]}))
+
+    def failed():
+        o = mds.get("adder")
+        return o if (o.get("status") or {}).get("phase") == "Failed" else None
+
+    obj = wait_for(failed, timeout=120, what="phase Failed")
+    assert condition(obj, "Ready")["reason"] == "CrashLoop"
+    apps = client.AppsV1Api(kube.api_client)
+    assert apps.read_namespaced_deployment("adder-triton", namespace).spec.replicas == 0
+    wait_for(lambda: not triton_pods(kube, namespace) or None, timeout=60, what="the failing pods gone")

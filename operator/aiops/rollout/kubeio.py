@@ -125,15 +125,10 @@ class KubeIO:
         await self._run(self.apps.patch_namespaced_deployment, existing["metadata"]["name"],
                         existing["metadata"]["namespace"], body)
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        def go():
-            try:
-                self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-
-        await self._run(go)
+    async def scale_deployment(self, deployment: dict, replicas: int) -> None:
+        meta = deployment["metadata"]
+        await self._run(self.apps.patch_namespaced_deployment_scale, meta["name"], meta["namespace"],
+                        {"spec": {"replicas": replicas}})
 
     async def patch_status(self, namespace: str, name: str, status: dict) -> dict:
         return await self._run(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,

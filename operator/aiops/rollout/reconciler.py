@@ -145,7 +145,7 @@ class ModelDeploymentReconciler:
             world = World(None, [], [])  # a first version being validated: nothing to look at yet
         else:
             world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
-            self._report_pods(ctx, world, dep_name, spec)
+            self._report_pods(ctx, world, dep_name)
 
         if rollout and rollout["revision"] != revision:
             await self._abandon(ctx, spec, world, "the spec changed while version "
@@ -182,7 +182,7 @@ class ModelDeploymentReconciler:
             ctx.event("Warning", reason, message)
         return None
 
-    def _report_pods(self, ctx: Ctx, world: World, dep_name: str, spec: ModelDeploymentSpec) -> None:
+    def _report_pods(self, ctx: Ctx, world: World, dep_name: str) -> None:
         live = [p for p in world.pods if not p["metadata"].get("deletionTimestamp")]
         ctx.status["replicas"] = len(live)
         ctx.status["readyReplicas"] = sum(pod_ready(p) for p in live)
@@ -429,6 +429,9 @@ class ModelDeploymentReconciler:
         ctx.event("Warning", failure.reason, failure.message)
         log.warning("%s/%s: version %s failed: %s", ctx.namespace, ctx.name, target, failure.message)
         if not serving:
+            if world.deployment and world.deployment["spec"].get("replicas"):
+                # Nothing good to return to: free the GPUs instead of leaving failing pods behind.
+                await self.kube.scale_deployment(world.deployment, 0)
             ctx.status["phase"] = "Failed"
             ctx.condition("Ready", False, failure.reason, f"{failure.message}. Nothing serves; fix the spec "
                           f"(or set the {RETRY_ANNOTATION} annotation to try the same spec again).")
