@@ -229,7 +229,7 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(kube, namespa
         wait_for(lambda: ((mds.get("adder").get("status") or {}).get("rollout") or {}).get("step")
                  in ("Deploying", "Loading", "HealthChecking"), timeout=90, what="the rollout past validation")
     assert first.exit_code == 0, first.output
-    with KopfRunner(args, timeout=60) as second:
+    with KopfRunner(args, timeout=120) as second:
         wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving after the restart")
     assert second.exit_code == 0, second.output
     apps, batch = client.AppsV1Api(kube.api_client), client.BatchV1Api(kube.api_client)

@@ -84,6 +84,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.model_deployments.queue.stop()
+    memo.model_deployments.reconciler.kube.close()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

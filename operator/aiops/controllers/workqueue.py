@@ -38,12 +38,18 @@ class WorkQueue:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._work(), name=f"workqueue-{i}") for i in range(self._workers)]
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Cancels the workers; a reconcile stuck in a call that ignores cancellation is left
+        behind after `timeout` rather than holding up the operator's shutdown."""
         for handle in self._timers.values():
             handle.cancel()
+        self._timers.clear()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in stuck:
+                log.warning("work queue task %s did not stop within %.0fs", task.get_name(), timeout)
         self._tasks = []
 
     def add(self, key: Hashable) -> None:

@@ -43,6 +43,10 @@ class KubeIO:
         # Our own pool: the default one has cores+4 threads, too few for calls that mostly wait.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kubeio")
 
+    def close(self) -> None:
+        """Lets go of the I/O threads; calls still in flight finish on their own."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     async def _run(self, fn, *args, **kwargs) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
