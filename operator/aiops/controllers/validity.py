@@ -11,6 +11,7 @@ import logging
 
 import kopf
 
+from aiops.api.common import GROUP, VERSION
 from aiops.api.registry import KindInfo
 from aiops.api.validation import condition_summary, semantic_problems
 from aiops.controllers.conditions import get_condition, set_condition
@@ -43,3 +44,16 @@ def check_spec(info: KindInfo, body: kopf.Body, patch: kopf.Patch, nodes: NodeCa
         patch.status["phase"] = "Pending"
     return True
 
+
+
+def validate_only(info: KindInfo) -> None:
+    """Registers handlers that keep the Valid condition of a kind whose controller does nothing
+    more yet (VectorIndex, TrainingJob): invalid specs are reported before any work exists."""
+    resource = (GROUP, VERSION, info.plural)
+
+    @kopf.on.resume(*resource)
+    @kopf.on.create(*resource)
+    @kopf.on.update(*resource, field="spec")
+    def keep_valid_condition(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                             logger: logging.LoggerAdapter, **_: object) -> None:
+        check_spec(info, body, patch, memo.nodes, logger)
