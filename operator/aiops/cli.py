@@ -92,6 +92,14 @@ def _cmd_worker_validate_model(args: argparse.Namespace) -> int:
                result_file=Path(args.result))
 
 
+def _cmd_worker_module(args: argparse.Namespace) -> int:
+    """Workers with many options own their argument parsing: `aiops worker train|embed ...`."""
+    import importlib
+
+    module = importlib.import_module(f"aiops.worker.{args.worker_module}")
+    return module.main(args.rest)
+
+
 def _cmd_kubectl(args: argparse.Namespace) -> int:
     """kubectl from the cached toolchain, pointed at the local control plane."""
     from aiops.devenv.controlplane import LocalControlPlane
@@ -148,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--result", default=os.environ.get("AIOPS_RESULT_FILE", "/dev/termination-log"),
                     help="where the JSON verdict goes (the container's termination message)")
     vm.set_defaults(func=_cmd_worker_validate_model)
+    for name, module, what in (
+            ("train", "train", "data validation, training, optimization and export of a TrainingJob (seed 3.1, 4.1)"),
+            ("embed", "embed", "ingest documents into a VectorIndex: embed and upsert (seed 3.2)")):
+        w = worker.add_parser(name, help=what, add_help=False)
+        w.add_argument("rest", nargs=argparse.REMAINDER)
+        w.set_defaults(func=_cmd_worker_module, worker_module=module)
 
     kc = sub.add_parser("kubectl", help="kubectl against the local control plane")
     kc.add_argument("rest", nargs=argparse.REMAINDER)
