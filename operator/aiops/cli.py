@@ -11,11 +11,17 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from aiops.leader import LeaderElectionError, LeaseSettings
     from aiops.runner import run_operator
 
-    run_operator(namespaces=args.namespace, all_namespaces=not args.namespace,
-                 liveness=args.liveness, metrics_port=args.metrics_port)
-    return 0
+    try:
+        lease = LeaseSettings.for_duration(args.lease_name, args.lease_namespace, lease_duration=args.lease_duration) \
+            if args.leader_elect else None
+    except LeaderElectionError as e:
+        print(f"aiops: {e}", file=sys.stderr)
+        return 2
+    return run_operator(namespaces=args.namespace, all_namespaces=not args.namespace,
+                        liveness=args.liveness, metrics_port=args.metrics_port, leader_election=lease)
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -92,12 +98,8 @@ def _cmd_worker_validate_model(args: argparse.Namespace) -> int:
                result_file=Path(args.result))
 
 
-def _cmd_worker_module(args: argparse.Namespace) -> int:
-    """Workers with many options own their argument parsing: `aiops worker train|embed ...`."""
-    import importlib
-
-    module = importlib.import_module(f"aiops.worker.{args.worker_module}")
-    return module.main(args.rest)
+WORKER_MODULES = {"train": "train", "embed": "embed"}
+"""Workers with many options own their argument parsing (`main(argv)`); `main` hands them argv."""
 
 
 def _cmd_kubectl(args: argparse.Namespace) -> int:
@@ -120,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                      help="health endpoint for the Deployment's probes")
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
+    run.add_argument("--leader-elect", action="store_true",
+                     help="reconcile only while holding a coordination.k8s.io Lease (replicas > 1)")
+    run.add_argument("--lease-name", default="aiops-operator", help="the leader-election Lease")
+    run.add_argument("--lease-namespace", default=None, help="its namespace (default: $POD_NAMESPACE)")
+    run.add_argument("--lease-duration", type=int, default=15, help="seconds a standby waits before taking over")
     run.set_defaults(func=_cmd_run)
 
     crds = sub.add_parser("crds", help="write the CRDs and the API reference from the pydantic models")
@@ -156,12 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--result", default=os.environ.get("AIOPS_RESULT_FILE", "/dev/termination-log"),
                     help="where the JSON verdict goes (the container's termination message)")
     vm.set_defaults(func=_cmd_worker_validate_model)
-    for name, module, what in (
-            ("train", "train", "data validation, training, optimization and export of a TrainingJob (seed 3.1, 4.1)"),
-            ("embed", "embed", "ingest documents into a VectorIndex: embed and upsert (seed 3.2)")):
-        w = worker.add_parser(name, help=what, add_help=False)
-        w.add_argument("rest", nargs=argparse.REMAINDER)
-        w.set_defaults(func=_cmd_worker_module, worker_module=module)
+    # Listed for --help only: `main` hands these their argv before this parser sees it.
+    worker.add_parser("train", help="data validation, training, optimization and export of a TrainingJob "
+                      "(seed 3.1, 4.1)")
+    worker.add_parser("embed", help="ingest documents into a VectorIndex: embed and upsert (seed 3.2)")
 
     kc = sub.add_parser("kubectl", help="kubectl against the local control plane")
     kc.add_argument("rest", nargs=argparse.REMAINDER)
@@ -172,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("AIOPS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"] and argv[1:2] and argv[1] in WORKER_MODULES:
+        # These workers parse their own options; argparse's REMAINDER cannot pass on a leading --flag.
+        import importlib
+
+        return importlib.import_module(f"aiops.worker.{WORKER_MODULES[argv[1]]}").main(argv[2:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

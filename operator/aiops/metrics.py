@@ -3,7 +3,7 @@ alerts and Grafana dashboard are built on them (see the README's metrics referen
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILE_SECONDS = Histogram(
     "aiops_reconcile_duration_seconds", "Time one reconcile of one object took.", ["kind"],
@@ -13,3 +13,49 @@ ROLLOUT_PHASE_SECONDS = Histogram(
     "aiops_rollout_phase_duration_seconds", "Duration of each ModelDeployment rollout step.", ["phase"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
 ROLLBACKS_TOTAL = Counter("aiops_rollbacks_total", "ModelDeployment rollbacks, by the cause.", ["reason"])
+
+# ---- Performance monitoring of ModelDeployments (seed 2.2) -----------------------------------
+# One series per ModelDeployment and serving version, refreshed every monitoring interval. A value
+# the monitor does not know (no GPU metrics, no traffic and no samples to probe with) has no
+# series at all, never a 0; the series of a version that stopped serving are removed.
+# Units follow Prometheus conventions (seconds, ratios 0..1); status.metrics has ms and percent.
+MD_LABELS = ["namespace", "name", "version"]
+MD_INFERENCE_TIME = Gauge(
+    "aiops_modeldeployment_inference_time_seconds",
+    "inference_time: request latency of the serving version over the monitoring window, by quantile "
+    "(0.5, 0.95, 0.99).", [*MD_LABELS, "quantile"])
+MD_ERROR_RATE = Gauge(
+    "aiops_modeldeployment_error_rate_ratio",
+    "error_rate: failed over all requests of the serving version in the monitoring window (0..1).", MD_LABELS)
+MD_GPU_UTILIZATION = Gauge(
+    "aiops_modeldeployment_gpu_utilization_ratio",
+    "gpu_utilization: mean busy share of the serving pods' GPUs (0..1).", MD_LABELS)
+MD_MEMORY_USAGE = Gauge(
+    "aiops_modeldeployment_memory_usage_ratio",
+    "memory_usage: GPU memory used over GPU memory of the serving pods (0..1).", MD_LABELS)
+MD_ACCURACY = Gauge(
+    "aiops_modeldeployment_accuracy_ratio",
+    "accuracy: share of validation samples answered correctly by the live endpoint in the window (0..1).",
+    MD_LABELS)
+MD_WINDOW_REQUESTS = Gauge(
+    "aiops_modeldeployment_window_requests",
+    "Requests (real and synthetic probes) in the monitoring window.", MD_LABELS)
+MD_DEGRADED = Gauge(
+    "aiops_modeldeployment_degraded",
+    "1 while the monitor judges the serving version degraded (after damping), else 0.", MD_LABELS)
+MONITORING_COLLECTION_SECONDS = Histogram(
+    "aiops_monitoring_collection_duration_seconds",
+    "One collection and judgement of one ModelDeployment (scrape, probes, analysis).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+MONITORING_SCRAPE_ERRORS = Counter(
+    "aiops_monitoring_scrape_errors_total", "Triton metrics pages that could not be fetched.")
+MONITORING_PROBES = Counter(
+    "aiops_monitoring_probes_total", "Synthetic probe requests sent because real traffic was too thin to judge.")
+
+# ---- VectorIndex -------------------------------------------------------------------------------
+VI_LABELS = ["namespace", "name"]
+VECTOR_DOCUMENTS = Gauge(
+    "aiops_vectorindex_documents", "Documents stored with a current vector after the last ingest.", VI_LABELS)
+VECTOR_RECALL = Gauge(
+    "aiops_vectorindex_recall_ratio",
+    "recall@k of the live index against exact search on held-out queries (0..1).", VI_LABELS)

@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 import logging
+import threading
+from typing import TYPE_CHECKING
 
 import kopf
 import prometheus_client
+
+if TYPE_CHECKING:
+    from aiops.leader import LeaseSettings
 
 log = logging.getLogger(__name__)
 
 
 def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = True,
-                 liveness: str | None = "http://0.0.0.0:8080/healthz", metrics_port: int = 9090) -> None:
-    """Blocks until SIGINT/SIGTERM. One active instance by design (standalone, no Kopf peering);
-    replicas > 1 need the Lease-based leader election of the Helm chart."""
+                 liveness: str | None = "http://0.0.0.0:8080/healthz", metrics_port: int = 9090,
+                 leader_election: LeaseSettings | None = None) -> int:
+    """Blocks until SIGINT/SIGTERM; returns the exit code. Standalone (no Kopf peering): one
+    active instance, or with `leader_election` only the holder of the Lease (aiops.leader)."""
     import aiops.controllers  # noqa: F401  (registers the handlers)
 
     if metrics_port:
         prometheus_client.start_http_server(metrics_port)
         log.info("metrics on :%d/metrics", metrics_port)
-    kopf.run(
-        standalone=True,
-        clusterwide=all_namespaces and not namespaces,
-        namespaces=namespaces or [],
-        liveness_endpoint=liveness,
-    )
+
+    def operate(stop_flag: threading.Event | None = None) -> None:
+        kopf.run(
+            standalone=True,
+            clusterwide=all_namespaces and not namespaces,
+            namespaces=namespaces or [],
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+        )
+
+    if leader_election is None:
+        operate()
+        return 0
+    from kubernetes import client
+
+    from aiops.kube import api_client
+    from aiops.leader import run_as_leader
+
+    return run_as_leader(leader_election, operate, client.CoordinationV1Api(api_client()), liveness)

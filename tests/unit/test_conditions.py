@@ -1,6 +1,6 @@
 import pytest
 
-from aiops.controllers.conditions import get_condition, is_true, set_condition
+from aiops.conditions import get_condition, is_true, set_condition
 
 
 def test_new_condition_gets_a_transition_time_and_generation():

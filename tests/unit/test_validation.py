@@ -220,6 +220,24 @@ CASES = [
     ),
     (
         "TrainingJob",
+        {"training": {"image": {"image": "train:1"}}},
+        "CustomTrainingImageUnsupported",
+        "spec.training.image",
+    ),
+    (
+        "TrainingJob",
+        {"output.repository": {"objectStore": {"uri": "s3://bucket/models"}}},
+        "OutputRepositoryNotWritable",
+        "spec.output.repository.objectStore",
+    ),
+    (
+        "TrainingJob",
+        {"workspace": {"persistentVolumeClaim": {"claimName": "w", "subPath": "../w"}}},
+        "SubPathEscapesVolume",
+        "spec.workspace.persistentVolumeClaim.subPath",
+    ),
+    (
+        "TrainingJob",
         {
             FIELDS: [
                 {"name": "text", "type": "string"},

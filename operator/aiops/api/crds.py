@@ -106,6 +106,16 @@ def crd_yaml(info: KindInfo) -> str:
     return HEADER + body
 
 
+KUSTOMIZATION = "kustomization.yaml"
+
+
+def kustomization_yaml() -> str:
+    """crds/ as a kustomize base for `kubectl apply -k deploy/`: kustomize refuses files outside
+    its root, even symlinked, so deploy/ refers to this directory (the chart's .helmignore skips it)."""
+    return HEADER + yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                                    "resources": [crd_filename(info) for info in KINDS]}, sort_keys=False)
+
+
 def write_crds(out_dir: Path) -> list[Path]:
     """Writes one file per kind into out_dir; returns their paths."""
     out_dir = Path(out_dir)
@@ -115,6 +125,7 @@ def write_crds(out_dir: Path) -> list[Path]:
         path = out_dir / crd_filename(info)
         path.write_text(crd_yaml(info), encoding="utf-8")
         written.append(path)
+    (out_dir / KUSTOMIZATION).write_text(kustomization_yaml(), encoding="utf-8")
     return written
 
 
@@ -133,4 +144,7 @@ def check_crds(out_dir: Path) -> list[str]:
         for p in sorted(out_dir.glob(f"*.{GROUP}.yaml"))
         if p.name not in expected and p.read_text(encoding="utf-8").startswith(HEADER)
     ]
+    kustomization = out_dir / KUSTOMIZATION
+    if not kustomization.is_file() or kustomization.read_text(encoding="utf-8") != kustomization_yaml():
+        differing.append(KUSTOMIZATION)
     return differing + stale

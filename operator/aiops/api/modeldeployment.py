@@ -208,6 +208,30 @@ class PreDeployValidation(SpecModel):
     )
 
 
+class PhaseDeadlines(SpecModel):
+    """How long each rollout phase may take before the rollout fails naming the phase that stalled.
+    (Validation has its own: validation.timeoutSeconds.)"""
+
+    capacity_seconds: int = Field(
+        default=600, ge=1, le=86400, description="Waiting for free GPUs before any pod is created."
+    )
+    schedule_seconds: int = Field(
+        default=300, ge=1, le=86400, description="From Deployment change until every new pod is scheduled."
+    )
+    start_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="From scheduling until Triton answers in every new pod (image pull, start).",
+    )
+    load_seconds: int = Field(
+        default=300, ge=1, le=86400, description="Loading the model version into Triton."
+    )
+    health_check_seconds: int = Field(
+        default=300, ge=1, le=86400, description="From load until the health check passes."
+    )
+
+
 class HealthCheck(SpecModel):
     """How a rolled-out version is judged healthy (seed 2.1 step 4)."""
 
@@ -221,6 +245,9 @@ class HealthCheck(SpecModel):
         ge=10,
         le=86400,
         description="Time from rollout start to a healthy version before it counts as failed.",
+    )
+    phase_deadlines: PhaseDeadlines = Field(
+        default_factory=PhaseDeadlines, description="Deadline of each rollout phase."
     )
 
 
@@ -393,6 +420,43 @@ class MetricsSnapshot(StatusModel):
     memory_usage_percent: float | None = Field(default=None, description="GPU memory used (%).")
     accuracy: float | None = Field(default=None, description="Accuracy on the validation samples.")
     error_rate: float | None = Field(default=None, description="Failed over all requests.")
+    failures: int | None = Field(default=None, ge=0, description="Failed requests in the window.")
+    scored: int | None = Field(
+        default=None, ge=0, description="Validation samples scored against the live endpoint in the window."
+    )
+    probes: int | None = Field(
+        default=None, ge=0, description="Synthetic probe requests sent in the window because real traffic was thin."
+    )
+    latency_source: Literal["summary", "counters"] | None = Field(
+        default=None,
+        description="Where the percentiles come from: Triton's latency summaries (exact over Triton's own "
+        "window; --metrics-config=summary_latencies=true) or its counters (percentiles of per-interval means).",
+    )
+    interval_latencies_ms: list[float] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Mean latency of each collection interval in the window (ms): the sample the baseline "
+        "shift test compares.",
+    )
+
+
+class MonitoringStatus(StatusModel):
+    """The monitor's verdict on the serving version, as the reconciler last wrote it."""
+
+    version: int | None = Field(default=None, description="The version judged.")
+    degraded: bool = Field(default=False, description="Whether the version is judged degraded.")
+    reason: str | None = Field(default=None, description="CamelCase cause (e.g. InferenceTimeAboveThreshold).")
+    message: str | None = Field(default=None, description="What was seen: metric, value, threshold and window.")
+    metric: str | None = Field(default=None, description="The metric that decided (one of the seed's five).")
+    value: float | None = Field(default=None, description="Its value over the window.")
+    threshold: float | None = Field(default=None, description="The limit (or baseline) it was compared with.")
+    window_seconds: int | None = Field(default=None, description="Length of the window judged.")
+    breaching_windows: int | None = Field(default=None, ge=0, description="Consecutive windows with a finding.")
+    clean_windows: int | None = Field(default=None, ge=0, description="Consecutive windows without one.")
+    rollback_requested: bool = Field(
+        default=False, description="Degraded and spec.monitoring.action is rollback."
+    )
+    last_evaluated: datetime | None = Field(default=None, description="When the last window was judged.")
 
 
 RolloutStep = Literal["Validating", "WaitingForCapacity", "Deploying", "Loading", "HealthChecking"]
@@ -472,4 +536,22 @@ class ModelDeploymentStatus(StatusBase):
     rollout: RolloutProgress | None = Field(default=None, description="The rollout in flight, if any.")
     rejected: list[RejectedRevision] = Field(
         default_factory=list, description="Specs that failed, newest last; capped by rollback.historyLimit."
+    )
+    monitoring: MonitoringStatus | None = Field(
+        default=None, description="The monitor's latest judgement of the serving version (seed 2.2)."
+    )
+    previous_baseline: MetricsSnapshot | None = Field(
+        default=None,
+        description="The baseline of the version served before the current one, kept so a new version is "
+        "compared like for like with what it replaced.",
+    )
+    previous_version: int | None = Field(
+        default=None, description="The good version the serving one replaced: where a monitoring rollback returns."
+    )
+    previous_revision: str | None = Field(default=None, description="Spec hash of the previous version.")
+    previous_model_config_json: str | None = Field(
+        default=None, description="The model configuration (JSON) of the previous version, loaded again on rollback."
+    )
+    previous_deployment_revision: int | None = Field(
+        default=None, description="Revision of the Triton Deployment while the previous version served."
     )

@@ -14,6 +14,7 @@ from aiops.api.common import (
     DNS_SUBDOMAIN,
     MODEL_NAME,
     EnvVar,
+    HostPath,
     ImagePullPolicy,
     ModelRepository,
     OneOf,
@@ -43,6 +44,7 @@ TrainingJobPhase = Literal[
     "Training",
     "Optimization",
     "Evaluation",
+    "Registering",
     "Registered",
     "Failed",
 ]
@@ -293,6 +295,31 @@ class Output(SpecModel):
     )
 
 
+class ManagedWorkspace(SpecModel):
+    """A PVC the operator creates for the run and deletes with the TrainingJob."""
+
+    size: Quantity = Field(default="10Gi", description="Size of the claim.")
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, description="Storage class; unset: the cluster default."
+    )
+
+
+class Workspace(OneOf):
+    """Where dataset versions, checkpoints and the trained models live between the steps' Jobs.
+    It must outlive a pod: a retried training Job resumes from its checkpoints here."""
+
+    one_of: ClassVar[tuple[str, ...]] = ("persistent_volume_claim", "host_path", "managed")
+    persistent_volume_claim: PersistentVolumeClaimPath | None = Field(
+        default=None, description="A PVC of your own: dataset versions outlive the TrainingJob."
+    )
+    host_path: HostPath | None = Field(
+        default=None, description="A directory on the node (single-node installs)."
+    )
+    managed: ManagedWorkspace | None = Field(
+        default=None, description="A PVC created for this TrainingJob and deleted with it."
+    )
+
+
 class TrainingJobSpec(SpecModel):
     """Data, training, optimization and output of one training run."""
 
@@ -309,6 +336,10 @@ class TrainingJobSpec(SpecModel):
     )
     optimization: Optimization = Field(default_factory=Optimization, description="Optimization.")
     output: Output = Field(description="Where the result goes.")
+    workspace: Workspace = Field(
+        default_factory=lambda: Workspace(managed=ManagedWorkspace()),
+        description="Storage for dataset versions, checkpoints and models between the steps.",
+    )
     backoff_limit: int = Field(
         default=2, ge=0, le=20, description="Retries of a failed training Job."
     )
@@ -363,6 +394,19 @@ class ProducedModel(StatusModel):
     )
 
 
+class TrainingStats(StatusModel):
+    """What the training step reported."""
+
+    epochs: int | None = Field(default=None, description="Epochs completed.")
+    steps: int | None = Field(default=None, description="Optimizer steps completed.")
+    batch_size: int | None = Field(default=None, description="Batch size in effect (after auto-tuning).")
+    samples_per_second: float | None = Field(default=None, description="Training throughput.")
+    final_loss: float | None = Field(default=None, description="Loss at the end.")
+    resumed_from_step: int | None = Field(default=None, description="Checkpoint step resumed from, if any.")
+    device: str | None = Field(default=None, description="cpu or cuda.")
+    mixed_precision: str | None = Field(default=None, description="Precision used: off, fp16 or bf16.")
+
+
 class StepStatus(StatusModel):
     """Progress of one step."""
 
@@ -380,7 +424,14 @@ class TrainingJobStatus(StatusBase):
         default="Pending", description="The step running, or the outcome."
     )
     steps: list[StepStatus] = Field(default_factory=list, description="Progress per step.")
-    job: str | None = Field(default=None, description="Name of the training Job.")
+    job: str | None = Field(default=None, description="Name of the Job of the running step.")
+    run: str | None = Field(
+        default=None, description="Identity of this run (spec and data): its checkpoints and models."
+    )
+    spec_hash: str | None = Field(
+        default=None, description="Hash of the spec this run carries out; a new spec starts a new run."
+    )
+    training: TrainingStats | None = Field(default=None, description="How training went.")
     dataset_version: str | None = Field(
         default=None, description="Content-addressed version of the processed data."
     )

@@ -524,8 +524,28 @@ def _training_job_rules(tj: TrainingJobSpec, facts: ClusterFacts) -> Iterator[Pr
             "spec.dataset.source",
             ModelRepository(persistent_volume_claim=tj.dataset.source.persistent_volume_claim),
         )
+    if tj.output.repository.object_store is not None:
+        yield Problem(
+            "spec.output.repository.objectStore",
+            "OutputRepositoryNotWritable",
+            "the registration step writes the model version into a mounted repository; an "
+            "object store cannot be mounted. Use a persistentVolumeClaim or hostPath repository "
+            "(and sync it to object storage yourself if Triton reads from there).",
+        )
+    workspace = tj.workspace.persistent_volume_claim
+    if workspace is not None:
+        yield from _repository_rules(
+            "spec.workspace", ModelRepository(persistent_volume_claim=workspace)
+        )
     if tj.training.image is not None:
         yield from _env_rules("spec.training.image.env", tj.training.image.env)
+        yield Problem(
+            "spec.training.image",
+            "CustomTrainingImageUnsupported",
+            "this operator version trains only its built-in tasks (training.task); the steps "
+            "after training need the model in the built-in worker's format. Use "
+            "training.task: text-classification.",
+        )
     yield from _dataset_schema_rules(tj)
     yield from _split_rules(tj)
     yield from _label_rules(tj)

@@ -383,6 +383,13 @@ class IngestRun(StatusModel):
     """The outcome of the last ingest."""
 
     job: str | None = Field(default=None, description="Name of the ingest Job.")
+    key: str | None = Field(
+        default=None, description="Spec and source version the run ingested (same key: same run)."
+    )
+    embedded: int | None = Field(default=None, ge=0, description="Documents embedded (new or changed).")
+    skipped: int | None = Field(
+        default=None, ge=0, description="Documents already stored with the same content hash."
+    )
     start_time: datetime | None = Field(default=None, description="When it started.")
     completion_time: datetime | None = Field(default=None, description="When it ended.")
     duration_seconds: float | None = Field(default=None, description="How long it took.")

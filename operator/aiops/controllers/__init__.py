@@ -1,3 +1,3 @@
 """Kopf handlers, one module per kind; importing this package registers them all."""
 
-from aiops.controllers import modeldeployment, nodes, settings, trainingjob, vectorindex  # noqa: F401
+from aiops.controllers import modeldeployment, monitoring, settings, trainingjob, vectorindex  # noqa: F401

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -16,15 +15,16 @@ import kopf
 from aiops import metrics
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
-from aiops.controllers.nodes import NodeCache
+from aiops.controllers.settings import worker_image
 from aiops.controllers.workqueue import WorkQueue
 from aiops.kube import api_client
+from aiops.monitoring.verdict import VerdictRegistry
+from aiops.nodes import NodeCache
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.reconciler import ModelDeploymentReconciler
 
 log = logging.getLogger(__name__)
 PLURAL = "modeldeployments"
-DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-worker:0.1.0"
 
 
 def _rv(obj: dict) -> int:
@@ -40,8 +40,11 @@ class ModelDeployments:
     def __init__(self, nodes: NodeCache, workers: int = 8):
         self.nodes = nodes
         self.objects: dict[tuple[str, str], dict] = {}
+        # Monitoring (issue 7): the monitor publishes verdicts here and a changed verdict enqueues
+        # the object; the reconciler reads them in the serving states and writes status/acts.
+        self.verdicts = VerdictRegistry(on_change=lambda key: self.queue.add(key))
         self.reconciler = ModelDeploymentReconciler(
-            KubeIO(api_client()), os.environ.get("AIOPS_WORKER_IMAGE", DEFAULT_WORKER_IMAGE))
+            KubeIO(api_client()), worker_image(), verdicts=self.verdicts)
         self.queue = WorkQueue(self._reconcile, workers=workers)
 
     def observe(self, body: dict, deleted: bool) -> None:
@@ -88,7 +91,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def model_deployment_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
+async def model_deployment_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
     memo.model_deployments.observe(copy.deepcopy(event["object"]), event.get("type") == "DELETED")
 
 
@@ -99,17 +102,17 @@ def _enqueue_owner(body: kopf.Body, memo: kopf.Memo) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels={KIND_LABEL: kopf.PRESENT})
-def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _enqueue_owner(body, memo)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={KIND_LABEL: kopf.PRESENT})
-def job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _enqueue_owner(body, memo)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={KIND_LABEL: kopf.PRESENT})
-def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _enqueue_owner(body, memo)
 
 
@@ -119,7 +122,7 @@ def _holds_gpus(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event("", "v1", "pods", when=_holds_gpus)
-def gpu_pod_changed(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def gpu_pod_changed(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A GPU pod that finished or went away frees GPUs: wake whatever waits for them."""
     if event.get("type") == "DELETED" or body.status.get("phase") in ("Succeeded", "Failed"):
         for key in memo.model_deployments.waiting_for_capacity():
@@ -127,7 +130,7 @@ def gpu_pod_changed(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
+async def node_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
     """Nodes joining or changing may make room: wake whatever waits for GPUs."""
     if memo.nodes.observe(event["object"], event.get("type") == "DELETED"):
         for key in memo.model_deployments.waiting_for_capacity():

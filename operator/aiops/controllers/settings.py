@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import kopf
 
 GROUP = "aiops.dev"
+DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-operator:0.1.0"  # one image: operator and workers
+
+
+def worker_image() -> str:
+    """The image of the Jobs that run the project's worker (validation, training, ingestion)."""
+    return os.environ.get("AIOPS_WORKER_IMAGE", DEFAULT_WORKER_IMAGE)
 
 
 @kopf.on.startup()

@@ -33,9 +33,10 @@ class WorkQueue:
         self._failures: dict[Hashable, int] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._work(), name=f"workqueue-{i}") for i in range(self._workers)]
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -53,7 +54,20 @@ class WorkQueue:
         self._tasks = []
 
     def add(self, key: Hashable) -> None:
-        """Reconcile `key` soon. Safe to call from any coroutine on the loop, any number of times."""
+        """Reconcile `key` soon; any number of times, from the loop or from another thread (Kopf
+        runs sync handlers in threads, and asyncio's queue is not thread-safe)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._add, key)
+                return
+        self._add(key)
+
+    def _add(self, key: Hashable) -> None:
         if key in self._active:
             self._again.add(key)
         elif key not in self._pending:

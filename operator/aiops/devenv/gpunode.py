@@ -14,6 +14,11 @@ What runs in a pod comes from, in order:
    process (the real `tritonserver`, the project's worker, `python`), with probes performed against
    it, restarts, exit codes and termination messages as a kubelet reports them (podruntime.py);
 3. else `run`: imaginary, Running and Ready until deleted.
+
+Beside the pods, the agent plays two more parts of a real node's environment: a local-path
+provisioner for PersistentVolumeClaims (storage.py: default StorageClass `local-path`, a directory
+per claim under `volumes_root`) and cluster DNS for the Python processes it launches
+(servicedns.py: `<svc>.<ns>.svc:<port>` to a ready endpoint, from a table it keeps current).
 """
 
 from __future__ import annotations
@@ -39,12 +44,15 @@ from urllib.parse import urlparse
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from aiops.api.common import DEFAULT_SHARED_GPU_RESOURCE
 from aiops.devenv.kubeletevents import record_event
 from aiops.devenv.launchers import DEFAULT_LAUNCHERS, Launcher, TritonRuntime
-from aiops.devenv.podenv import api_lookup
+from aiops.devenv.podenv import api_claim_lookup, api_lookup
 from aiops.devenv.podruntime import NodeRuntime, PodProcesses, plan_pod, stop_all
 from aiops.devenv.podstatus import carry_transition_times, process_pod_status
 from aiops.devenv.processes import PidRegistry, RuntimeOptions
+from aiops.devenv.servicedns import ServiceDnsPublisher
+from aiops.devenv.storage import LocalPathProvisioner
 from aiops.devenv.tritonruntime import TritonUnavailable, locate_triton_runtime
 
 log = logging.getLogger(__name__)
@@ -60,7 +68,15 @@ WATCH_SECONDS = 2  # a watch request's lifetime: bounds how long `stop()` waits 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One simulated node; the default is the seed's machine: 3 GPUs, 128 GiB."""
+    """One simulated node; the default is the seed's machine: 3 GPUs, 128 GiB, plus the shared
+    GPU as the NVIDIA device plugin's time-slicing with a renamed resource advertises it
+    (`nvidia.com/gpu.shared: 2`, two replicas of one GPU, for Milvus and training).
+
+    Why the default keeps `nvidia.com/gpu: 3` on top of the 2 shared replicas: the tests and
+    examples written so far fill the node with 2 + 1 whole GPUs, and ModelDeployment's capacity
+    check counts 3. The device plugin itself cannot advertise one GPU both whole and shared, so
+    the default over-advertises GPU 2 by one whole GPU; `NodeSpec.time_sliced()` is the faithful
+    layout (2 whole + 2 shared) for tests that must see exactly what the real node offers."""
 
     name: str = "aiops-gpu-0"
     gpus: int = 3
@@ -71,21 +87,33 @@ class NodeSpec:
     memory: str = "128Gi"
     max_pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
-    # Other extended resources, e.g. a time-sliced shared GPU: {"nvidia.com/gpu.shared": "2"}.
+    shared_gpus: int = 2  # replicas of the time-sliced GPU (0: no shared resource)
+    shared_gpu_resource: str = DEFAULT_SHARED_GPU_RESOURCE
+    # Other extended resources, e.g. {"example.com/fpga": "1"}.
     extended_resources: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def time_sliced(cls, **kwargs) -> NodeSpec:
+        """The seed's node as a time-slicing device plugin config really advertises it: GPUs 0
+        and 1 whole, GPU 2 as 2 replicas of the shared resource."""
+        return cls(**{"gpus": 2, "shared_gpus": 2, **kwargs})
 
     def capacity(self) -> dict[str, str]:
         # Quantities as strings: server-side apply on 1.20 rejects bare numbers.
+        shared = {self.shared_gpu_resource: str(self.shared_gpus)} if self.shared_gpus else {}
         return {"cpu": self.cpu, "memory": self.memory, "pods": str(self.max_pods),
                 "ephemeral-storage": "2Ti", self.gpu_resource: str(self.gpus),
-                **self.extended_resources}
+                **shared, **self.extended_resources}
 
     def all_labels(self) -> dict[str, str]:
+        # GPU feature discovery's labels; with time-slicing it adds the replica count and strategy.
+        sharing = {"nvidia.com/gpu.replicas": str(self.shared_gpus),
+                   "nvidia.com/gpu.sharing-strategy": "time-slicing"} if self.shared_gpus else {}
         return {
             "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64", "nvidia.com/gpu.present": "true",
             "nvidia.com/gpu.product": self.gpu_product, "nvidia.com/gpu.count": str(self.gpus),
-            "nvidia.com/gpu.memory": str(self.gpu_memory_mib), **self.labels,
+            "nvidia.com/gpu.memory": str(self.gpu_memory_mib), **sharing, **self.labels,
         }
 
 
@@ -160,22 +188,26 @@ def default_state_dir(api_client: client.ApiClient, nodes: list[NodeSpec]) -> Pa
 class NodeAgent:
     """Runs the simulated nodes until `stop()`; thread-based, so tests can drive it directly.
 
-    `state_dir` holds pod working dirs, logs and pid records (default: per API server and node
-    set, under the temp dir); `volumes_root` backs PersistentVolumeClaims (`<root>/<ns>/<claim>`,
-    default `<state_dir>/volumes`); `launchers=()` makes every pod imaginary (benchmarks);
+    `state_dir` holds pod working dirs, logs, pid records and the DNS table (default: per API
+    server and node set, under the temp dir); `volumes_root` holds the volumes the provisioner
+    creates (`<root>/pvc-<uid>_<ns>_<claim>`) and backs claims bound to no local volume
+    (`<root>/<ns>/<claim>`), default `<state_dir>/volumes`; `launchers=()` makes every pod
+    imaginary (benchmarks); `provision_volumes=False` leaves claims to someone else;
     `runtime` tunes probe timing and back-off (the back-off starts at `crash_period`)."""
 
     def __init__(self, api_client: client.ApiClient, nodes: list[NodeSpec] | None = None,
                  crash_period: float = 1.0, ip_base: str | None = None,
                  state_dir: Path | None = None, volumes_root: Path | None = None,
                  launchers: tuple[Launcher, ...] | list[Launcher] = DEFAULT_LAUNCHERS,
-                 runtime: RuntimeOptions | None = None):
+                 runtime: RuntimeOptions | None = None, provision_volumes: bool = True):
         self.api = api_client
         self.nodes = nodes or [NodeSpec()]
         self.crash_period = crash_period
         self.state_dir = Path(state_dir or default_state_dir(api_client, self.nodes))
         self.volumes_root = Path(volumes_root or self.state_dir / "volumes")
         self.launchers = tuple(launchers)
+        self.provision_volumes = provision_volumes
+        self.dns_file = self.state_dir / "dns" / "services.json"
         self.options = runtime or RuntimeOptions(backoff_base=crash_period,
                                                  backoff_cap=30 * crash_period)
         self._registry: PidRegistry | None = None
@@ -202,12 +234,25 @@ class NodeAgent:
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
         for node in self.nodes:
             self._register(node)
+        self._start_node_services()
         self._spawn(self._heartbeat_loop, "heartbeat")
         for node in self.nodes:
             self._spawn(lambda n=node: self._watch_loop(n), f"watch-{node.name}")
         self._spawn(self._pod_loop, "pods")
         self._wait_schedulable()
         return self
+
+    def _start_node_services(self) -> None:
+        """The volume provisioner and the DNS table, each on watches of its own."""
+        if self.provision_volumes:
+            provisioner = LocalPathProvisioner(self.api, [n.name for n in self.nodes], self.volumes_root,
+                                               self._stop)
+            provisioner.ensure_storage_class()
+            self._spawn(provisioner.claims.run, "claims")
+            self._spawn(provisioner.volumes.run, "volumes")
+        dns = ServiceDnsPublisher(self.api, self.dns_file, self._stop)
+        self._spawn(dns.services.run, "services")
+        self._spawn(dns.endpoints.run, "endpoints")
 
     def _wait_schedulable(self, timeout: float = 60.0) -> None:
         """New nodes carry a not-ready taint until the node lifecycle controller sees them Ready;
@@ -222,8 +267,10 @@ class NodeAgent:
                     raise TimeoutError(f"node {node.name} still tainted after {timeout:.0f}s: {taints}")
                 time.sleep(0.2)
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Stops the node and every process it started (SIGTERM, SIGKILL after `grace`)."""
+    def stop(self, grace: float = 15.0) -> None:
+        """Stops the node and every process it started (SIGTERM, SIGKILL after `grace`). The
+        grace outlasts milvusserver's own 10 s for its Milvus: that server runs in a session of
+        its own, so killing the container's process group sooner would leave it running."""
         self._stop.set()
         for t in self._threads:
             t.join(timeout=10)
@@ -233,7 +280,7 @@ class NodeAgent:
     def _tidy_state_dir(self) -> None:
         """Nothing runs any more: drop pod dirs and logs, keep claim data (a PV outlives its
         node's kubelet), and leave no empty dirs behind in the temp dir."""
-        for name in ("pods", "triton"):
+        for name in ("pods", "triton", "dns"):
             shutil.rmtree(self.state_dir / name, ignore_errors=True)
         for root, _dirs, _files in sorted(os.walk(self.state_dir), key=lambda w: -len(w[0])):
             with contextlib.suppress(OSError):
@@ -277,8 +324,10 @@ class NodeAgent:
         return procs.pids() if procs else {}
 
     def claim_path(self, namespace: str, claim: str) -> Path:
-        """The local directory behind a PersistentVolumeClaim on this node."""
-        return self.volumes_root / namespace / claim
+        """The local directory behind a PersistentVolumeClaim on this node: its bound volume's,
+        else where an unbound (or not yet created) claim's data would go."""
+        bound = api_claim_lookup(self._core)(namespace, claim)
+        return Path(bound) if bound else self.volumes_root / namespace / claim
 
     # ---- nodes ---------------------------------------------------------------------------------
     def _register(self, node: NodeSpec) -> None:
@@ -409,7 +458,8 @@ class NodeAgent:
 
     def _node_runtime(self) -> NodeRuntime:
         return NodeRuntime(self.state_dir, self.volumes_root, self._registry, self.options,
-                           self.launchers, self._triton_runtime, sys.executable)
+                           self.launchers, self._triton_runtime, sys.executable,
+                           claims=api_claim_lookup(self._core), dns_file=self.dns_file)
 
     def _triton_runtime(self) -> tuple[TritonRuntime | None, str]:
         if self._triton is None:

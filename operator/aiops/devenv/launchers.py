@@ -2,8 +2,9 @@
 
 A real kubelet runs the container's image; this node has no container runtime, so for a few images
 it knows it runs the same program from the local Python environment instead: the real NVIDIA
-`tritonserver` (bundled in the `nvidia-pytriton` wheel), the project's own worker (`aiops ...`) and
-plain `python` commands. Everything here is pure: a launcher reads the container (and a
+`tritonserver` (bundled in the `nvidia-pytriton` wheel), a standalone Milvus for the Milvus image
+(the PyPI `milvus` package's server, see milvusserver.py), the project's own worker (`aiops ...`)
+and plain `python` commands. Everything here is pure: a launcher reads the container (and a
 `LaunchContext` the caller resolved: env, mounts, pod IP) and returns the argv and env to run, so
 the rewriting rules are tested without starting anything.
 
@@ -12,6 +13,7 @@ Containers no launcher matches stay imaginary (Running/Ready as before).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Callable
@@ -218,10 +220,48 @@ def build_python(container: client.V1Container, ctx: LaunchContext) -> LaunchSpe
                       _process_env(ctx, PYTHONUNBUFFERED="1"), ctx.workdir)
 
 
+# ---- Milvus standalone ---------------------------------------------------------------------------
+
+MILVUS_DATA_PATH = "/var/lib/milvus"  # the official image's data dir (etcd, rocksmq, segments)
+MILVUS_PORT, MILVUS_HEALTH_PORT = 19530, 9091  # where the image's Milvus listens: gRPC, /healthz+/metrics
+_MILVUS_AUTH_ENV = "COMMON_SECURITY_AUTHORIZATIONENABLED"  # Milvus's env override of the config key
+
+
+def is_milvus(container: client.V1Container) -> bool:
+    """The Milvus image running `milvus run standalone` (or its entrypoint with no command);
+    other Milvus roles (cluster mode) and shells stay imaginary."""
+    if "milvusdb/milvus" not in (container.image or ""):
+        return False
+    argv = [os.path.basename(a) for a in [*(container.command or []), *(container.args or [])]]
+    return not argv or argv == ["milvus", "run", "standalone"]
+
+
+def build_milvus(container: client.V1Container, ctx: LaunchContext) -> LaunchSpec:
+    """Runs the embedded Milvus 2.3 server on the pod IP's 19530 and 9091, with its data where
+    the container's /var/lib/milvus is mounted (the PVC), else in the container's own dir (lost
+    with the pod, as the container's filesystem would be)."""
+    if importlib.util.find_spec("milvus") is None:
+        raise LaunchError("Milvus pods run the PyPI `milvus` package's standalone server, which is "
+                          "not installed: install the project's `ml` extra (pip install -e '.[ml]')")
+    base = translate_path(MILVUS_DATA_PATH, ctx.mounts)
+    if base == MILVUS_DATA_PATH:
+        base = os.path.join(ctx.workdir, "var-lib-milvus")
+    argv = [ctx.python, "-m", "aiops.devenv.milvusserver", "--base-dir", base, "--host", ctx.pod_ip,
+            "--port", str(MILVUS_PORT), "--health-port", str(MILVUS_HEALTH_PORT)]
+    if ctx.env.get(_MILVUS_AUTH_ENV, "").lower() == "true":
+        argv.append("--authorization")
+    # The embedded server is always standalone with embedded etcd and local storage, which is what
+    # these variables select in the real image; their ports and config file are the server's own.
+    env = {k: v for k, v in _process_env(ctx, PYTHONUNBUFFERED="1").items()
+           if not k.startswith("ETCD_") and k != "COMMON_STORAGETYPE"}
+    return LaunchSpec(argv, env, ctx.workdir)
+
+
 TRITON = Launcher("tritonserver", is_triton, build_triton)
+MILVUS = Launcher("milvus", is_milvus, build_milvus)
 AIOPS_WORKER = Launcher("aiops", is_aiops, build_aiops)
 PYTHON = Launcher("python", is_python, build_python)
-DEFAULT_LAUNCHERS: tuple[Launcher, ...] = (TRITON, AIOPS_WORKER, PYTHON)
+DEFAULT_LAUNCHERS: tuple[Launcher, ...] = (TRITON, MILVUS, AIOPS_WORKER, PYTHON)
 
 
 def launcher_for(container: client.V1Container,

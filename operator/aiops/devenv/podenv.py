@@ -3,8 +3,9 @@ environment with `valueFrom` filled in.
 
 Planning is pure (`plan_volumes`, `container_mounts`, `container_env`); only `materialize` and
 `api_lookup` touch the disk or the API. Volume kinds map the way a single-node dev cluster would:
-`hostPath` is the path itself, a `persistentVolumeClaim` is `<volumes_root>/<namespace>/<claim>`
-(a stand-in for a local-path provisioner, so tests can put a model repository "in the PVC"),
+`hostPath` is the path itself, a `persistentVolumeClaim` is the directory of the PersistentVolume
+bound to it (a hostPath or local volume: what the node's local-path provisioner creates, see
+storage.py) or, for a claim not bound to such a volume, `<volumes_root>/<namespace>/<claim>`;
 `emptyDir`, `configMap`, `secret` and `downwardAPI` are directories under the pod's own dir.
 """
 
@@ -24,6 +25,8 @@ DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 
 # (kind: "configmap" | "secret", namespace, name) -> the object's data as text, or None if missing
 DataLookup = Callable[[str, str, str], "dict[str, str] | None"]
+# (namespace, claim) -> the local directory of the volume bound to it, or None if none is known
+ClaimLookup = Callable[[str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,11 @@ class VolumePlan:
     fields: tuple[tuple[str, str], ...] = ()  # downwardAPI: (relative path, value)
 
 
-def plan_volumes(pod: client.V1Pod, volumes_root: Path, pod_dir: Path) -> dict[str, VolumePlan]:
+def plan_volumes(pod: client.V1Pod, volumes_root: Path, pod_dir: Path,
+                 claim_paths: dict[str, str] | None = None) -> dict[str, VolumePlan]:
     """Local paths for the pod's volumes; kinds this node cannot provide are left out (a
-    container mounting one then sees no such path, which fails loudly enough)."""
+    container mounting one then sees no such path, which fails loudly enough). `claim_paths`:
+    claim name -> directory of its bound volume (see `claim_volume_paths`)."""
     plans: dict[str, VolumePlan] = {}
     ns = pod.metadata.namespace
     for vol in pod.spec.volumes or []:
@@ -47,7 +52,8 @@ def plan_volumes(pod: client.V1Pod, volumes_root: Path, pod_dir: Path) -> dict[s
         if vol.host_path:
             plans[vol.name] = VolumePlan(vol.name, "hostPath", vol.host_path.path)
         elif vol.persistent_volume_claim:
-            path = str(volumes_root / ns / vol.persistent_volume_claim.claim_name)
+            claim = vol.persistent_volume_claim.claim_name
+            path = (claim_paths or {}).get(claim) or str(volumes_root / ns / claim)
             plans[vol.name] = VolumePlan(vol.name, "persistentVolumeClaim", path)
         elif vol.empty_dir is not None:
             plans[vol.name] = VolumePlan(vol.name, "emptyDir", own)
@@ -142,6 +148,40 @@ def api_lookup(core: client.CoreV1Api) -> DataLookup:
             if e.status == 404:
                 return None
             raise
+
+    return lookup
+
+
+def claim_volume_paths(pod: client.V1Pod, claims: ClaimLookup | None) -> dict[str, str]:
+    """Claim name -> local directory, for the pod's claims whose volume `claims` knows."""
+    if claims is None:
+        return {}
+    found = {}
+    for vol in pod.spec.volumes or []:
+        if vol.persistent_volume_claim:
+            name = vol.persistent_volume_claim.claim_name
+            path = claims(pod.metadata.namespace, name)
+            if path:
+                found[name] = path
+    return found
+
+
+def api_claim_lookup(core: client.CoreV1Api) -> ClaimLookup:
+    """A ClaimLookup that follows claim -> bound PersistentVolume -> its hostPath or local path
+    (the kinds whose data is a directory on this machine)."""
+
+    def lookup(namespace: str, claim: str) -> str | None:
+        try:
+            pvc = core.read_namespaced_persistent_volume_claim(claim, namespace)
+            if not pvc.spec.volume_name:
+                return None
+            pv = core.read_persistent_volume(pvc.spec.volume_name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        source = pv.spec.host_path or pv.spec.local
+        return source.path if source else None
 
     return lookup
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kubernetes import client
@@ -26,7 +26,9 @@ from aiops.devenv.launchers import (
     translate_path,
 )
 from aiops.devenv.podenv import (
+    ClaimLookup,
     DataLookup,
+    claim_volume_paths,
     container_env,
     container_mounts,
     materialize,
@@ -41,6 +43,7 @@ from aiops.devenv.processes import (
     RuntimeOptions,
     utcnow,
 )
+from aiops.devenv.servicedns import pod_env
 
 # The agent's environment passed on to containers: enough to find caches and tools, never its
 # credentials (a pod gets what its spec gives it).
@@ -59,6 +62,8 @@ class NodeRuntime:
     launchers: tuple[Launcher, ...]
     triton: Callable[[], tuple[TritonRuntime | None, str]]  # (runtime, why not), located lazily
     python: str
+    claims: ClaimLookup | None = None  # claim -> its bound volume's directory
+    dns_file: Path | None = None  # the cluster DNS table launched Python processes resolve with
 
 
 def plan_pod(pod: client.V1Pod, launchers: tuple[Launcher, ...]) -> dict[str, Launcher]:
@@ -88,7 +93,8 @@ class PodProcesses:
     def start(self, lookup: DataLookup) -> PodProcesses:
         pod = self.pod
         self.dir.mkdir(parents=True, exist_ok=True)
-        plans = plan_volumes(pod, self.runtime.volumes_root, self.dir)
+        plans = plan_volumes(pod, self.runtime.volumes_root, self.dir,
+                             claim_volume_paths(pod, self.runtime.claims))
         try:
             materialize(plans, pod.metadata.namespace, lookup)
         except KeyError as e:
@@ -127,6 +133,9 @@ class PodProcesses:
         triton, why = self.runtime.triton() if launcher.name == "tritonserver" else (None, "")
         ctx = LaunchContext(self.ip, env, mounts, workdir, self.runtime.python, triton, why)
         spec = launcher.build(c, ctx)
+        if self.runtime.dns_file:  # after the launcher: these are paths on this machine already
+            spec = replace(spec, env={**spec.env, **pod_env(self.runtime.dns_file, self.pod.metadata.namespace,
+                                                            spec.env.get("PYTHONPATH", ""))})
         ports = {p.name: p.container_port for p in c.ports or [] if p.name}
         scale = self.runtime.options.probe_time_scale
         probes = {"startup": ProbeSpec.from_probe(c.startup_probe, ports, scale),

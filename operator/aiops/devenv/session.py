@@ -89,11 +89,17 @@ def down() -> None:
     cp.down()
 
 
+def dev_node_agent(cp: LocalControlPlane, gpus: int) -> NodeAgent:
+    """The dev session's node: claim data beside the cluster's etcd data, so volumes live as
+    long as the cluster that binds them (the agent's own state dir is under the temp dir)."""
+    return NodeAgent(api_client_for(cp), [NodeSpec(gpus=gpus)], volumes_root=cp.state_dir / "volumes")
+
+
 def run_node_agent(gpus: int = 3) -> int:
     cp = LocalControlPlane()
     if not cp.is_running():
         raise ControlPlaneError("the local control plane is not running: `aiops dev up` first")
-    agent = NodeAgent(api_client_for(cp), [NodeSpec(gpus=gpus)]).start()
+    agent = dev_node_agent(cp, gpus).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -128,8 +134,11 @@ def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = T
           f"in {time.monotonic() - t0:.1f}s at {cp.server}", flush=True)
     agent = None
     if not _agent_running(cp):
-        agent = NodeAgent(api_client_for(cp), [NodeSpec(gpus=gpus)]).start()
-        print(f"aiops: simulated GPU node aiops-gpu-0 with {gpus} x nvidia.com/gpu registered", flush=True)
+        agent = dev_node_agent(cp, gpus).start()
+        node = agent.nodes[0]
+        print(f"aiops: simulated GPU node {node.name} with {gpus} x {node.gpu_resource} and "
+              f"{node.shared_gpus} x {node.shared_gpu_resource} registered; PVCs of StorageClass "
+              f"local-path under {agent.volumes_root}", flush=True)
     try:
         install_crds(api_client_for(cp))
         for path in apply_dirs:
@@ -137,7 +146,12 @@ def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = T
         print(f"\n  export KUBECONFIG={cp.kubeconfig}\n  kubectl get aiops -A\n", flush=True)
         os.environ["KUBECONFIG"] = str(cp.kubeconfig)
         if with_operator:
+            from aiops.devenv import servicedns
             from aiops.runner import run_operator
+
+            # The operator reaches what it deploys (e.g. managed Milvus) by service DNS names,
+            # as in a cluster; here no DNS server knows them, so this process resolves them.
+            servicedns.install(api_client_for(cp))
 
             run_operator(all_namespaces=True, liveness=f"http://127.0.0.1:{health_port}/healthz",
                          metrics_port=metrics_port)

@@ -87,6 +87,16 @@ class KubeIO:
 
         return await self._run(read)
 
+    async def read(self, kind: str, namespace: str, name: str) -> dict | None:
+        """One object by kind, or None when it does not exist."""
+        read = {"ConfigMap": self.core.read_namespaced_config_map,
+                "Secret": self.core.read_namespaced_secret,
+                "StatefulSet": self.apps.read_namespaced_stateful_set}[kind]
+        return await self._run(self._get, read, name, namespace)
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict]:
+        return await self._run(self._items, self.core.list_namespaced_pod, namespace, label_selector=selector)
+
     async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]:
         """All unfinished pods and all nodes, cluster-wide: what GPU capacity is computed from."""
         def read():
@@ -101,8 +111,10 @@ class KubeIO:
         ns, kind = obj["metadata"]["namespace"], obj["kind"]
         create = {"Service": self.core.create_namespaced_service,
                   "ConfigMap": self.core.create_namespaced_config_map,
+                  "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
                   "Job": self.batch.create_namespaced_job,
-                  "Deployment": self.apps.create_namespaced_deployment}[kind]
+                  "Deployment": self.apps.create_namespaced_deployment,
+                  "StatefulSet": self.apps.create_namespaced_stateful_set}[kind]
 
         def go():
             try:
@@ -122,6 +134,12 @@ class KubeIO:
         patch = {"metadata": {"annotations": obj["metadata"].get("annotations", {})}, "spec": obj["spec"]}
         await self._run(self.apps.patch_namespaced_deployment, name, ns, patch)
 
+    async def patch_statefulset(self, namespace: str, name: str, patch: dict) -> None:
+        await self._run(self.apps.patch_namespaced_stateful_set, name, namespace, patch)
+
+    async def patch_configmap(self, namespace: str, name: str, patch: dict) -> None:
+        await self._run(self.core.patch_namespaced_config_map, name, namespace, patch)
+
     async def restore_template(self, existing: dict, replica_set: dict, annotations: dict) -> None:
         """`kubectl rollout undo` for one revision: the ReplicaSet's template back into the Deployment."""
         template = replica_set["spec"]["template"]
@@ -138,9 +156,23 @@ class KubeIO:
         await self._run(self.apps.patch_namespaced_deployment_scale, meta["name"], meta["namespace"],
                         {"spec": {"replicas": replicas}})
 
-    async def patch_status(self, namespace: str, name: str, status: dict) -> dict:
+    async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
         return await self._run(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
-                               PLURAL, name, {"status": status})
+                               plural, name, {"status": status})
+
+    async def list_jobs(self, namespace: str, selector: str) -> list[dict]:
+        return await self._run(self._items, self.batch.list_namespaced_job, namespace, label_selector=selector)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Deletes a Job and its pods (a stale step of a spec that changed: frees its GPU now)."""
+        def go():
+            try:
+                self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
+        await self._run(go)
 
     async def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on `obj`, for `kubectl describe`."""

@@ -39,9 +39,11 @@ from aiops.builders.triton import (
 )
 from aiops.builders.validation_job import build_validation_configmap, build_validation_job, validation_job_name
 from aiops.capacity import gpu_capacity
-from aiops.controllers.conditions import get_condition, set_condition
-from aiops.controllers.nodes import max_gpus_per_node
+from aiops.conditions import get_condition, set_condition
 from aiops.kube import owned_by
+from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
+from aiops.nodes import max_gpus_per_node
+from aiops.rollout.deadlines import stalled
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
 from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip
@@ -107,10 +109,12 @@ class Ctx:
 
 
 class ModelDeploymentReconciler:
-    def __init__(self, kube: KubeIO, worker_image: str, triton_timeout: float = 5.0):
+    def __init__(self, kube: KubeIO, worker_image: str, triton_timeout: float = 5.0,
+                 verdicts: VerdictRegistry | None = None):
         self.kube = kube
         self.worker_image = worker_image
         self.triton_timeout = triton_timeout
+        self.verdicts = verdicts  # monitoring (issue 7): the monitor's latest verdict per object
 
     # ---- entry point -----------------------------------------------------------------------------
     async def reconcile(self, md: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
@@ -216,6 +220,10 @@ class ModelDeploymentReconciler:
         if _age(rollout["startedAt"]) > deadline:
             raise RolloutFailed("ProgressDeadlineExceeded", f"version {rollout['version']} was not healthy within "
                                 f"{deadline}s; it stalled in step {rollout['step']}")
+        live = [p for p in world.pods if not p["metadata"].get("deletionTimestamp")]
+        stuck = stalled(spec, rollout, live, dt.datetime.now(dt.UTC))
+        if stuck:
+            raise RolloutFailed("PhaseDeadlineExceeded", stuck)
         step = rollout["step"]
         if step == "Validating":
             return await self._validating(ctx, spec)
@@ -405,6 +413,8 @@ class ModelDeploymentReconciler:
                         limit)
         add_history(ctx.status, target, "Serving", "HealthCheckPassed",
                     f"healthy on {len(pods)} pod(s) after {_age(rollout['startedAt']):.1f}s", now, limit)
+        if previous and previous != target:
+            self._remember_previous(ctx)
         dep_revision = None
         world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"))
         if world.deployment:
@@ -441,7 +451,8 @@ class ModelDeploymentReconciler:
             ctx.status["phase"] = "Failed"
             ctx.condition("Ready", False, failure.reason, f"{failure.message}. Rollback is disabled.")
             return
-        await self._roll_back(ctx, spec, world, rollout)
+        await self._roll_back(ctx, spec, world, serving, ctx.status["servingModelConfigJson"],
+                              ctx.status.get("servingDeploymentRevision"), bool(rollout.get("templateChanged")))
         metrics.ROLLBACKS_TOTAL.labels(reason=failure.reason).inc()
         message = f"Version {target} failed ({failure.reason}: {failure.message}); version {serving} serves again."
         ctx.condition("RolledBack", True, failure.reason, message)
@@ -450,10 +461,13 @@ class ModelDeploymentReconciler:
         await self._serving_health(ctx, spec, await self.kube.observe(
             ctx.namespace, ctx.name, child_name(ctx.name, "triton")))
 
-    async def _roll_back(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, rollout: dict) -> None:
-        serving = ctx.status["servingVersion"]
-        if rollout.get("templateChanged") and world.deployment:
-            wanted = ctx.status.get("servingDeploymentRevision")
+    async def _roll_back(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, version: int, config_json: str,
+                         deployment_revision: int | None, template_changed: bool) -> None:
+        """Makes `version` (with its model config) serve again: restores the pod template of
+        `deployment_revision` when the pods changed, else loads it in place into the running pods.
+        The one rollback path: failed rollouts and monitoring demotions both come here."""
+        if template_changed and world.deployment:
+            wanted = deployment_revision
             for rs in world.replica_sets:
                 if int((rs["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, -1)) == wanted:
                     await self.kube.restore_template(world.deployment, rs, {
@@ -461,19 +475,20 @@ class ModelDeploymentReconciler:
                             TEMPLATE_ANNOTATION, "")})
                     break
             return  # the restored pods load the serving version in the steady state
-        config = triton_model_config(json.loads(ctx.status["servingModelConfigJson"]), spec, [serving])
+        config = triton_model_config(json.loads(config_json), spec, [version])
         for pod in self._serving_pods(world):
             try:
                 await self._load(pod, spec, config)
             except TritonError as e:  # the steady state will keep trying on this pod
-                log.warning("restoring version %s on %s failed: %s", serving, pod["metadata"]["name"], e)
+                log.warning("restoring version %s on %s failed: %s", version, pod["metadata"]["name"], e)
 
     async def _abandon(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, why: str) -> None:
         rollout = ctx.status.pop("rollout")
         add_history(ctx.status, rollout["version"], "Failed", "Superseded", why, now_iso(),
                     spec.rollback.history_limit)
         if ctx.status.get("servingVersion"):
-            await self._roll_back(ctx, spec, world, rollout)
+            await self._roll_back(ctx, spec, world, ctx.status["servingVersion"], ctx.status["servingModelConfigJson"],
+                                  ctx.status.get("servingDeploymentRevision"), bool(rollout.get("templateChanged")))
 
     async def _ensure_serving_loaded(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> list[str]:
         """Pods that restarted come back empty: load the serving version into them. Returns problems."""
@@ -514,6 +529,8 @@ class ModelDeploymentReconciler:
     async def _steady(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
         """The spec's revision serves: keep it so."""
         healthy = await self._serving_health(ctx, spec, world)
+        if await self._monitoring(ctx, spec, world, healthy, may_roll_back=True):
+            return 0.5  # demoted: the next pass holds the rejected spec and reports the old version
         return float(spec.health_check.period_seconds) if healthy else 2.0
 
     async def _hold_rejected(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World,
@@ -526,4 +543,98 @@ class ModelDeploymentReconciler:
             ctx.condition("Ready", False, rejected["reason"], f"Nothing serves: {note}.")
             return None
         healthy = await self._serving_health(ctx, spec, world, note)
+        # Already back on an older version: a degradation of it is reported, never rolled back
+        # further (the spec's own version is the rejected one).
+        await self._monitoring(ctx, spec, world, healthy, may_roll_back=False)
         return float(spec.health_check.period_seconds) if healthy else 2.0
+
+    # ---- monitoring (issue 7): verdicts from aiops.monitoring, acted on here --------------------
+    @staticmethod
+    def _remember_previous(ctx: Ctx) -> None:
+        """A new version takes over: keep what a monitoring rollback needs to return to the one it
+        replaces (its config, revision, pod template) and its baseline, for like-for-like checks."""
+        st = ctx.status
+        st.update(previousVersion=st.get("servingVersion"), previousRevision=st.get("servingRevision"),
+                  previousModelConfigJson=st.get("servingModelConfigJson"),
+                  previousDeploymentRevision=st.get("servingDeploymentRevision"))
+        if st.get("baseline"):
+            st["previousBaseline"] = st["baseline"]
+        for key in ("baseline", "monitoring", "metrics"):
+            st.pop(key, None)
+        if get_condition(st.get("conditions"), "Degraded"):
+            ctx.condition("Degraded", "Unknown", "NewVersionServing", "The new version has not been judged yet.")
+
+    async def _monitoring(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, healthy: bool,
+                          may_roll_back: bool) -> bool:
+        """Writes the latest verdict on the serving version (status.monitoring, metrics, baseline,
+        the Degraded condition, an Event on each change); demotes the version when the spec asks.
+        Returns whether it rolled back."""
+        serving = ctx.status.get("servingVersion")
+        verdict = self.verdicts.get((ctx.namespace, ctx.name)) if self.verdicts is not None else None
+        if not spec.monitoring.enabled:
+            ctx.status.pop("monitoring", None)
+            if get_condition(ctx.status.get("conditions"), "Degraded"):
+                ctx.condition("Degraded", "Unknown", "MonitoringDisabled", "spec.monitoring.enabled is false.")
+            return False
+        if verdict is None or verdict.version != serving:
+            return False  # nothing judged yet for this version: leave what status says
+        before = ctx.status.get("monitoring") or {}
+        ctx.status["monitoring"] = verdict.status_body()
+        ctx.status["metrics"] = verdict.snapshot
+        if verdict.baseline:
+            ctx.status["baseline"] = verdict.baseline
+        unjudged = not verdict.degraded and verdict.reason == "InsufficientData"
+        ctx.condition("Degraded", "Unknown" if unjudged else verdict.degraded, verdict.reason, verdict.message)
+        if (before.get("version"), before.get("degraded"), before.get("reason")) != \
+                (verdict.version, verdict.degraded, verdict.reason) and (verdict.degraded or before.get("degraded")):
+            ctx.event("Warning" if verdict.degraded else "Normal",
+                      verdict.reason if verdict.degraded else "Recovered", verdict.message)
+        if verdict.degraded and healthy:
+            ctx.status["phase"] = "Degraded"
+        if verdict.rollback_requested and may_roll_back:
+            return await self._demote_degraded(ctx, spec, world, verdict)
+        return False
+
+    async def _demote_degraded(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World,
+                               verdict: MonitoringVerdict) -> bool:
+        """spec.monitoring.action=rollback: the serving version is rejected like a failed rollout and
+        the previous good version serves again through the same `_roll_back`."""
+        st = ctx.status
+        serving, previous = st["servingVersion"], st.get("previousVersion")
+        target_ok = bool(previous and st.get("previousModelConfigJson")
+                         and previous not in (st.get("rejectedVersions") or []))
+        if not target_ok or not spec.rollback.enabled:
+            why = "rollback is disabled" if target_ok else "there is no previous good version to return to"
+            ctx.condition("Degraded", True, verdict.reason, f"{verdict.message} Not rolled back: {why}.")
+            return False
+        now, limit = now_iso(), spec.rollback.history_limit
+        retry_token = (ctx.md["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION, "")
+        reject(st, serving, st["servingRevision"], verdict.reason, now, retry_token, limit)
+        add_history(st, serving, "RolledBack", verdict.reason, verdict.message, now, limit)
+        template_changed = st.get("previousDeploymentRevision") != st.get("servingDeploymentRevision")
+        await self._roll_back(ctx, spec, world, previous, st["previousModelConfigJson"],
+                              st.get("previousDeploymentRevision"), template_changed)
+        add_history(st, previous, "Serving", "RolledBack", f"restored after version {serving} degraded", now, limit)
+        st.update(servingVersion=previous, lastGoodVersion=previous, servingRevision=st.get("previousRevision"),
+                  servingModelConfigJson=st["previousModelConfigJson"],
+                  servingDeploymentRevision=st.get("previousDeploymentRevision"),
+                  baseline=st.get("previousBaseline"), phase="Ready",
+                  # the restored version's own baseline comes back with it (see aiops.monitoring.monitor)
+                  monitoring={"version": previous, "degraded": False, "reason": "RolledBack",
+                              "message": f"Version {previous} serves again after version {serving} degraded."})
+        for key in ("previousVersion", "previousRevision", "previousModelConfigJson", "previousDeploymentRevision",
+                    "previousBaseline", "metrics"):
+            st.pop(key, None)
+        if not st.get("baseline"):
+            st.pop("baseline", None)
+        metrics.ROLLBACKS_TOTAL.labels(reason="Degraded").inc()
+        message = (f"Version {serving} was degraded while serving ({verdict.message}); version {previous} serves "
+                   f"again and version {serving} is rejected until the spec changes or the {RETRY_ANNOTATION} "
+                   "annotation is set to a new value.")
+        ctx.condition("RolledBack", True, verdict.reason, message)
+        ctx.condition("Degraded", False, "RolledBack", f"Version {previous} serves again; version {serving} was "
+                      f"degraded: {verdict.message}")
+        ctx.condition("Deployed", True, "VersionServing", f"Version {previous} serves; {serving} was rejected.")
+        ctx.event("Warning", "RolledBack", message)
+        log.warning("%s/%s: version %s degraded, rolled back to %s", ctx.namespace, ctx.name, serving, previous)
+        return True

@@ -3,6 +3,8 @@ as the container's termination message (through the API, never through a shared 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiops.worker.verdict import VerdictError, parse_verdict
@@ -22,7 +24,18 @@ def _condition(job: dict, type_: str) -> dict | None:
                  if c.get("type") == type_ and c.get("status") == "True"), None)
 
 
-def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
+def parse_step_result(text: str) -> dict:
+    """A worker step's result: one JSON object with a boolean `ok` (TrainingJob and ingest workers)."""
+    try:
+        result = json.loads(text)
+    except ValueError as e:
+        raise VerdictError(f"the result is not JSON: {e}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
+        raise VerdictError("the result has no boolean `ok`")
+    return result
+
+
+def job_outcome(job: dict, pods: list[dict], parse: Callable[[str], dict] = parse_verdict) -> JobOutcome:
     complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
     if not complete and not failed:
         return JobOutcome(finished=False)
@@ -34,12 +47,12 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
                 terminated = t
     message = (terminated or {}).get("message") or ""
     try:
-        verdict, detail = parse_verdict(message), ""
+        verdict, detail = parse(message), ""
     except VerdictError as e:
         # With FallbackToLogsOnError the message may be the log tail, whose last line is the verdict.
         last_line = message.strip().splitlines()[-1] if message.strip() else ""
         try:
-            verdict, detail = parse_verdict(last_line), ""
+            verdict, detail = parse(last_line), ""
         except VerdictError:
             verdict, detail = {}, f"{e}; {message.strip()[-400:]}"
     if failed and not terminated:

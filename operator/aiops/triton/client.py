@@ -42,13 +42,18 @@ class Health:
         return self.live and self.ready and self.model_ready
 
 
+REQUEST_CEILING = 3600.0
+
+
 class TritonServer:
     """One server at host:port (a pod IP and the HTTP port)."""
 
     def __init__(self, url: str, timeout: float = 5.0):
         self.url = url
         self.timeout = timeout
-        self._client = aioclient.InferenceServerClient(url, conn_timeout=timeout)
+        # The client's conn_timeout is aiohttp's *total* request timeout: a model load takes far
+        # longer than a health check. Each call is bounded by `_call` instead.
+        self._client = aioclient.InferenceServerClient(url, conn_timeout=REQUEST_CEILING)
 
     async def close(self) -> None:
         await self._client.close()

@@ -59,7 +59,9 @@ def _tensor_problems(kind: str, declared: list[TensorSpec], actual: list[dict]) 
             problems.append(Problem("ConfigMismatch", f"config.pbtxt has no {kind} named {want.name!r} "
                                     f"(it has {sorted(by_name) or 'none'})"))
             continue
+        # Triton's config calls BYTES tensors TYPE_STRING (model_config.proto has no TYPE_BYTES).
         got_type = got.get("data_type", "").removeprefix("TYPE_")
+        got_type = {"STRING": "BYTES"}.get(got_type, got_type)
         if got_type != want.data_type:
             problems.append(Problem("ConfigMismatch", f"{kind} {want.name!r} is {got_type} in "
                                     f"config.pbtxt, the spec expects {want.data_type}"))

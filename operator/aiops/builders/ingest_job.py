@@ -1,0 +1,117 @@
+"""The ingest Job of a VectorIndex (seed 3.2: new documents -> embeddings on GPU 2 -> store with
+metadata): the project's worker (`aiops worker embed`) with the document source mounted, on the
+shared GPU, writing its counts as the container's termination message. Pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from aiops.api.vectorindex import VectorIndexSpec
+from aiops.builders.milvus import RUN_AS_USER, VECTOR_INDEX_LABEL
+from aiops.builders.triton import MANAGED_BY, child_name
+
+SPEC_MOUNT = "/etc/aiops/spec"
+SOURCE_MOUNT = "/etc/aiops/source"
+CREDENTIALS_MOUNT = "/etc/aiops/milvus-credentials"
+ROLE_LABEL = "aiops.dev/role"
+
+
+def ingest_key(spec: VectorIndexSpec, source_version: str) -> str:
+    """What an ingest run is for: the spec and the version of the source it reads. The same key
+    is the same Job, so an event storm or an operator restart never starts a second one."""
+    wire = json.dumps({"spec": spec.to_wire(), "source": source_version}, sort_keys=True)
+    return hashlib.sha256(wire.encode()).hexdigest()[:10]
+
+
+def ingest_job_name(vi_name: str, key: str) -> str:
+    return child_name(vi_name, f"ingest-{key}")
+
+
+def _labels(vi_name: str, key: str) -> dict[str, str]:
+    return {VECTOR_INDEX_LABEL: vi_name, ROLE_LABEL: "ingest", "aiops.dev/ingest-key": key,
+            "app.kubernetes.io/name": "aiops-ingest", "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def build_ingest_configmap(vi_name: str, spec: VectorIndexSpec, key: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": ingest_job_name(vi_name, key), "labels": _labels(vi_name, key)},
+        "data": {"spec.json": json.dumps(spec.to_wire(), sort_keys=True)},
+    }
+
+
+def _source(spec: VectorIndexSpec) -> tuple[str, dict, dict]:
+    src = spec.source
+    mount = {"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True}
+    if src.config_map:
+        volume: dict = {"name": "source", "configMap": {"name": src.config_map.name}}
+        if src.config_map.key:
+            volume["configMap"]["items"] = [{"key": src.config_map.key, "path": src.config_map.key}]
+        return SOURCE_MOUNT, volume, mount
+    pvc = src.persistent_volume_claim
+    path = f"{SOURCE_MOUNT}/{pvc.sub_path}" if pvc.sub_path else SOURCE_MOUNT
+    return path, {"name": "source", "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": True}}, mount
+
+
+def _resources(spec: VectorIndexSpec) -> dict:
+    res = spec.embedding.resources
+    requests: dict[str, str] = {"memory": str(res.memory)}
+    limits: dict[str, str] = {"memory": str(res.memory)}
+    if res.gpus and spec.embedding.device != "cpu":
+        requests[res.gpu_resource_name] = limits[res.gpu_resource_name] = str(res.gpus)
+    if res.cpu is not None:
+        requests["cpu"] = str(res.cpu)
+    return {"requests": requests, "limits": limits}
+
+
+def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: str, image: str) -> dict:
+    name = ingest_job_name(vi_name, key)
+    labels = _labels(vi_name, key)
+    source, source_volume, source_mount = _source(spec)
+    volumes = [{"name": "spec", "configMap": {"name": name}}, source_volume, {"name": "tmp", "emptyDir": {}}]
+    mounts = [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}, source_mount,
+              {"name": "tmp", "mountPath": "/tmp"}]
+    args = [f"--spec={SPEC_MOUNT}/spec.json", f"--source={source}", f"--milvus-uri={milvus_uri}",
+            "--result=/dev/termination-log"]
+    external = spec.milvus.external
+    if external and external.credentials:
+        creds = external.credentials
+        keys = [creds.token_key] if creds.token_key else [creds.username_key, creds.password_key]
+        volumes.append({"name": "credentials", "secret": {
+            "secretName": creds.secret_name, "items": [{"key": k, "path": k} for k in keys]}})
+        mounts.append({"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
+        args.append(f"--credentials-dir={CREDENTIALS_MOUNT}")
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            # Ingestion is idempotent (upsert by id, skip by content hash): a retry resumes, it
+            # never duplicates, so retrying is safe.
+            "backoffLimit": spec.ingest.backoff_limit,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "embed",
+                        "image": image,
+                        "command": ["aiops", "worker", "embed"],
+                        "args": args,
+                        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+                                {"name": "PYTHONUNBUFFERED", "value": "1"}],
+                        "volumeMounts": mounts,
+                        "resources": _resources(spec),
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

@@ -1,0 +1,200 @@
+"""The Kubernetes objects of a TrainingJob run: the ConfigMap that hands the workers the spec, the
+managed workspace PVC, and one Job per step (`aiops worker train data|train|optimize|register`).
+
+One Job per step, not one Job for the whole run: each step's result comes back through the API
+(its container's termination message) as soon as the step ends, so status shows real progress per
+step, and a failed step is retried alone. Dataset versions, checkpoints and models pass between
+the steps on the workspace volume, which outlives any pod; that is also what lets a retried
+training pod resume from its last checkpoint. Pure functions: spec in, dicts out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from aiops.api.trainingjob import TrainingJobSpec
+from aiops.builders.triton import MANAGED_BY, RUN_AS_USER, child_name
+
+TRAINING_JOB_LABEL = "aiops.dev/trainingjob"
+STEP_LABEL = "aiops.dev/step"
+SPEC_HASH_LABEL = "aiops.dev/spec-hash"
+SPEC_MOUNT = "/etc/aiops/spec"
+SOURCE_MOUNT = "/etc/aiops/source"
+WORKSPACE_MOUNT = "/workspace"
+REPOSITORY_MOUNT = "/models"
+STEPS = ("data", "train", "optimize", "register")
+
+
+def spec_hash(spec: TrainingJobSpec) -> str:
+    """A short digest of the spec: a new spec is a new run, the same spec re-applied is the same run."""
+    wire = json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(wire.encode()).hexdigest()[:10]
+
+
+def run_id(spec_digest: str, dataset_version: str) -> str:
+    """The run's identity on the workspace (its checkpoints and models): spec plus data, so the
+    same spec over changed data trains anew, and a restart finds its own checkpoints."""
+    return f"{spec_digest}-{dataset_version[:10]}"
+
+
+def step_job_name(tj_name: str, step: str, digest: str) -> str:
+    return child_name(tj_name, f"{step}-{digest}")
+
+
+def spec_configmap_name(tj_name: str, digest: str) -> str:
+    return child_name(tj_name, f"spec-{digest}")
+
+
+def workspace_claim_name(tj_name: str) -> str:
+    return child_name(tj_name, "workspace")
+
+
+def _labels(tj_name: str, digest: str, step: str | None = None) -> dict[str, str]:
+    labels = {TRAINING_JOB_LABEL: tj_name, SPEC_HASH_LABEL: digest, "app.kubernetes.io/managed-by": MANAGED_BY,
+              "app.kubernetes.io/name": "aiops-training"}
+    if step:
+        labels[STEP_LABEL] = step
+    return labels
+
+
+def build_spec_configmap(tj_name: str, spec: TrainingJobSpec, digest: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": spec_configmap_name(tj_name, digest), "labels": _labels(tj_name, digest)},
+        "data": {"spec.json": json.dumps(spec.to_wire(), sort_keys=True)},
+    }
+
+
+def build_workspace_claim(tj_name: str, spec: TrainingJobSpec) -> dict | None:
+    """The PVC of a managed workspace (None when the spec names its own storage)."""
+    managed = spec.workspace.managed
+    if managed is None:
+        return None
+    claim: dict = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": workspace_claim_name(tj_name),
+                     "labels": {TRAINING_JOB_LABEL: tj_name, "app.kubernetes.io/managed-by": MANAGED_BY}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": str(managed.size)}}},
+    }
+    if managed.storage_class_name:
+        claim["spec"]["storageClassName"] = managed.storage_class_name
+    return claim
+
+
+def _workspace_volume(tj_name: str, spec: TrainingJobSpec) -> tuple[dict, dict]:
+    ws = spec.workspace
+    mount = {"name": "workspace", "mountPath": WORKSPACE_MOUNT}
+    if ws.host_path:
+        return {"name": "workspace", "hostPath": {"path": ws.host_path.path, "type": "DirectoryOrCreate"}}, mount
+    if ws.persistent_volume_claim:
+        pvc = ws.persistent_volume_claim
+        if pvc.sub_path:
+            mount["subPath"] = pvc.sub_path
+        return {"name": "workspace", "persistentVolumeClaim": {"claimName": pvc.claim_name}}, mount
+    return {"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim_name(tj_name)}}, mount
+
+
+def _source(spec: TrainingJobSpec) -> tuple[str, list[dict], list[dict]]:
+    """(--source value, volumes, mounts): the data as the worker reads it."""
+    src = spec.dataset.source
+    if src.config_map:
+        volume: dict = {"name": "source", "configMap": {"name": src.config_map.name}}
+        if src.config_map.key:
+            volume["configMap"]["items"] = [{"key": src.config_map.key, "path": src.config_map.key}]
+        return SOURCE_MOUNT, [volume], [{"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True}]
+    if src.persistent_volume_claim:
+        pvc = src.persistent_volume_claim
+        path = f"{SOURCE_MOUNT}/{pvc.sub_path}" if pvc.sub_path else SOURCE_MOUNT
+        return path, [{"name": "source", "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": True}}], \
+            [{"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True}]
+    return src.uri, [], []
+
+
+def _repository(spec: TrainingJobSpec) -> tuple[dict, dict]:
+    """The output repository, writable: registration adds a version directory to it."""
+    repo = spec.output.repository
+    mount = {"name": "model-repository", "mountPath": REPOSITORY_MOUNT}
+    if repo.persistent_volume_claim:
+        pvc = repo.persistent_volume_claim
+        if pvc.sub_path:
+            mount["subPath"] = pvc.sub_path
+        return {"name": "model-repository", "persistentVolumeClaim": {"claimName": pvc.claim_name}}, mount
+    # object stores are refused by validation (OutputRepositoryNotWritable) before any Job exists
+    return {"name": "model-repository", "hostPath": {"path": repo.host_path.path, "type": "DirectoryOrCreate"}}, mount
+
+
+def _resources(spec: TrainingJobSpec, step: str) -> dict:
+    if step != "train":
+        # Data checks, optimization and export run on CPU: the shared GPU is for training and Milvus.
+        return {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+    res = spec.resources
+    limits: dict[str, str] = {"memory": str(res.memory)}
+    requests: dict[str, str] = {"memory": str(res.memory)}
+    if res.gpus:
+        limits[res.gpu_resource_name] = str(res.gpus)
+        requests[res.gpu_resource_name] = str(res.gpus)
+    if res.cpu is not None:
+        requests["cpu"] = str(res.cpu)
+    return {"requests": requests, "limits": limits}
+
+
+def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, image: str,
+                   dataset_version: str | None = None, run: str | None = None) -> dict:
+    """The Job of one step; its container writes its JSON result as the termination message."""
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}")
+    name = step_job_name(tj_name, step, digest)
+    labels = _labels(tj_name, digest, step)
+    ws_volume, ws_mount = _workspace_volume(tj_name, spec)
+    volumes = [{"name": "spec", "configMap": {"name": spec_configmap_name(tj_name, digest)}}, ws_volume,
+               {"name": "tmp", "emptyDir": {}}]
+    mounts = [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}, ws_mount,
+              {"name": "tmp", "mountPath": "/tmp"}]
+    args = [f"--spec={SPEC_MOUNT}/spec.json", f"--workspace={WORKSPACE_MOUNT}", "--result=/dev/termination-log"]
+    if step == "data":
+        source, src_volumes, src_mounts = _source(spec)
+        volumes += src_volumes
+        mounts += src_mounts
+        args.append(f"--source={source}")
+    if step in ("train", "optimize"):
+        args.append(f"--dataset-version={dataset_version}")
+    if step in ("train", "optimize", "register"):
+        args.append(f"--run={run}")
+    if step == "register":
+        repo_volume, repo_mount = _repository(spec)
+        volumes.append(repo_volume)
+        mounts.append(repo_mount)
+        args.append(f"--repository={REPOSITORY_MOUNT}")
+    job_spec: dict = {
+        # Training resumes from checkpoints, so its retries are worth it; the other steps are
+        # deterministic (a bad dataset fails the same way twice) and get one retry for infrastructure.
+        "backoffLimit": spec.backoff_limit if step == "train" else 1,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                                    "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": step,
+                    "image": image,
+                    "command": ["aiops", "worker", "train", step],
+                    "args": args,
+                    "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+                            {"name": "PYTHONUNBUFFERED", "value": "1"}],
+                    "volumeMounts": mounts,
+                    "resources": _resources(spec, step),
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}},
+                }],
+                "volumes": volumes,
+            },
+        },
+    }
+    if step == "train" and spec.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels}, "spec": job_spec}

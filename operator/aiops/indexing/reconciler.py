@@ -1,0 +1,369 @@
+"""The VectorIndex reconciler (seed 3.2): Milvus up (managed StatefulSet, or an external URI), then
+ingest runs as Jobs whenever the spec, the source ConfigMap or the schedule asks, then the live
+index measured and kept above its recall floor.
+
+Level-triggered like the other kinds: each pass reads what exists and moves on from there. An
+ingest run is named by a key (spec + source version + schedule tick), so a restarted operator or
+an event storm finds the same Job instead of starting a second one. A failed ingest keeps the
+last good counts and index state in status and says what failed beside them.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+
+from aiops import metrics
+from aiops.api.registry import VECTOR_INDEX
+from aiops.api.validation import check_spec, condition_summary
+from aiops.api.vectorindex import VectorIndexSpec
+from aiops.builders.ingest_job import build_ingest_configmap, build_ingest_job, ingest_job_name, ingest_key
+from aiops.builders.milvus import (
+    VECTOR_INDEX_LABEL,
+    build_milvus_configmap,
+    build_milvus_service,
+    build_milvus_statefulset,
+    milvus_name,
+    milvus_uri,
+)
+from aiops.conditions import get_condition, set_condition
+from aiops.indexing.probe import IndexProbe, ProbeError
+from aiops.indexing.schedule import last_tick, seconds_until_next_tick
+from aiops.kube import owned_by
+from aiops.nodes import max_gpus_per_node
+from aiops.rollout.kubeio import KubeIO
+from aiops.rollout.pods import pod_problem
+from aiops.rollout.verdict import job_outcome, parse_step_result
+
+log = logging.getLogger(__name__)
+PLURAL = VECTOR_INDEX.plural
+TEMPLATE_HASH = "aiops.dev/template-hash"
+KEEP_INGEST_JOBS = 3  # finished ingest Jobs kept for `kubectl logs`, like a CronJob's history
+NOT_READY_POLL = 10.0
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _template_hash(obj: dict) -> str:
+    content = obj.get("spec", obj.get("data"))
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class Ctx:
+    def __init__(self, vi: dict):
+        self.vi = vi
+        self.status = copy.deepcopy(vi.get("status") or {})
+        self.events: list[tuple[str, str, str]] = []
+        self.name = vi["metadata"]["name"]
+        self.namespace = vi["metadata"]["namespace"]
+        self.generation = vi["metadata"].get("generation")
+
+    def condition(self, type_: str, ok: bool | str, reason: str, message: str) -> bool:
+        """Sets a condition; True when its status or reason changed (worth an Event)."""
+        before = get_condition(self.status.get("conditions"), type_)
+        self.status["conditions"] = set_condition(self.status.get("conditions"), type_, ok, reason, message,
+                                                  self.generation)
+        after = get_condition(self.status["conditions"], type_)
+        return before is None or (before.get("status"), before.get("reason")) != (after["status"], after["reason"])
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+class VectorIndexReconciler:
+    def __init__(self, kube: KubeIO, worker_image: str, probe: IndexProbe | None = None):
+        self.kube = kube
+        self.worker_image = worker_image
+        self.probe = probe or IndexProbe()
+
+    async def reconcile(self, vi: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
+        ctx = Ctx(vi)
+        before = copy.deepcopy(ctx.status)
+        started = time.perf_counter()
+        try:
+            delay = await self._reconcile(ctx, nodes)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind="VectorIndex").observe(time.perf_counter() - started)
+        written = None
+        changed = {k: v for k, v in ctx.status.items() if before.get(k) != v}
+        removed = {k: None for k in before if k not in ctx.status}
+        if changed or removed:
+            written = await self.kube.patch_status(ctx.namespace, ctx.name, {**changed, **removed}, PLURAL)
+        for type_, reason, message in ctx.events:
+            await self.kube.event(vi, type_, reason, message)
+        return delay, written
+
+    async def _reconcile(self, ctx: Ctx, nodes: list[dict]) -> float | None:
+        spec = self._validate(ctx, nodes)
+        if spec is None:
+            return None
+        ctx.status["observedGeneration"] = ctx.generation
+        ctx.status["collection"] = spec.collection.name
+        uri = await self._milvus(ctx, spec)
+        if uri is None:
+            ctx.status["phase"] = "Provisioning" if not ctx.status.get("lastIngest") else "Degraded"
+            return NOT_READY_POLL
+        delays = [await self._ingest(ctx, spec, uri)]
+        if ctx.status.get("lastIngest", {}).get("outcome") == "Succeeded" or \
+                (ctx.status.get("index") or {}).get("state") == "Ready":
+            delays.append(await self._index(ctx, spec, uri))
+        ctx.status["phase"] = self._phase(ctx)
+        pending = [d for d in delays if d is not None]
+        return min(pending) if pending else None
+
+    def _validate(self, ctx: Ctx, nodes: list[dict]) -> VectorIndexSpec | None:
+        check = check_spec(VECTOR_INDEX.kind, ctx.vi["spec"], max_gpus_per_node=max_gpus_per_node(nodes) or None)
+        reason, message = condition_summary(check.problems)
+        before = get_condition(ctx.status.get("conditions"), "Valid")
+        ctx.condition("Valid", check.valid, reason, message)
+        if check.valid:
+            if before and before.get("status") == "False":
+                ctx.event("Normal", "SpecValid", "The spec is valid again; carrying on.")
+            return check.spec
+        ctx.status["observedGeneration"] = ctx.generation
+        ctx.status["phase"] = "Invalid"
+        if not before or (before.get("reason"), before.get("message")) != (reason, message):
+            ctx.event("Warning", reason, message)
+        return None
+
+    @staticmethod
+    def _phase(ctx: Ctx) -> str:
+        last = ctx.status.get("lastIngest") or {}
+        index = ctx.status.get("index") or {}
+        if last.get("outcome") == "Running":
+            return "Ingesting"
+        good = index.get("state") == "Ready"
+        if last.get("outcome") == "Failed" or get_condition(ctx.status.get("conditions"), "IndexReady") and \
+                get_condition(ctx.status["conditions"], "IndexReady")["status"] == "False":
+            return "Degraded" if good else "Failed"
+        return "Ready" if good else "Ingesting"
+
+    # ---- Milvus ----------------------------------------------------------------------------------
+    async def _milvus(self, ctx: Ctx, spec: VectorIndexSpec) -> str | None:
+        """The URI of a Milvus that is up, or None (MilvusReady says why)."""
+        if spec.milvus.external:
+            uri = spec.milvus.external.uri
+            ctx.status["milvusUri"] = uri
+            try:
+                token = await self._credentials(ctx, spec)
+                await self.probe.ping(uri, token, spec.milvus.external.database)
+            except ProbeError as e:
+                if ctx.condition("MilvusReady", False, e.reason, f"External Milvus at {uri}: {e}"):
+                    ctx.event("Warning", e.reason, f"External Milvus at {uri}: {e}")
+                return None
+            if ctx.condition("MilvusReady", True, "Reachable", f"External Milvus at {uri} answers."):
+                ctx.event("Normal", "MilvusReady", f"External Milvus at {uri} answers.")
+            return uri
+        objects = [build_milvus_configmap(ctx.name, spec), build_milvus_service(ctx.name),
+                   build_milvus_statefulset(ctx.name, spec)]
+        for obj in objects:
+            obj["metadata"].setdefault("annotations", {})[TEMPLATE_HASH] = _template_hash(obj)
+            await self._apply(ctx, owned_by(obj, ctx.vi))
+        uri = milvus_uri(ctx.name, ctx.namespace)
+        ctx.status["milvusUri"] = uri
+        sts = await self.kube.read("StatefulSet", ctx.namespace, milvus_name(ctx.name))
+        ready = ((sts or {}).get("status") or {}).get("readyReplicas", 0)
+        if ready:
+            if ctx.condition("MilvusReady", True, "PodReady", f"Milvus standalone serves at {uri}."):
+                ctx.event("Normal", "MilvusReady", f"Milvus standalone serves at {uri}.")
+            return uri
+        pods = await self.kube.list_pods(ctx.namespace, f"{VECTOR_INDEX_LABEL}={ctx.name},"
+                                                        "app.kubernetes.io/name=milvus")
+        problem = next((p for p in map(pod_problem, pods) if p), None)
+        reason, message = (problem.reason, problem.message) if problem else \
+            ("Starting", f"Milvus standalone is starting ({len(pods)} pod(s), none ready yet).")
+        if ctx.condition("MilvusReady", False, reason, message) and problem:
+            ctx.event("Warning", reason, message)
+        return None
+
+    async def _apply(self, ctx: Ctx, obj: dict) -> None:
+        """Creates the object, or brings its spec/data in line when our template of it changed."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind == "Service":  # selector and ports never change for a given name
+            await self.kube.create_if_missing(obj)
+            return
+        existing = await self.kube.read(kind, ctx.namespace, name)
+        if existing is None:
+            await self.kube.create_if_missing(obj)
+            return
+        wanted = obj["metadata"]["annotations"][TEMPLATE_HASH]
+        if (existing["metadata"].get("annotations") or {}).get(TEMPLATE_HASH) == wanted:
+            return
+        patch = {"metadata": {"annotations": {TEMPLATE_HASH: wanted}}}
+        if kind == "ConfigMap":
+            await self.kube.patch_configmap(ctx.namespace, name, {**patch, "data": obj["data"]})
+        else:  # a StatefulSet's volumeClaimTemplates are immutable: only the pod template changes
+            await self.kube.patch_statefulset(ctx.namespace, name, {**patch, "spec": {
+                "template": obj["spec"]["template"]}})
+        ctx.event("Normal", "Updated", f"{kind} {name} updated to the spec")
+
+    async def _credentials(self, ctx: Ctx, spec: VectorIndexSpec) -> str | None:
+        """A pymilvus token ("user:password" or the API token) from the spec's Secret, never the spec."""
+        external = spec.milvus.external
+        if not external or not external.credentials:
+            return None
+        creds = external.credentials
+        secret = await self.kube.read("Secret", ctx.namespace, creds.secret_name)
+        if secret is None:
+            raise ProbeError("CredentialsNotFound", f"Secret {creds.secret_name} does not exist")
+        import base64
+
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        try:
+            if creds.token_key:
+                return data[creds.token_key]
+            return f"{data[creds.username_key]}:{data[creds.password_key]}"
+        except KeyError as e:
+            raise ProbeError("CredentialsNotFound", f"Secret {creds.secret_name} has no key {e}") from None
+
+    # ---- ingestion -------------------------------------------------------------------------------
+    async def _source_version(self, ctx: Ctx, spec: VectorIndexSpec) -> tuple[str | None, float | None]:
+        """(what the source is now, seconds until it may change by schedule); None: no source."""
+        parts, delay = [], None
+        if spec.source.config_map and spec.ingest.on_source_change:
+            cm = await self.kube.read("ConfigMap", ctx.namespace, spec.source.config_map.name)
+            if cm is None:
+                return None, None
+            parts.append(f"cm:{cm['metadata'].get('resourceVersion')}")
+        if spec.ingest.schedule:
+            created = _parse_time(ctx.vi["metadata"].get("creationTimestamp"))
+            tick = last_tick(spec.ingest.schedule, dt.datetime.now(dt.UTC))
+            if created is None or tick > created:
+                parts.append(f"tick:{tick.isoformat()}")
+            delay = seconds_until_next_tick(spec.ingest.schedule, dt.datetime.now(dt.UTC))
+        return ",".join(parts) or "static", delay
+
+    async def _ingest(self, ctx: Ctx, spec: VectorIndexSpec, uri: str) -> float | None:
+        version, delay = await self._source_version(ctx, spec)
+        if version is None:
+            name = spec.source.config_map.name
+            if ctx.condition("Ingested", False, "SourceNotFound", f"ConfigMap {name} does not exist."):
+                ctx.event("Warning", "SourceNotFound", f"ConfigMap {name} does not exist")
+            return NOT_READY_POLL * 3
+        last = ctx.status.get("lastIngest") or {}
+        key = ingest_key(spec, version)
+        if last.get("key") == key and last.get("outcome") in ("Succeeded", "Failed"):
+            return delay
+        if spec.ingest.suspend:
+            ctx.condition("Ingested", last.get("outcome") == "Succeeded", "Suspended",
+                          "Ingestion is suspended; the index keeps serving what it has.")
+            return None
+        job_name = ingest_job_name(ctx.name, key)
+        job, pods = await self.kube.read_job(ctx.namespace, job_name)
+        if job is None:
+            await self.kube.create_if_missing(owned_by(build_ingest_configmap(ctx.name, spec, key), ctx.vi))
+            await self.kube.create_if_missing(owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image),
+                                                       ctx.vi))
+            ctx.status["lastIngest"] = {**{k: v for k, v in last.items() if k in ("completionTime",)},
+                                        "job": job_name, "key": key, "startTime": now_iso(), "outcome": "Running"}
+            ctx.event("Normal", "IngestStarted", f"Started ingest Job {job_name}")
+            await self._prune_jobs(ctx, keep=job_name)
+            return None
+        outcome = job_outcome(job, pods, parse=parse_step_result)
+        if not outcome.finished:
+            ctx.status["lastIngest"] = {**last, "job": job_name, "key": key, "outcome": "Running"}
+            ctx.status["lastIngest"].setdefault("startTime", now_iso())
+            waiting = next((p for p in map(pod_problem, pods) if p and p.reason == "Unschedulable"), None)
+            ctx.condition("Ingested", last.get("outcome") == "Succeeded" and "Unknown",
+                          "Ingesting", waiting.message if waiting else f"Ingest Job {job_name} is running.")
+            return NOT_READY_POLL if waiting else None
+        self._record_ingest(ctx, job_name, key, outcome)
+        return delay
+
+    def _record_ingest(self, ctx: Ctx, job_name: str, key: str, outcome) -> None:
+        result, now = outcome.verdict, now_iso()
+        started = _parse_time((ctx.status.get("lastIngest") or {}).get("startTime"))
+        run = {"job": job_name, "key": key, "startTime": (ctx.status.get("lastIngest") or {}).get("startTime"),
+               "completionTime": now}
+        if outcome.succeeded and result.get("ok"):
+            run.update(outcome="Succeeded", embedded=result.get("embedded"), skipped=result.get("skipped"),
+                       durationSeconds=result.get("durationSeconds"),
+                       documentsPerSecond=result.get("documentsPerSecond"))
+            if run["durationSeconds"] is None and started:
+                run["durationSeconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3)
+            failed = result.get("failed") or 0
+            total = result.get("total") or 0
+            ctx.status["documents"] = {"total": total, "ingested": max(total - failed, 0), "pending": 0,
+                                       "failed": failed, "deleted": result.get("deleted") or 0}
+            if result.get("sourceChecksum"):
+                ctx.status["sourceChecksum"] = result["sourceChecksum"]
+            index = result.get("index") or {}
+            if index:
+                ctx.status["index"] = {**(ctx.status.get("index") or {}), **index}
+            message = (f"{total} documents: {result.get('embedded', 0)} embedded, {result.get('skipped', 0)} "
+                       f"unchanged, {result.get('deleted', 0)} deleted, {failed} failed"
+                       + (f" ({result['documentsPerSecond']:.0f} docs/s)" if result.get("documentsPerSecond") else ""))
+            ctx.condition("Ingested", True, "IngestSucceeded", message[0].upper() + message[1:] + ".")
+            ctx.event("Normal" if not failed else "Warning", "IngestSucceeded", message)
+            metrics.VECTOR_DOCUMENTS.labels(namespace=ctx.namespace, name=ctx.name).set(total - failed)
+        else:
+            reason = result.get("reason") or "IngestFailed"
+            message = result.get("message") or outcome.detail or f"Job {job_name} failed"
+            run.update(outcome="Failed", message=message[:1024])
+            kept = " The index keeps serving what the last good ingest stored." if ctx.status.get("documents") else ""
+            ctx.condition("Ingested", False, reason, f"{message}.{kept}")
+            ctx.event("Warning", reason, message)
+        ctx.status["lastIngest"] = run
+
+    async def _prune_jobs(self, ctx: Ctx, keep: str) -> None:
+        jobs = await self.kube.list_jobs(ctx.namespace, f"{VECTOR_INDEX_LABEL}={ctx.name},aiops.dev/role=ingest")
+        done = sorted((j for j in jobs if j["metadata"]["name"] != keep and (j.get("status") or {}).get(
+            "completionTime") or any(c.get("type") == "Failed" for c in (j.get("status") or {}).get(
+                "conditions") or [])), key=lambda j: j["metadata"].get("creationTimestamp") or "")
+        for job in done[:-KEEP_INGEST_JOBS] if len(done) > KEEP_INGEST_JOBS else []:
+            await self.kube.delete_job(ctx.namespace, job["metadata"]["name"])
+
+    # ---- the live index --------------------------------------------------------------------------
+    async def _index(self, ctx: Ctx, spec: VectorIndexSpec, uri: str) -> float | None:
+        """Measures recall of the live index every interval; below the floor, rebuilds it."""
+        recall = spec.optimization.recall
+        index = dict(ctx.status.get("index") or {})
+        measured = _parse_time(index.get("recallMeasuredAt"))
+        due = measured is None or (dt.datetime.now(dt.UTC) - measured).total_seconds() >= recall.interval_seconds
+        last = ctx.status.get("lastIngest") or {}
+        if measured and last.get("completionTime") and _parse_time(last["completionTime"]) > measured:
+            due = True  # new data since the last measurement
+        if not recall.enabled or not due:
+            if not recall.enabled and index.get("state") == "Ready":
+                ctx.condition("IndexReady", True, "IndexBuilt", f"{index.get('type')} index is built and loaded.")
+            return recall.interval_seconds if recall.enabled else None
+        try:
+            token = await self._credentials(ctx, spec)
+            report = await self.probe.measure(uri, token, spec)
+        except ProbeError as e:
+            ctx.condition("IndexReady", False, e.reason, str(e))
+            return NOT_READY_POLL * 3
+        index.update(report.index)
+        index["recallAtK"] = report.recall
+        index["recallMeasuredAt"] = now_iso()
+        ctx.status["index"] = index
+        metrics.VECTOR_RECALL.labels(namespace=ctx.namespace, name=ctx.name).set(report.recall)
+        floor = recall.min_recall
+        if report.recall >= floor:
+            ctx.condition("IndexReady", True, "RecallAboveFloor",
+                          f"{index.get('type')} index: recall@{recall.k} {report.recall:.3f} "
+                          f"(floor {floor:g}) on {report.queries} held-out queries.")
+            return recall.interval_seconds
+        message = (f"recall@{recall.k} of the {index.get('type')} index is {report.recall:.3f}, below the floor "
+                   f"{floor:g} ({report.queries} queries)")
+        if spec.optimization.rebuild.enabled:
+            try:
+                action = await self.probe.improve(uri, token, spec, report.recall)
+            except ProbeError as e:
+                action = f"rebuild failed: {e}"
+            message += f"; {action}"
+            index["recallMeasuredAt"] = None  # measure again right after the rebuild
+            ctx.status["index"] = {k: v for k, v in index.items() if v is not None}
+        if ctx.condition("IndexReady", False, "RecallBelowFloor", message[0].upper() + message[1:] + "."):
+            ctx.event("Warning", "RecallBelowFloor", message)
+        return NOT_READY_POLL

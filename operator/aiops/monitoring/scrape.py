@@ -1,0 +1,143 @@
+"""Triton's Prometheus metrics page, fetched from each serving pod and parsed with
+prometheus_client's own parser (the exposition format has escaping, comments and optional
+timestamps that a regex gets wrong).
+
+What Triton 2.51 exposes, checked against the real server on CPU:
+- counters per model and version: nv_inference_request_success, nv_inference_request_failure
+  (one series per `reason`: OTHER, BACKEND, CANCELED, REJECTED), nv_inference_count,
+  nv_inference_exec_count, nv_inference_request_duration_us (sum of end-to-end request time);
+- with `--metrics-config=summary_latencies=true`: the summary nv_inference_request_summary_us
+  with quantiles 0.5/0.9/0.95/0.99/0.999 over Triton's own recent window;
+- with GPUs: nv_gpu_utilization (0..1 per GPU, label `gpu_uuid`), nv_gpu_memory_used_bytes and
+  nv_gpu_memory_total_bytes; on CPU these are simply absent (nv_cpu_* are not GPU metrics).
+No latency histograms exist for non-decoupled models in 2.51.
+Seen on the real server: a Python-backend model that *returns* an error response is counted as a
+success; only a failed execution (an exception) counts as a failure. Errors a model reports in
+its responses are therefore caught by the accuracy probes, not by error_rate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+SUMMARY = "nv_inference_request_summary_us"
+SUMMARY_QUANTILES = {"0.5": "p50", "0.95": "p95", "0.99": "p99"}
+
+
+@dataclass
+class ModelCounters:
+    """One pod's cumulative counters for one model version."""
+
+    success: float = 0.0
+    failure: float = 0.0
+    inferences: float = 0.0
+    duration_us: float = 0.0
+    summary_count: float | None = None
+    summary_us: dict[str, float] = field(default_factory=dict)  # "p50"/"p95"/"p99" -> microseconds
+
+    @property
+    def requests(self) -> float:
+        return self.success + self.failure
+
+
+@dataclass
+class GpuReading:
+    utilization: float | None = None  # 0..1, mean over the pod's GPUs
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+
+    @property
+    def memory_percent(self) -> float | None:
+        if self.memory_used_bytes is None or not self.memory_total_bytes:
+            return None
+        return 100.0 * self.memory_used_bytes / self.memory_total_bytes
+
+
+@dataclass
+class PodScrape:
+    """One pod's page, reduced to what monitoring needs. `models` is keyed by (model, version)."""
+
+    pod: str
+    at: float
+    models: dict[tuple[str, int], ModelCounters] = field(default_factory=dict)
+    gpu: GpuReading = field(default_factory=GpuReading)
+    error: str | None = None
+
+
+def _counter(sample_name: str, family: str) -> bool:
+    # The parser names counter samples `<family>_total` when the page's own name lacks it.
+    return sample_name in (family, family + "_total")
+
+
+def parse_triton_metrics(text: str, pod: str = "", at: float | None = None) -> PodScrape:
+    out = PodScrape(pod, time.time() if at is None else at)
+    gpu_util: list[float] = []
+    mem_used: list[float] = []
+    mem_total: list[float] = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = s.labels
+            if family.name == "nv_gpu_utilization":
+                gpu_util.append(s.value)
+                continue
+            if family.name == "nv_gpu_memory_used_bytes":
+                mem_used.append(s.value)
+                continue
+            if family.name == "nv_gpu_memory_total_bytes":
+                mem_total.append(s.value)
+                continue
+            if "model" not in labels or not labels.get("version", "").isdigit():
+                continue
+            c = out.models.setdefault((labels["model"], int(labels["version"])), ModelCounters())
+            if _counter(s.name, "nv_inference_request_success"):
+                c.success += s.value
+            elif _counter(s.name, "nv_inference_request_failure"):
+                c.failure += s.value  # summed over reasons
+            elif _counter(s.name, "nv_inference_count"):
+                c.inferences += s.value
+            elif _counter(s.name, "nv_inference_request_duration_us"):
+                c.duration_us += s.value
+            elif s.name == SUMMARY + "_count":
+                c.summary_count = s.value
+            # a quantile of NaN (NaN != NaN) means no observation in Triton's window: unknown, skipped
+            elif s.name == SUMMARY and labels.get("quantile") in SUMMARY_QUANTILES and s.value == s.value:
+                c.summary_us[SUMMARY_QUANTILES[labels["quantile"]]] = s.value
+    out.gpu = GpuReading(sum(gpu_util) / len(gpu_util) if gpu_util else None,
+                         sum(mem_used) if mem_used else None, sum(mem_total) if mem_total else None)
+    return out
+
+
+class Scraper:
+    """Fetches metrics pages over one shared HTTP connection pool (one per operator, not per pod)."""
+
+    def __init__(self, timeout: float = 5.0):
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def fetch(self, url: str) -> str:
+        session = await self._http()
+        async with session.get(url) as resp:
+            resp.raise_for_status()
+            return await resp.text()
+
+    async def scrape(self, pod: str, url: str) -> PodScrape:
+        """Never raises: an unreachable pod comes back with `error` set and no readings."""
+        try:
+            text = await self.fetch(url)
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return PodScrape(pod, time.time(), error=f"{url}: {e or type(e).__name__}")
+        return parse_triton_metrics(text, pod)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,1 @@
+"""TrainingJob runs: one Job per step, results into status."""

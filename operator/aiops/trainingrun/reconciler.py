@@ -1,0 +1,187 @@
+"""The TrainingJob reconciler: data -> train -> optimize (+ evaluate) -> register, one Job per step.
+
+Level-triggered: each pass reads the step Jobs that exist and moves on from there, so a restarted
+operator picks up exactly where the run stands. Each step's outcome is copied into status as soon
+as its Job ends, so later steps never depend on an old Job still existing. The run's identity is
+the spec's hash: re-applying the same spec (Argo CD self-heal) changes nothing, a changed spec
+starts a new run and deletes the old run's unfinished Jobs so their GPU is free at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import time
+
+from aiops import metrics
+from aiops.api.registry import TRAINING_JOB
+from aiops.api.trainingjob import TrainingJobSpec
+from aiops.api.validation import check_spec, condition_summary
+from aiops.builders.training_job import (
+    STEPS,
+    TRAINING_JOB_LABEL,
+    build_spec_configmap,
+    build_step_job,
+    build_workspace_claim,
+    run_id,
+    spec_hash,
+    step_job_name,
+)
+from aiops.conditions import get_condition, set_condition
+from aiops.kube import owned_by
+from aiops.nodes import max_gpus_per_node
+from aiops.rollout.kubeio import KubeIO
+from aiops.rollout.pods import pod_problem
+from aiops.rollout.verdict import job_outcome, parse_step_result
+from aiops.trainingrun.results import (
+    STEP_NAMES,
+    STEP_PHASE,
+    apply_failure,
+    apply_result,
+    fresh_steps,
+    set_step,
+    worker_step_done,
+)
+
+log = logging.getLogger(__name__)
+PLURAL = TRAINING_JOB.plural
+PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why, events may not come
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TrainingJobReconciler:
+    def __init__(self, kube: KubeIO, worker_image: str):
+        self.kube = kube
+        self.worker_image = worker_image
+
+    async def reconcile(self, tj: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
+        status = copy.deepcopy(tj.get("status") or {})
+        before = copy.deepcopy(status)
+        events: list[tuple] = []
+        started = time.perf_counter()
+        try:
+            delay = await self._reconcile(tj, status, events, nodes)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind="TrainingJob").observe(time.perf_counter() - started)
+        written = None
+        changed = {k: v for k, v in status.items() if before.get(k) != v}
+        removed = {k: None for k in before if k not in status}
+        if changed or removed:
+            meta = tj["metadata"]
+            written = await self.kube.patch_status(meta["namespace"], meta["name"], {**changed, **removed}, PLURAL)
+        for type_, reason, message in events:
+            await self.kube.event(tj, type_, reason, message)
+        return delay, written
+
+    async def _reconcile(self, tj: dict, status: dict, events: list, nodes: list[dict]) -> float | None:
+        meta = tj["metadata"]
+        generation = meta.get("generation")
+        spec = self._validate(tj, status, events, nodes)
+        if spec is None:
+            return None
+        status["observedGeneration"] = generation
+        digest = spec_hash(spec)
+        if status.get("specHash") != digest:
+            await self._start_run(tj, status, events, digest)
+        if status.get("phase") in ("Registered", "Failed"):
+            return None  # this spec's run is over; a new spec starts the next one
+        await self._ensure_inputs(tj, spec, digest)
+        for step in STEPS:
+            if worker_step_done(status, step):
+                continue
+            return await self._drive(tj, spec, status, events, step, digest)
+        now = now_iso()
+        model = status.get("producedModel") or {}
+        status.update(phase="Registered", completionTime=now)
+        status.pop("job", None)
+        status["conditions"] = set_condition(
+            status.get("conditions"), "Ready", True, "ModelRegistered",
+            f"{model.get('name')} version {model.get('version')} is in the repository; point a "
+            f"ModelDeployment at it.", generation)
+        return None
+
+    def _validate(self, tj: dict, status: dict, events: list, nodes: list[dict]) -> TrainingJobSpec | None:
+        generation = tj["metadata"].get("generation")
+        check = check_spec(TRAINING_JOB.kind, tj["spec"], max_gpus_per_node=max_gpus_per_node(nodes) or None)
+        reason, message = condition_summary(check.problems)
+        before = get_condition(status.get("conditions"), "Valid")
+        status["conditions"] = set_condition(status.get("conditions"), "Valid", check.valid, reason, message,
+                                             generation)
+        if check.valid:
+            if before and before.get("status") == "False":
+                events.append(("Normal", "SpecValid", "The spec is valid again; carrying on."))
+            return check.spec
+        status["observedGeneration"] = generation
+        status["phase"] = "Invalid"
+        if not before or (before.get("reason"), before.get("message")) != (reason, message):
+            events.append(("Warning", reason, message))
+        return None
+
+    async def _start_run(self, tj: dict, status: dict, events: list, digest: str) -> None:
+        """A new spec: forget the old run's results, stop its Jobs, start from the data step."""
+        meta = tj["metadata"]
+        previous = status.get("specHash")
+        for job in await self.kube.list_jobs(meta["namespace"], f"{TRAINING_JOB_LABEL}={meta['name']}"):
+            if (job["metadata"].get("labels") or {}).get("aiops.dev/spec-hash") != digest and \
+                    not (job.get("status") or {}).get("completionTime"):
+                await self.kube.delete_job(meta["namespace"], job["metadata"]["name"])
+        for key in ("datasetVersion", "datasetStats", "validationErrors", "training", "metricsBefore",
+                    "metricsAfter", "qualityDrop", "producedModel", "completionTime", "job", "run"):
+            status.pop(key, None)
+        keep = {"Valid"}
+        status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") in keep]
+        status.update(specHash=digest, steps=fresh_steps(), phase="Pending", startTime=now_iso())
+        events.append(("Normal", "RunStarted", "Starting a training run" +
+                       (" for the changed spec" if previous else "")))
+
+    async def _ensure_inputs(self, tj: dict, spec: TrainingJobSpec, digest: str) -> None:
+        name = tj["metadata"]["name"]
+        await self.kube.create_if_missing(owned_by(build_spec_configmap(name, spec, digest), tj))
+        claim = build_workspace_claim(name, spec)
+        if claim is not None:
+            await self.kube.create_if_missing(owned_by(claim, tj))
+
+    async def _drive(self, tj: dict, spec: TrainingJobSpec, status: dict, events: list, step: str,
+                     digest: str) -> float | None:
+        meta = tj["metadata"]
+        name, ns, generation = meta["name"], meta["namespace"], meta.get("generation")
+        job_name = step_job_name(name, step, digest)
+        now = now_iso()
+        status["phase"] = STEP_PHASE[step]
+        status["job"] = job_name
+        job, pods = await self.kube.read_job(ns, job_name)
+        if job is None:
+            dataset, run = status.get("datasetVersion"), None
+            if step != "data":
+                run = status.get("run") or run_id(digest, dataset or "")
+                status["run"] = run
+            body = build_step_job(name, spec, step, digest, self.worker_image, dataset_version=dataset, run=run)
+            await self.kube.create_if_missing(owned_by(body, tj))
+            for step_name in STEP_NAMES[step]:
+                set_step(status, step_name, "Running", now, f"Job {job_name} started")
+            events.append(("Normal", "StepStarted", f"{STEP_NAMES[step][0]}: started Job {job_name}"))
+            return None  # the Job's events wake us
+        outcome = job_outcome(job, pods, parse=parse_step_result)
+        if not outcome.finished:
+            for step_name in STEP_NAMES[step]:
+                set_step(status, step_name, "Running", now)
+            waiting = next((p for p in map(pod_problem, pods) if p and p.reason == "Unschedulable"), None)
+            if waiting:
+                set_step(status, STEP_NAMES[step][0], "Running", now, f"waiting for the scheduler: {waiting.message}")
+                return PENDING_POLL
+            set_step(status, STEP_NAMES[step][0], "Running", now, f"Job {job_name} is running")
+            return None
+        result = outcome.verdict
+        if outcome.succeeded and result.get("ok"):
+            events += apply_result(status, step, result, now, generation)
+            return 0.1  # straight on to the next step
+        reason = result.get("reason") or ("StepFailed" if result else "WorkerFailed")
+        message = result.get("message") or outcome.detail or f"Job {job_name} failed (exit code {outcome.exit_code})"
+        apply_failure(status, step, reason, message, now, result, generation)
+        events.append(("Warning", reason, f"{STEP_NAMES[step][0]} failed: {message}"))
+        log.warning("%s/%s: step %s failed: %s: %s", ns, name, step, reason, message)
+        return None

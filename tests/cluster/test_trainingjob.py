@@ -1,0 +1,132 @@
+"""TrainingJob end to end on the real control plane: the step Jobs run the real worker (torch on
+CPU, the packaged MiniLM) on the simulated GPU node, results come back through the API, and the
+registered model version is then served by a ModelDeployment in the real tritonserver."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from aiops.api.common import GROUP, VERSION
+
+pytestmark = pytest.mark.timeout(420)
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example_docs(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+
+
+class CRs:
+    def __init__(self, kube, namespace, plural):
+        self.api = client.CustomObjectsApi(kube.api_client)
+        self.ns, self.plural = namespace, plural
+
+    def create(self, body):
+        return self.api.create_namespaced_custom_object(GROUP, VERSION, self.ns, self.plural, body)
+
+    def get(self, name):
+        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.ns, self.plural, name)
+
+
+def condition(obj, type_):
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def phase_is(crs: CRs, name: str, *phases: str):
+    def check():
+        obj = crs.get(name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+    return check
+
+
+def training_job(tmp_path: Path, name: str = "tickets", **spec) -> tuple[dict, dict]:
+    """The example's ConfigMap and TrainingJob, with storage in tmp_path and a short training."""
+    cm, tj = copy.deepcopy(example_docs("trainingjob.yaml"))
+    tj["metadata"]["name"] = name
+    tj["spec"]["output"]["repository"] = {"hostPath": {"path": str(tmp_path / "models")}}
+    tj["spec"]["workspace"] = {"hostPath": {"path": str(tmp_path / "workspace")}}
+    tj["spec"]["training"]["epochs"] = 4
+    # CPU here: the simulated node's shared GPU is a scheduling resource, not a device.
+    tj["spec"]["training"]["mixedPrecision"] = "off"
+    tj["spec"]["resources"]["memory"] = "4Gi"
+    tj["spec"]["optimization"]["maxQualityDrop"] = 1.0  # the gate's own tests are in tests/unit
+    tj["spec"].update(spec)
+    return cm, tj
+
+
+def test_data_to_registered_model_that_a_model_deployment_serves(kube, namespace, operator, wait_for,
+                                                                    tmp_path):
+    cm, tj = training_job(tmp_path)
+    kube.core.create_namespaced_config_map(namespace, cm)
+    tjs = CRs(kube, namespace, "trainingjobs")
+    tjs.create(tj)
+
+    # The training step's Job asks for the shared GPU and the seed's memory, and gets scheduled.
+    def train_job():
+        jobs = client.BatchV1Api(kube.api_client).list_namespaced_job(
+            namespace, label_selector="aiops.dev/trainingjob=tickets,aiops.dev/step=train").items
+        return jobs[0] if jobs else None
+    job = wait_for(train_job, timeout=120, what="the training Job")
+    limits = job.spec.template.spec.containers[0].resources.limits
+    assert limits["nvidia.com/gpu.shared"] == "1"
+
+    obj = wait_for(phase_is(tjs, "tickets", "Registered", "Failed"), timeout=360, what="the run to end")
+    st = obj["status"]
+    assert st["phase"] == "Registered", st
+    assert [s["state"] for s in st["steps"]] == ["Succeeded"] * 5
+    assert st["datasetVersion"] and st["datasetStats"]["rows"] == 30
+    assert st["training"]["epochs"] == 4
+    assert st["metricsBefore"]["accuracy"] is not None
+    assert st["metricsAfter"]["sparsity"] == pytest.approx(0.3, abs=0.01)
+    assert st["producedModel"]["name"] == "ticket-classifier" and st["producedModel"]["version"] == 1
+    for type_ in ("Valid", "DataValidated", "Trained", "Registered", "Ready"):
+        assert condition(obj, type_)["status"] == "True", type_
+    version_dir = tmp_path / "models" / "ticket-classifier" / "1"
+    assert (tmp_path / "models" / "ticket-classifier" / "config.pbtxt").is_file() and version_dir.is_dir()
+    assert len(list((tmp_path / "workspace" / "datasets").iterdir())) == 1
+
+    # The produced version is what a ModelDeployment serves (examples/modeldeployment.yaml).
+    md = next(d for d in example_docs("modeldeployment.yaml") if d["kind"] == "ModelDeployment")
+    md["spec"]["repository"] = {"hostPath": {"path": str(tmp_path / "models")}}
+    md["spec"]["resources"].update(memory="4Gi", cpu="1")
+    md["spec"]["monitoring"] = {"enabled": False}
+    mds = CRs(kube, namespace, "modeldeployments")
+    mds.create(md)
+    served = wait_for(phase_is(mds, md["metadata"]["name"], "Ready", "Failed"), timeout=180,
+                      what="the ModelDeployment of the trained model")
+    assert served["status"]["phase"] == "Ready", served["status"]
+    assert served["status"]["servingVersion"] == 1
+
+
+def test_invalid_data_fails_with_row_numbers_and_stores_nothing(kube, namespace, operator, wait_for, tmp_path):
+    cm, tj = training_job(tmp_path, name="dirty")
+    rows = cm["data"]["tickets.jsonl"].splitlines()
+    rows[3] = '{"text": "a ticket about nothing in particular", "label": "spam"}'
+    rows[7] = '{"text": 42, "label": "billing"}'
+    cm["data"]["tickets.jsonl"] = "\n".join(rows) + "\n"
+    # Without dropInvalid, invalid rows are violations to report, not rows to drop.
+    tj["spec"]["preprocessing"]["steps"] = ["normalizeWhitespace", "dropEmpty", "deduplicate"]
+    kube.core.create_namespaced_config_map(namespace, cm)
+    tjs = CRs(kube, namespace, "trainingjobs")
+    tjs.create(tj)
+    obj = wait_for(phase_is(tjs, "dirty", "Failed", "Registered"), timeout=120, what="the data step to fail")
+    st = obj["status"]
+    assert st["phase"] == "Failed", st
+    assert condition(obj, "DataValidated")["status"] == "False"
+    assert condition(obj, "DataValidated")["reason"] == "DataValidationFailed"
+    rows_named = {e.get("row") for e in st["validationErrors"]}
+    assert {4, 8} <= rows_named, st["validationErrors"]
+    assert st["steps"][0]["state"] == "Failed" and all(s["state"] == "Pending" for s in st["steps"][1:])
+    assert "datasetVersion" not in st
+    datasets = tmp_path / "workspace" / "datasets"
+    assert not datasets.exists() or not [p for p in datasets.iterdir() if not p.name.startswith(".")]
+    events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=dirty").items
+    assert any(e.type == "Warning" and e.reason == "DataValidationFailed" for e in events)
+    jobs = client.BatchV1Api(kube.api_client).list_namespaced_job(
+        namespace, label_selector="aiops.dev/trainingjob=dirty").items
+    assert [j.metadata.labels["aiops.dev/step"] for j in jobs] == ["data"]

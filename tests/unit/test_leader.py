@@ -1,0 +1,142 @@
+"""Lease rules of aiops.leader without a cluster: a small in-memory Lease store that enforces
+resourceVersion like the API server, and a clock the test moves. (tests/cluster/
+test_leader_election.py runs the same code as processes against the real API server.)"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from aiops.leader import LeaderElector, LeaseSettings, run_as_leader
+
+
+class FakeLeases:
+    """read/create/replace of one namespace's Leases with optimistic concurrency."""
+
+    def __init__(self):
+        self.leases: dict[str, client.V1Lease] = {}
+        self.version = 0
+
+    def _bump(self, lease: client.V1Lease) -> client.V1Lease:
+        self.version += 1
+        lease.metadata.resource_version = str(self.version)
+        self.leases[lease.metadata.name] = copy.deepcopy(lease)
+        return copy.deepcopy(lease)
+
+    def read_namespaced_lease(self, name, namespace):
+        if name not in self.leases:
+            raise ApiException(status=404)
+        return copy.deepcopy(self.leases[name])
+
+    def create_namespaced_lease(self, namespace, body):
+        if body.metadata.name in self.leases:
+            raise ApiException(status=409)
+        return self._bump(copy.deepcopy(body))
+
+    def replace_namespaced_lease(self, name, namespace, body):
+        if self.leases[name].metadata.resource_version != body.metadata.resource_version:
+            raise ApiException(status=409)
+        return self._bump(copy.deepcopy(body))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def elector(api, name, clock, duration=10):
+    return LeaderElector(api, LeaseSettings.for_duration("lease", "ns", name, duration), clock=clock)
+
+
+def test_a_standby_first_seeing_an_old_lease_still_waits_a_full_duration():
+    """Expiry is judged on the standby's own clock from when it saw the record, never from the
+    renewTime written by another machine's clock."""
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, "a", clock), elector(api, "b", clock)
+    assert a.try_acquire_or_renew()
+    clock.now += 100
+    assert b.try_acquire_or_renew() is False
+    clock.now += 10.5
+    assert b.try_acquire_or_renew() is True
+
+
+def test_one_holder_and_takeover_only_after_the_lease_duration_on_the_standbys_clock():
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, "a", clock), elector(api, "b", clock)
+    assert a.try_acquire_or_renew() is True
+    assert b.try_acquire_or_renew() is False
+    clock.now += 9
+    assert a.try_acquire_or_renew() is True  # renewed: b's observation restarts
+    clock.now += 9
+    assert b.try_acquire_or_renew() is False
+    clock.now += 9.5  # a stopped renewing 9.5 s ago as b saw it: still within 10 s
+    assert b.try_acquire_or_renew() is False
+    clock.now += 1
+    assert b.try_acquire_or_renew() is True
+    lease = api.leases["lease"]
+    assert lease.spec.holder_identity == "b" and lease.spec.lease_transitions == 1
+    assert a.try_acquire_or_renew() is False, "the old leader must not take it back while b renews"
+
+
+def test_a_stale_write_loses():
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, "a", clock), elector(api, "b", clock)
+    assert a.try_acquire_or_renew() and not b.try_acquire_or_renew()
+    stale = api.read_namespaced_lease("lease", "ns")
+    clock.now += 20
+    assert b.try_acquire_or_renew()  # b saw no renewal for 20 s: takes over
+    stale.spec.holder_identity = "c"
+    with pytest.raises(ApiException) as e:
+        api.replace_namespaced_lease("lease", "ns", stale)
+    assert e.value.status == 409
+
+
+def test_release_lets_a_standby_in_at_once():
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, "a", clock), elector(api, "b", clock)
+    assert a.try_acquire_or_renew() and not b.try_acquire_or_renew()
+    assert a.release() is True
+    assert api.leases["lease"].spec.holder_identity == ""
+    assert b.try_acquire_or_renew() is True
+    assert a.release() is False  # not the holder any more: leaves b's Lease alone
+
+
+def test_renewal_failures_past_the_deadline_stop_the_operator():
+    api = FakeLeases()
+    settings = LeaseSettings("lease", "ns", "a", lease_duration=2, renew_deadline=0.3, retry_period=0.05)
+    a = LeaderElector(api, settings)
+    assert a.try_acquire_or_renew()
+    api.replace_namespaced_lease = lambda *args: (_ for _ in ()).throw(ApiException(status=500))
+    done, lost = threading.Event(), threading.Event()
+    a.keep_renewing(done, lost)  # returns once it gives up
+    assert lost.is_set() and done.is_set()
+
+
+def test_run_as_leader_runs_the_work_only_while_leading_and_releases_after():
+    api = FakeLeases()
+    settings = LeaseSettings("lease", "ns", "a", lease_duration=2, renew_deadline=1.3, retry_period=0.05)
+    seen = []
+
+    def operate(stop_flag):
+        seen.append(api.leases["lease"].spec.holder_identity)
+
+    assert run_as_leader(settings, operate, api) == 0
+    assert seen == ["a"]
+    assert api.leases["lease"].spec.holder_identity == ""
+
+
+def test_a_standby_stops_waiting_when_asked():
+    api, clock = FakeLeases(), Clock()
+    assert elector(api, "a", clock).try_acquire_or_renew()
+    stop = threading.Event()
+    stop.set()
+    settings = LeaseSettings("lease", "ns", "b", lease_duration=2, renew_deadline=1.3, retry_period=0.05)
+    assert run_as_leader(settings, lambda flag: pytest.fail("a standby must not operate"), api, stop=stop) == 0
+    assert api.leases["lease"].spec.holder_identity == "a"
