@@ -34,6 +34,8 @@ from report import figure  # noqa: E402
 from vectorcorpus import embeddings, passages  # noqa: E402
 
 ROWS = int(os.environ.get("AIOPS_BENCH_SEARCH_ROWS", "20000"))
+ONLY = set(filter(None, os.environ.get("AIOPS_BENCH_SEARCH_TYPES", "").split(",")))  # e.g. HNSW,IVF_FLAT
+BUILD_TIMEOUT = {"DISKANN": 60.0}  # the embedded 2.3.5 server retries a failing DISKANN build forever
 QUERIES = 200
 K = 10
 NAME = "bench_search"
@@ -85,7 +87,8 @@ def main() -> None:
         client.flush(NAME)
         figure("search.rows", ROWS, "rows", f"docstring passages, MiniLM-L6 384-d, {QUERIES} held-out queries")
         for index_type, sweep in TYPES.items():
-            measure_type(client, index_type, sweep, queries, truth)
+            if not ONLY or index_type in ONLY:
+                measure_type(client, index_type, sweep, queries, truth)
         hnsw = spec_for("HNSW")
         store.ensure_index(client, hnsw)
         t0 = time.perf_counter()
@@ -98,7 +101,7 @@ def main() -> None:
 def measure_type(client, index_type: str, sweep, queries: np.ndarray, truth: list[list[str]]) -> None:
     spec = spec_for(index_type)
     t0 = time.perf_counter()
-    state = store.ensure_index(client, spec)
+    state = store.ensure_index(client, spec, build_timeout=BUILD_TIMEOUT.get(index_type, 900.0))
     build = time.perf_counter() - t0
     if state.state != "Ready":
         figure(f"search.{index_type}", 0, "", f"not available on this server: {state.message[:90]}")

@@ -40,17 +40,13 @@ ALLOWED_UNUSED = {
     ("batch", "jobs", "delete"),
     # An external Milvus with credentials (VectorIndex spec; the example runs a managed one).
     ("", "secrets", "get"),
-    # VectorIndex managed Milvus (in progress): the controller is wired but wrote nothing for the
-    # example in this run. Its code (indexing/reconciler.py via rollout/kubeio.py) reads and
-    # patches ConfigMaps and the Milvus StatefulSet, creates the StatefulSet and its claim, and
-    # writes VectorIndex status. Take these off once the example VectorIndex reaches Ready here.
-    ("aiops.dev", "vectorindexes/status", "patch"),
-    ("", "configmaps", "get"),
+    # A changed VectorIndex spec updates the managed Milvus ConfigMap and StatefulSet template
+    # (indexing/reconciler.py _apply); the example is applied once and never changed here.
     ("", "configmaps", "patch"),
-    ("", "persistentvolumeclaims", "create"),
-    ("apps", "statefulsets", "get"),
-    ("apps", "statefulsets", "create"),
     ("apps", "statefulsets", "patch"),
+    # A TrainingJob without its own workspace gets a managed PVC (builders/training_job.py); the
+    # example names a hostPath workspace.
+    ("", "persistentvolumeclaims", "create"),
 }
 
 

@@ -273,3 +273,23 @@ def test_failed_first_version_frees_its_gpus(kube, namespace, operator, wait_for
     apps = client.AppsV1Api(kube.api_client)
     assert apps.read_namespaced_deployment("adder-triton", namespace).spec.replicas == 0
     wait_for(lambda: not triton_pods(kube, namespace) or None, timeout=60, what="the failing pods gone")
+
+
+def test_a_version_not_yet_registered_is_awaited_not_rejected(kube, namespace, operator, wait_for, tmp_path):
+    """GitOps applies a TrainingJob and the ModelDeployment of its output together: until the
+    version is in the repository the rollout waits (WaitingForModel), then goes on by itself."""
+    repo = tmp_path / "models"
+    repo.mkdir()
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("later", repo, 1))
+
+    def waiting():
+        ready = condition(mds.get("later"), "Ready")
+        return ready if ready and ready["reason"] == "WaitingForModel" else None
+    ready = wait_for(waiting, timeout=60, what="Ready=False WaitingForModel")
+    assert "not in the repository yet" in ready["message"]
+    assert not (mds.get("later")["status"].get("rejected"))
+
+    write_python_backend_model(repo, MODEL, 1, behaviour="double", scale=2.0)
+    obj = wait_for(serving(mds, "later", 1), timeout=120, what="version 1 serving once it exists")
+    assert obj["status"]["history"][0]["outcome"] == "Serving"

@@ -190,17 +190,13 @@ def test_torchscript_export_loads_and_generalises_across_shapes(pipeline):
             assert torch.allclose(loaded(enc["input_ids"], enc["attention_mask"]), reference(**enc), atol=1e-5)
 
 
-def test_onnx_export_writes_a_valid_model_or_fails_clearly(pipeline):
-    """The project's environment has no `onnx` package (torch's exporter needs it): the step must
-    say so and leave nothing behind. Where it is installed, the file must pass onnx's checker."""
+def test_onnx_export_writes_a_valid_model(pipeline):
+    """torch's exporter writes model.onnx (onnx and onnxscript are in the `ml` extra); the file
+    passes onnx's checker and the config names the ONNX Runtime platform."""
+    import onnx
+
     spec = wire_spec(output={"modelName": "topics-onnx", "format": "onnx"})
     code, result = pipeline.step("register", spec, repository=str(pipeline.repo), run="run1")
-    try:
-        import onnx
-    except ImportError:
-        assert code == 1 and result["reason"] == "ExportFailed" and "onnx" in result["message"]
-        assert not (pipeline.repo / "topics-onnx").exists()
-        return
     assert code == 0, result
     onnx.checker.check_model(str(Path(result["path"]) / "model.onnx"))
     config = parse_model_config((pipeline.repo / "topics-onnx" / "config.pbtxt").read_text())

@@ -54,6 +54,8 @@ from aiops.triton.samples import meets_accuracy
 
 log = logging.getLogger(__name__)
 RETRY_ANNOTATION = "aiops.dev/retry"
+# Validation reasons that mean "not there yet" rather than "bad": a training run may still register it.
+NOT_YET_THERE = frozenset({"ModelNotFound", "VersionNotFound"})
 ROLLOUT_POLL = 1.0  # seconds between looks while a rollout step waits on something
 
 
@@ -258,6 +260,17 @@ class ModelDeploymentReconciler:
             rollout["modelConfigJson"] = json.dumps(verdict["config"], sort_keys=True)
             self._step(ctx, "Deploying", "Deploying")
             return 0.0
+        if verdict.get("reason") in NOT_YET_THERE:
+            # A TrainingJob applied with this ModelDeployment (GitOps applies both at once) has not
+            # registered the version yet: wait for it within the progress deadline, don't reject it.
+            waits = rollout["modelWaits"] = rollout.get("modelWaits", 0) + 1
+            ctx.condition("Ready", bool(ctx.status.get("servingVersion")), "WaitingForModel",
+                          f"Version {version} is not in the repository yet ({verdict.get('message', '')}); "
+                          f"checking again (attempt {waits}) until the progress deadline.")
+            if waits == 1:
+                ctx.event("Normal", "WaitingForModel", f"Version {version} is not in the repository yet; waiting")
+            await self.kube.delete_job(ctx.namespace, name)  # the next look runs a fresh validation Job
+            return min(5.0 * 2 ** (waits - 1), 60.0)
         if verdict:
             raise RolloutFailed(verdict.get("reason") or "ValidationFailed",
                                 f"version {version} failed validation: {verdict.get('message', '')}")
