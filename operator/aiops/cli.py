@@ -175,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("AIOPS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("AIOPS_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Kopf logs "Handler ... succeeded" per watched event; our controllers log what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"] and argv[1:2] and argv[1] in WORKER_MODULES:
         # These workers parse their own options; argparse's REMAINDER cannot pass on a leading --flag.

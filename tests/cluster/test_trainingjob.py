@@ -59,23 +59,41 @@ def training_job(tmp_path: Path, name: str = "tickets", **spec) -> tuple[dict, d
     return cm, tj
 
 
-def test_data_to_registered_model_that_a_model_deployment_serves(kube, namespace, operator, wait_for,
+def test_data_to_registered_model_that_a_model_deployment_serves(kube, namespace, crds_installed, wait_for,
                                                                     tmp_path):
+    """Also: the operator is stopped while the training step runs and started again; the run
+    carries on from the state of the world, with exactly one Job per step."""
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "aiops.controllers"]
     cm, tj = training_job(tmp_path)
     kube.core.create_namespaced_config_map(namespace, cm)
     tjs = CRs(kube, namespace, "trainingjobs")
-    tjs.create(tj)
+    batch = client.BatchV1Api(kube.api_client)
 
     # The training step's Job asks for the shared GPU and the seed's memory, and gets scheduled.
     def train_job():
-        jobs = client.BatchV1Api(kube.api_client).list_namespaced_job(
+        jobs = batch.list_namespaced_job(
             namespace, label_selector="aiops.dev/trainingjob=tickets,aiops.dev/step=train").items
         return jobs[0] if jobs else None
-    job = wait_for(train_job, timeout=120, what="the training Job")
+    with KopfRunner(args, timeout=60) as first:
+        tjs.create(tj)
+        job = wait_for(train_job, timeout=120, what="the training Job")
+    assert first.exit_code == 0, first.output
     limits = job.spec.template.spec.containers[0].resources.limits
     assert limits["nvidia.com/gpu.shared"] == "1"
 
-    obj = wait_for(phase_is(tjs, "tickets", "Registered", "Failed"), timeout=360, what="the run to end")
+    with KopfRunner(args, timeout=60) as second:
+        obj = wait_for(phase_is(tjs, "tickets", "Registered", "Failed"), timeout=360, what="the run to end")
+        steps = sorted(j.metadata.labels["aiops.dev/step"] for j in batch.list_namespaced_job(
+            namespace, label_selector="aiops.dev/trainingjob=tickets").items)
+        assert steps == ["data", "optimize", "register", "train"]
+        _serve_the_produced_model(kube, namespace, wait_for, tmp_path, obj)
+    assert second.exit_code == 0, second.output
+
+
+def _serve_the_produced_model(kube, namespace, wait_for, tmp_path, obj):
+    """The run's status tells the whole story, and a ModelDeployment serves what it registered."""
     st = obj["status"]
     assert st["phase"] == "Registered", st
     assert [s["state"] for s in st["steps"]] == ["Succeeded"] * 5

@@ -479,6 +479,9 @@ class RolloutProgress(StatusModel):
     model_waits: int = Field(
         default=0, ge=0, description="Validations that found the version not yet in the repository."
     )
+    next_validation_at: datetime | None = Field(
+        default=None, description="While waiting for the version to appear: when validation runs again."
+    )
     model_config_json: str | None = Field(
         default=None, description="config.pbtxt of the new version as JSON, from the validation Job."
     )

@@ -408,6 +408,13 @@ class IndexStatus(StatusModel):
     type: str | None = Field(default=None, description="Index type built.")
     state: IndexState = Field(default="Absent", description="Build state.")
     params: dict[str, Any] = Field(default_factory=dict, description="Build parameters in effect.")
+    search_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Search parameters the operator raised to keep recall above the floor (Milvus "
+        "stores none); unset: the spec's or the defaults.",
+    )
+    metric: str | None = Field(default=None, description="Similarity metric of the index.")
+    indexed_rows: int | None = Field(default=None, ge=0, description="Rows the index covers.")
     rows: int | None = Field(default=None, ge=0, description="Rows when the index was built.")
     built_at: datetime | None = Field(default=None, description="When it was last built.")
     recall_at_k: float | None = Field(default=None, description="Last measured recall@k.")

@@ -52,7 +52,9 @@ class IndexProbe:
 
         await asyncio.to_thread(go)
 
-    async def measure(self, uri: str, token: str | None, spec: VectorIndexSpec) -> IndexReport:
+    async def measure(self, uri: str, token: str | None, spec: VectorIndexSpec,
+                      search_params: dict[str, Any] | None = None) -> IndexReport:
+        """recall@k of the live index searched with `search_params` (what an earlier raise chose)."""
         from aiops.vectors.recall import measure_recall
         from aiops.vectors.store import describe_index
 
@@ -63,7 +65,8 @@ class IndexProbe:
                 if not client.has_collection(spec.collection.name):
                     raise ProbeError("CollectionMissing", f"collection {spec.collection.name} does not exist yet")
                 check = spec.optimization.recall
-                result = measure_recall(client, spec, k=check.k, sample_queries=check.sample_queries)
+                result = measure_recall(client, spec, k=check.k, sample_queries=check.sample_queries,
+                                        params=search_params or None)
                 return IndexReport(recall=result.recall, queries=result.queries, index=describe_index(client, spec))
             except ProbeError:
                 raise
@@ -74,15 +77,18 @@ class IndexProbe:
 
         return await asyncio.to_thread(go)
 
-    async def improve(self, uri: str, token: str | None, spec: VectorIndexSpec, recall: float) -> str:
-        """Rebuilds the index (with search params raised where the spec allows); says what it did."""
+    async def improve(self, uri: str, token: str | None, spec: VectorIndexSpec, recall: float,
+                      search_params: dict[str, Any] | None = None) -> tuple[str, dict[str, Any] | None]:
+        """Raises the search parameters the spec leaves to the operator, or rebuilds the index.
+        Returns (what was done, the search parameters to use from now on, or None: unchanged)."""
         from aiops.vectors.recall import improve_recall
 
-        def go() -> str:
+        def go() -> tuple[str, dict[str, Any] | None]:
             database = spec.milvus.external.database if spec.milvus.external else "default"
             client = _client(uri, token, database)
             try:
-                return improve_recall(client, spec, recall)
+                action = improve_recall(client, spec, recall, search_params or None)
+                return str(action), (action.search_params if action.kind == "raise" else None)
             except Exception as e:
                 raise ProbeError("RebuildFailed", f"rebuilding the index failed: {e}") from None
             finally:

@@ -118,6 +118,7 @@ class VectorIndexReconciler:
                 (ctx.status.get("index") or {}).get("state") == "Ready":
             delays.append(await self._index(ctx, spec, uri))
         ctx.status["phase"] = self._phase(ctx)
+        self._ready(ctx)
         pending = [d for d in delays if d is not None]
         return min(pending) if pending else None
 
@@ -135,6 +136,22 @@ class VectorIndexReconciler:
         if not before or (before.get("reason"), before.get("message")) != (reason, message):
             ctx.event("Warning", reason, message)
         return None
+
+    @staticmethod
+    def _ready(ctx: Ctx) -> None:
+        """The summary condition `kubectl get vidx` shows: the first thing not ready, or all well."""
+        conditions = ctx.status.get("conditions")
+        for type_ in ("MilvusReady", "Ingested", "IndexReady"):
+            c = get_condition(conditions, type_)
+            if c is None or c["status"] != "True":
+                reason = c["reason"] if c else "Pending"
+                message = c["message"] if c else f"{type_} is not known yet."
+                ctx.condition("Ready", False, reason, message)
+                return
+        docs = (ctx.status.get("documents") or {}).get("ingested", 0)
+        index = ctx.status.get("index") or {}
+        ctx.condition("Ready", True, "IndexServing",
+                      f"{docs} documents in {ctx.status.get('collection')}, {index.get('type')} index serving.")
 
     @staticmethod
     def _phase(ctx: Ctx) -> str:
@@ -297,7 +314,10 @@ class VectorIndexReconciler:
                                        "failed": failed, "deleted": result.get("deleted") or 0}
             if result.get("sourceChecksum"):
                 ctx.status["sourceChecksum"] = result["sourceChecksum"]
-            index = result.get("index") or {}
+            index = {k: v for k, v in (result.get("index") or {}).items()
+                     if k in ("type", "state", "params", "rows", "metric", "indexedRows")}
+            if index.get("state") == "Ready" and (result.get("index") or {}).get("rebuilt"):
+                index["builtAt"] = now
             if index:
                 ctx.status["index"] = {**(ctx.status.get("index") or {}), **index}
             message = (f"{total} documents: {result.get('embedded', 0)} embedded, {result.get('skipped', 0)} "
@@ -339,7 +359,7 @@ class VectorIndexReconciler:
             return recall.interval_seconds if recall.enabled else None
         try:
             token = await self._credentials(ctx, spec)
-            report = await self.probe.measure(uri, token, spec)
+            report = await self.probe.measure(uri, token, spec, index.get("searchParams"))
         except ProbeError as e:
             ctx.condition("IndexReady", False, e.reason, str(e))
             return NOT_READY_POLL * 3
@@ -358,7 +378,9 @@ class VectorIndexReconciler:
                    f"{floor:g} ({report.queries} queries)")
         if spec.optimization.rebuild.enabled:
             try:
-                action = await self.probe.improve(uri, token, spec, report.recall)
+                action, raised = await self.probe.improve(uri, token, spec, report.recall, index.get("searchParams"))
+                if raised:
+                    index["searchParams"] = raised  # Milvus keeps no search parameters: status does
             except ProbeError as e:
                 action = f"rebuild failed: {e}"
             message += f"; {action}"

@@ -241,6 +241,9 @@ class ModelDeploymentReconciler:
         name = validation_job_name(ctx.name, version, revision)
         job, pods = await self.kube.read_job(ctx.namespace, name)
         if job is None:
+            wait = -_age(rollout.get("nextValidationAt"))
+            if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
+                return wait
             await self.kube.create_if_missing(owned_by(
                 build_validation_configmap(ctx.name, spec, version, revision), ctx.md))
             await self.kube.create_if_missing(owned_by(
@@ -270,7 +273,10 @@ class ModelDeploymentReconciler:
             if waits == 1:
                 ctx.event("Normal", "WaitingForModel", f"Version {version} is not in the repository yet; waiting")
             await self.kube.delete_job(ctx.namespace, name)  # the next look runs a fresh validation Job
-            return min(5.0 * 2 ** (waits - 1), 60.0)
+            backoff = min(5.0 * 2 ** (waits - 1), 60.0)
+            rollout["nextValidationAt"] = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            return backoff
         if verdict:
             raise RolloutFailed(verdict.get("reason") or "ValidationFailed",
                                 f"version {version} failed validation: {verdict.get('message', '')}")

@@ -111,9 +111,12 @@ def register_run(spec: TrainingJobSpec, run_dir: Path, run: str, repository: Pat
                 raise RegisterError("VersionExists", f"{target} already holds another model; choose another "
                                     "output.version or leave it unset for the next free one")
             continue
+        # The model's config goes first: a validator looking meanwhile sees "version not there yet"
+        # (which a ModelDeployment waits out), never a model directory without its config.
+        root.mkdir(parents=True, exist_ok=True)
+        write_atomic(root / "labels.txt", "".join(f"{label}\n" for label in info["labels"]))
+        write_atomic(root / "config.pbtxt", config_text(out.model_name, out.format, len(info["labels"])))
         if publish(model_dir, info, identity, out.format, root, version):
-            write_atomic(root / "labels.txt", "".join(f"{label}\n" for label in info["labels"]))
-            write_atomic(root / "config.pbtxt", config_text(out.model_name, out.format, len(info["labels"])))
             return done(version, False)
         if fixed is not None and not ours(version):
             raise RegisterError("VersionExists", f"{target} was created by someone else meanwhile")

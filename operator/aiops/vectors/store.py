@@ -198,7 +198,8 @@ def ensure_index(client, spec: VectorIndexSpec, build_timeout: float | None = 18
         index_params.add_index(field_name=VECTOR_FIELD, index_name=VECTOR_FIELD, index_type=spec.index.type,
                                metric_type=metric, params=params)
         try:
-            client.create_index(name, index_params, timeout=build_timeout)
+            # An int: pymilvus 3.0's wait loop only honours a timeout that isinstance(int).
+            client.create_index(name, index_params, timeout=int(build_timeout) if build_timeout else None)
         except Exception as exc:  # noqa: BLE001 - Milvus says why (unsupported type, bad params, timeout)
             return IndexState(spec.index.type, metric, "Failed", params, search_params(spec),
                               message=f"create_index: {exc}"[:500])
