@@ -6,6 +6,7 @@ ingest, re-ingest, one document changed, documents deleted, bad lines, searches,
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -122,6 +123,28 @@ def test_compaction_follows_the_deleted_ratio(milvus):
     compaction = store.maybe_compact(milvus, strict, stats)
     assert isinstance(compaction, int)
     assert store.count_rows(milvus, COLLECTION) == CORPUS_SIZE - 25
+
+
+def test_the_operators_upkeep_rebuilds_after_growth_and_leaves_a_steady_index_alone(milvus_server):
+    """indexing/probe.py's upkeep, as the VectorIndex reconciler runs it after an ingest: the
+    growth policy compares today's rows with the rows at the last build."""
+    from aiops.indexing.probe import IndexProbe
+
+    rows = CORPUS_SIZE - 25
+    grown, _ = make_spec(COLLECTION, optimization={"rebuild": {"growthRatio": 0.5},
+                                                   "compaction": {"deletedRatio": 0.99}})
+    done = asyncio.run(IndexProbe().upkeep(milvus_server.uri, None, grown, rows_at_build=rows // 2))
+    assert done.rows == rows and done.rebuilt and "grew" in done.rebuilt and done.compaction_id is None
+    assert any(a.startswith("index rebuilt") for a in done.actions())
+    assert store.count_rows(store_client(milvus_server), COLLECTION) == rows  # a rebuild loses nothing
+    steady = asyncio.run(IndexProbe().upkeep(milvus_server.uri, None, grown, rows_at_build=rows))
+    assert steady.rebuilt is None and steady.actions() == []
+
+
+def store_client(server):
+    from pymilvus import MilvusClient
+
+    return MilvusClient(uri=server.uri)
 
 
 def test_plain_insert_of_an_existing_id_duplicates_on_this_server(milvus, embedder):

@@ -24,6 +24,25 @@ class ProbeError(Exception):
 
 
 @dataclass
+class Upkeep:
+    """What the index policy did after an ingest: compaction started, index rebuilt for growth."""
+
+    rows: int
+    deleted: int
+    compaction_id: int | None = None
+    rebuilt: str | None = None  # why, when it was rebuilt
+
+    def actions(self) -> list[str]:
+        done = []
+        if self.compaction_id is not None:
+            done.append(f"compaction {self.compaction_id} started ({self.deleted} deleted of "
+                        f"{self.rows + self.deleted} entities)")
+        if self.rebuilt:
+            done.append(f"index rebuilt: {self.rebuilt}")
+        return done
+
+
+@dataclass
 class IndexReport:
     recall: float
     queries: int
@@ -72,6 +91,35 @@ class IndexProbe:
                 raise
             except Exception as e:
                 raise ProbeError("RecallCheckFailed", f"measuring recall failed: {e}") from None
+            finally:
+                client.close()
+
+        return await asyncio.to_thread(go)
+
+    async def upkeep(self, uri: str, token: str | None, spec: VectorIndexSpec,
+                     rows_at_build: int | None) -> Upkeep:
+        """The index policy (spec.optimization): compaction when deletes pass the ratio, a rebuild
+        when the collection grew past the set fraction since the index was built."""
+        from aiops.vectors.store import collection_stats, maybe_compact, needs_rebuild, rebuild_index
+
+        def go() -> Upkeep:
+            database = spec.milvus.external.database if spec.milvus.external else "default"
+            client = _client(uri, token, database)
+            try:
+                if not client.has_collection(spec.collection.name):
+                    raise ProbeError("CollectionMissing", f"collection {spec.collection.name} does not exist yet")
+                stats = collection_stats(client, spec.collection.name, flush=True)
+                done = Upkeep(rows=stats.rows, deleted=stats.deleted,
+                              compaction_id=maybe_compact(client, spec, stats))
+                reason = needs_rebuild(spec, stats.rows, rows_at_build)
+                if reason:
+                    state = rebuild_index(client, spec)
+                    done.rebuilt = f"{reason}; {state.type} {state.state}"
+                return done
+            except ProbeError:
+                raise
+            except Exception as e:
+                raise ProbeError("IndexUpkeepFailed", f"compaction/rebuild failed: {e}") from None
             finally:
                 client.close()
 

@@ -315,7 +315,7 @@ class VectorIndexReconciler:
             if result.get("sourceChecksum"):
                 ctx.status["sourceChecksum"] = result["sourceChecksum"]
             index = {k: v for k, v in (result.get("index") or {}).items()
-                     if k in ("type", "state", "params", "rows", "metric", "indexedRows")}
+                     if k in ("type", "state", "params", "metric", "indexedRows")}
             if index.get("state") == "Ready" and (result.get("index") or {}).get("rebuilt"):
                 index["builtAt"] = now
             if index:
@@ -359,11 +359,17 @@ class VectorIndexReconciler:
             return recall.interval_seconds if recall.enabled else None
         try:
             token = await self._credentials(ctx, spec)
+            upkeep = await self.probe.upkeep(uri, token, spec, index.get("rows"))
             report = await self.probe.measure(uri, token, spec, index.get("searchParams"))
         except ProbeError as e:
             ctx.condition("IndexReady", False, e.reason, str(e))
             return NOT_READY_POLL * 3
-        index.update(report.index)
+        if index.get("rows") is None or upkeep.rebuilt:
+            index.update(rows=upkeep.rows, builtAt=now_iso())  # rows at build: the growth policy's base
+        for action in upkeep.actions():
+            ctx.event("Normal", "IndexOptimized", action)
+        # describe_index's `rows` are today's; status keeps the rows at build time.
+        index.update({k: v for k, v in report.index.items() if k != "rows"})
         index["recallAtK"] = report.recall
         index["recallMeasuredAt"] = now_iso()
         ctx.status["index"] = index
