@@ -8,7 +8,8 @@ import hashlib
 import json
 
 from aiops.api.vectorindex import VectorIndexSpec
-from aiops.builders.milvus import RUN_AS_USER, VECTOR_INDEX_LABEL
+from aiops.builders.jobs import worker_job
+from aiops.builders.milvus import VECTOR_INDEX_LABEL
 from aiops.builders.triton import MANAGED_BY, child_name
 
 SPEC_MOUNT = "/etc/aiops/spec"
@@ -82,36 +83,16 @@ def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: 
             "secretName": creds.secret_name, "items": [{"key": k, "path": k} for k in keys]}})
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
         args.append(f"--credentials-dir={CREDENTIALS_MOUNT}")
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            # Ingestion is idempotent (upsert by id, skip by content hash): a retry resumes, it
-            # never duplicates, so retrying is safe.
-            "backoffLimit": spec.ingest.backoff_limit,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "embed",
-                        "image": image,
-                        "command": ["aiops", "worker", "embed"],
-                        "args": args,
-                        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
-                                {"name": "PYTHONUNBUFFERED", "value": "1"}],
-                        "volumeMounts": mounts,
-                        "resources": _resources(spec),
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]}},
-                    }],
-                    "volumes": volumes,
-                },
-            },
-        },
+    container = {
+        "name": "embed",
+        "image": image,
+        "command": ["aiops", "worker", "embed"],
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "volumeMounts": mounts,
+        "resources": _resources(spec),
     }
+    # Ingestion is idempotent (upsert by id, skip by content hash): a retry resumes, it never
+    # duplicates, so retrying is safe.
+    return worker_job(name, labels, container, volumes, backoff_limit=spec.ingest.backoff_limit)

@@ -14,7 +14,8 @@ import hashlib
 import json
 
 from aiops.api.trainingjob import TrainingJobSpec
-from aiops.builders.triton import MANAGED_BY, RUN_AS_USER, child_name
+from aiops.builders.jobs import worker_job
+from aiops.builders.triton import MANAGED_BY, child_name
 
 TRAINING_JOB_LABEL = "aiops.dev/trainingjob"
 STEP_LABEL = "aiops.dev/step"
@@ -166,35 +167,17 @@ def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, 
         volumes.append(repo_volume)
         mounts.append(repo_mount)
         args.append(f"--repository={REPOSITORY_MOUNT}")
-    job_spec: dict = {
-        # Training resumes from checkpoints, so its retries are worth it; the other steps are
-        # deterministic (a bad dataset fails the same way twice) and get one retry for infrastructure.
-        "backoffLimit": spec.backoff_limit if step == "train" else 1,
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "restartPolicy": "Never",
-                "automountServiceAccountToken": False,
-                "enableServiceLinks": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                                    "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": step,
-                    "image": image,
-                    "command": ["aiops", "worker", "train", step],
-                    "args": args,
-                    "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
-                            {"name": "PYTHONUNBUFFERED", "value": "1"}],
-                    "volumeMounts": mounts,
-                    "resources": _resources(spec, step),
-                    "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}},
-                }],
-                "volumes": volumes,
-            },
-        },
+    container = {
+        "name": step,
+        "image": image,
+        "command": ["aiops", "worker", "train", step],
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "volumeMounts": mounts,
+        "resources": _resources(spec, step),
     }
-    if step == "train" and spec.active_deadline_seconds:
-        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels}, "spec": job_spec}
+    # Training resumes from checkpoints, so its retries are worth it; the other steps are
+    # deterministic (a bad dataset fails the same way twice) and get one retry for infrastructure.
+    return worker_job(name, labels, container, volumes, backoff_limit=spec.backoff_limit if step == "train" else 1,
+                      active_deadline_seconds=spec.active_deadline_seconds if step == "train" else None)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
-from aiops.builders.triton import KIND_LABEL, MANAGED_BY, RUN_AS_USER, child_name, repository_volume
+from aiops.builders.jobs import worker_job
+from aiops.builders.triton import KIND_LABEL, MANAGED_BY, child_name, repository_volume
 
 SPEC_MOUNT = "/etc/aiops/spec"
 VALIDATION_SET_MOUNT = "/etc/aiops/validation-set"
@@ -45,35 +46,16 @@ def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, 
         volumes.append({"name": "validation-set", "configMap": {"name": vset.config_map}})
         mounts.append({"name": "validation-set", "mountPath": VALIDATION_SET_MOUNT, "readOnly": True})
         args.append(f"--validation-set={VALIDATION_SET_MOUNT}/{vset.key}")
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,  # a bad model fails the same way twice; infrastructure errors are retried by us
-            "activeDeadlineSeconds": spec.validation.timeout_seconds + 60,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "validate",
-                        "image": image,
-                        "command": ["aiops", "worker", "validate-model"],
-                        "args": args,
-                        "envFrom": env_from,
-                        "volumeMounts": mounts,
-                        # Validation runs Triton on CPU: the serving GPUs are busy serving.
-                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]}},
-                    }],
-                    "volumes": volumes,
-                },
-            },
-        },
+    container = {
+        "name": "validate",
+        "image": image,
+        "command": ["aiops", "worker", "validate-model"],
+        "args": args,
+        "envFrom": env_from,
+        "volumeMounts": mounts,
+        # Validation runs Triton on CPU: the serving GPUs are busy serving.
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
     }
+    # A bad model fails the same way twice; infrastructure errors are retried by the reconciler.
+    return worker_job(name, labels, container, volumes, backoff_limit=0,
+                      active_deadline_seconds=spec.validation.timeout_seconds + 60)

@@ -19,7 +19,6 @@ import time
 
 from aiops import metrics
 from aiops.api.registry import VECTOR_INDEX
-from aiops.api.validation import check_spec, condition_summary
 from aiops.api.vectorindex import VectorIndexSpec
 from aiops.builders.ingest_job import build_ingest_configmap, build_ingest_job, ingest_job_name, ingest_key
 from aiops.builders.milvus import (
@@ -34,10 +33,10 @@ from aiops.conditions import get_condition, set_condition
 from aiops.indexing.probe import IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube import owned_by
-from aiops.nodes import max_gpus_per_node
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem
 from aiops.rollout.verdict import job_outcome, parse_step_result
+from aiops.validity import judge_spec
 
 log = logging.getLogger(__name__)
 PLURAL = VECTOR_INDEX.plural
@@ -123,19 +122,9 @@ class VectorIndexReconciler:
         return min(pending) if pending else None
 
     def _validate(self, ctx: Ctx, nodes: list[dict]) -> VectorIndexSpec | None:
-        check = check_spec(VECTOR_INDEX.kind, ctx.vi["spec"], max_gpus_per_node=max_gpus_per_node(nodes) or None)
-        reason, message = condition_summary(check.problems)
-        before = get_condition(ctx.status.get("conditions"), "Valid")
-        ctx.condition("Valid", check.valid, reason, message)
-        if check.valid:
-            if before and before.get("status") == "False":
-                ctx.event("Normal", "SpecValid", "The spec is valid again; carrying on.")
-            return check.spec
-        ctx.status["observedGeneration"] = ctx.generation
-        ctx.status["phase"] = "Invalid"
-        if not before or (before.get("reason"), before.get("message")) != (reason, message):
-            ctx.event("Warning", reason, message)
-        return None
+        spec, events = judge_spec(VECTOR_INDEX.kind, ctx.vi, ctx.status, nodes)
+        ctx.events += events
+        return spec
 
     @staticmethod
     def _ready(ctx: Ctx) -> None:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from aiops import metrics
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.api.registry import MODEL_DEPLOYMENT
-from aiops.api.validation import check_spec, condition_summary
 from aiops.builders.triton import (
     GRPC_PORT,
     HTTP_PORT,
@@ -42,7 +41,6 @@ from aiops.capacity import gpu_capacity
 from aiops.conditions import get_condition, set_condition
 from aiops.kube import owned_by
 from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
-from aiops.nodes import max_gpus_per_node
 from aiops.rollout.deadlines import stalled
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
@@ -51,6 +49,7 @@ from aiops.rollout.revision import spec_revision, template_revision
 from aiops.rollout.verdict import job_outcome
 from aiops.triton.client import TritonError, TritonServer
 from aiops.triton.samples import meets_accuracy
+from aiops.validity import judge_spec
 
 log = logging.getLogger(__name__)
 RETRY_ANNOTATION = "aiops.dev/retry"
@@ -172,21 +171,12 @@ class ModelDeploymentReconciler:
 
     # ---- validity and reporting ------------------------------------------------------------------
     def _validate(self, ctx: Ctx, nodes: list[dict]) -> ModelDeploymentSpec | None:
-        check = check_spec(MODEL_DEPLOYMENT.kind, ctx.md["spec"], max_gpus_per_node=max_gpus_per_node(nodes) or None)
-        reason, message = condition_summary(check.problems)
-        before = get_condition(ctx.status.get("conditions"), "Valid")
-        ctx.condition("Valid", check.valid, reason, message)
-        if check.valid:
-            if before and before.get("status") == "False":
-                ctx.event("Normal", "SpecValid", "The spec is valid again; carrying on.")
-            return check.spec
-        ctx.status["observedGeneration"] = ctx.generation
-        ctx.status["phase"] = "Invalid"
-        ctx.condition("Ready", bool(ctx.status.get("servingVersion")) and "Unknown", "InvalidSpec",
-                      "The spec is invalid (see the Valid condition); what served before keeps serving.")
-        if not before or (before.get("reason"), before.get("message")) != (reason, message):
-            ctx.event("Warning", reason, message)
-        return None
+        spec, events = judge_spec(MODEL_DEPLOYMENT.kind, ctx.md, ctx.status, nodes)
+        ctx.events += events
+        if spec is None:
+            ctx.condition("Ready", bool(ctx.status.get("servingVersion")) and "Unknown", "InvalidSpec",
+                          "The spec is invalid (see the Valid condition); what served before keeps serving.")
+        return spec
 
     def _report_pods(self, ctx: Ctx, world: World, dep_name: str) -> None:
         live = [p for p in world.pods if not p["metadata"].get("deletionTimestamp")]

@@ -17,7 +17,6 @@ import time
 from aiops import metrics
 from aiops.api.registry import TRAINING_JOB
 from aiops.api.trainingjob import TrainingJobSpec
-from aiops.api.validation import check_spec, condition_summary
 from aiops.builders.training_job import (
     STEPS,
     TRAINING_JOB_LABEL,
@@ -28,9 +27,8 @@ from aiops.builders.training_job import (
     spec_hash,
     step_job_name,
 )
-from aiops.conditions import get_condition, set_condition
+from aiops.conditions import set_condition
 from aiops.kube import owned_by
-from aiops.nodes import max_gpus_per_node
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem
 from aiops.rollout.verdict import job_outcome, parse_step_result
@@ -43,6 +41,7 @@ from aiops.trainingrun.results import (
     set_step,
     worker_step_done,
 )
+from aiops.validity import judge_spec
 
 log = logging.getLogger(__name__)
 PLURAL = TRAINING_JOB.plural
@@ -105,21 +104,9 @@ class TrainingJobReconciler:
         return None
 
     def _validate(self, tj: dict, status: dict, events: list, nodes: list[dict]) -> TrainingJobSpec | None:
-        generation = tj["metadata"].get("generation")
-        check = check_spec(TRAINING_JOB.kind, tj["spec"], max_gpus_per_node=max_gpus_per_node(nodes) or None)
-        reason, message = condition_summary(check.problems)
-        before = get_condition(status.get("conditions"), "Valid")
-        status["conditions"] = set_condition(status.get("conditions"), "Valid", check.valid, reason, message,
-                                             generation)
-        if check.valid:
-            if before and before.get("status") == "False":
-                events.append(("Normal", "SpecValid", "The spec is valid again; carrying on."))
-            return check.spec
-        status["observedGeneration"] = generation
-        status["phase"] = "Invalid"
-        if not before or (before.get("reason"), before.get("message")) != (reason, message):
-            events.append(("Warning", reason, message))
-        return None
+        spec, found = judge_spec(TRAINING_JOB.kind, tj, status, nodes)
+        events += found
+        return spec
 
     async def _start_run(self, tj: dict, status: dict, events: list, digest: str) -> None:
         """A new spec: forget the old run's results, stop its Jobs, start from the data step."""

@@ -1,0 +1,36 @@
+"""The Job every worker step runs in (model validation, training steps, ingestion): one place for
+its security posture and for how its result comes back (the container's termination message)."""
+
+from __future__ import annotations
+
+RUN_AS_USER = 1000  # the images' non-root user
+
+
+def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list[dict], backoff_limit: int,
+               active_deadline_seconds: int | None = None) -> dict:
+    """A run-to-completion Job around `container` (name, image, command, args, env, mounts,
+    resources): non-root, read-only root filesystem, no capabilities, no API token, and the
+    result written to /dev/termination-log (falling back to the log tail on a crash)."""
+    spec: dict = {
+        "backoffLimit": backoff_limit,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                                    "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    **container,
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}},
+                }],
+                "volumes": volumes,
+            },
+        },
+    }
+    if active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = active_deadline_seconds
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels}, "spec": spec}
