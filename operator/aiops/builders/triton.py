@@ -78,7 +78,9 @@ def _env(spec: ModelDeploymentSpec) -> list[dict]:
 def triton_args(spec: ModelDeploymentSpec, repository: str) -> list[str]:
     return [f"--model-repository={repository}", "--model-control-mode=explicit",
             f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}", f"--metrics-port={METRICS_PORT}",
-            "--allow-metrics=true", "--allow-gpu-metrics=true", *spec.runtime.args]
+            "--allow-metrics=true", "--allow-gpu-metrics=true",
+            # Exact latency quantiles for monitoring (a summary), not only per-interval means.
+            "--metrics-config=summary_latencies=true", *spec.runtime.args]
 
 
 def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool) -> dict:
