@@ -3,7 +3,7 @@ its security posture and for how its result comes back (the container's terminat
 
 from __future__ import annotations
 
-RUN_AS_USER = 1000  # the images' non-root user
+RUN_AS_USER = 10001  # the project image's non-root user (Dockerfile), which the worker Jobs run
 
 
 def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list[dict], backoff_limit: int,
