@@ -293,8 +293,8 @@ def test_deploy_manifest_is_the_chart_rendered(tools):
 
 
 def test_kustomize_renders_the_same_objects_as_the_chart(tools):
-    if not (ROOT / "crds" / "kustomization.yaml").exists():
-        pytest.fail("crds/kustomization.yaml is missing: `aiops crds` (operator/aiops/api/crds.py) must write it; "
+    if not (ROOT / "crds" / "Kustomization").exists():
+        pytest.fail("crds/Kustomization is missing: `aiops crds` (operator/aiops/api/crds.py) must write it; "
                     "deploy/ takes the CRDs from crds/ as a kustomize base")
     result = subprocess.run([str(tools[0]), "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -106,7 +106,9 @@ def crd_yaml(info: KindInfo) -> str:
     return HEADER + body
 
 
-KUSTOMIZATION = "kustomization.yaml"
+# No extension on purpose: kustomize accepts `Kustomization`, and `kubectl apply -f crds/` (which
+# reads only .yaml/.yml/.json files) keeps working on the directory.
+KUSTOMIZATION = "Kustomization"
 
 
 def kustomization_yaml() -> str:
