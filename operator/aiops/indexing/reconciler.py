@@ -10,6 +10,7 @@ last good counts and index state in status and says what failed beside them.
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import hashlib
@@ -111,6 +112,7 @@ class VectorIndexReconciler:
         uri = await self._milvus(ctx, spec)
         if uri is None:
             ctx.status["phase"] = "Provisioning" if not ctx.status.get("lastIngest") else "Degraded"
+            self._ready(ctx)
             return NOT_READY_POLL
         delays = [await self._ingest(ctx, spec, uri)]
         if ctx.status.get("lastIngest", {}).get("outcome") == "Succeeded" or \
@@ -149,8 +151,8 @@ class VectorIndexReconciler:
         if last.get("outcome") == "Running":
             return "Ingesting"
         good = index.get("state") == "Ready"
-        if last.get("outcome") == "Failed" or get_condition(ctx.status.get("conditions"), "IndexReady") and \
-                get_condition(ctx.status["conditions"], "IndexReady")["status"] == "False":
+        index_ready = get_condition(ctx.status.get("conditions"), "IndexReady")
+        if last.get("outcome") == "Failed" or (index_ready and index_ready["status"] == "False"):
             return "Degraded" if good else "Failed"
         return "Ready" if good else "Ingesting"
 
@@ -222,8 +224,6 @@ class VectorIndexReconciler:
         secret = await self.kube.read("Secret", ctx.namespace, creds.secret_name)
         if secret is None:
             raise ProbeError("CredentialsNotFound", f"Secret {creds.secret_name} does not exist")
-        import base64
-
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         try:
             if creds.token_key:
