@@ -154,8 +154,9 @@ def test_broken_config_is_rejected_before_anything_serves(kube, namespace, opera
     assert ready["status"] == "False" and ready["reason"] == "ConfigInvalid"
     assert obj["status"]["rejectedVersions"] == [1]
     assert triton_pods(kube, namespace) == []
-    events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=broken").items
-    assert any(e.reason == "ConfigInvalid" and e.type == "Warning" for e in events)
+    # Events are posted right after the status write: wait for them rather than race them.
+    wait_for(lambda: any(e.reason == "ConfigInvalid" and e.type == "Warning" for e in kube.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=broken").items), what="a Warning Event ConfigInvalid")
 
 
 def test_waits_for_gpus_and_creates_nothing_that_would_sit_pending(kube, namespace, operator, wait_for, repo):

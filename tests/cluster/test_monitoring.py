@@ -77,8 +77,9 @@ def test_degraded_version_is_rolled_back_when_the_spec_asks(kube, namespace, ope
     assert condition(obj, "Degraded")["status"] == "False" and condition(obj, "Degraded")["reason"] == "RolledBack"
     pods = triton_pods(kube, namespace)
     assert len(pods) == 1 and infer(pods[0].status.pod_ip) == [2.0, 4.0, 6.0, 8.0]
-    reasons = {(e.type, e.reason) for e in events(kube, namespace, "adder")}
-    assert ("Warning", "ErrorRateAboveThreshold") in reasons and ("Warning", "RolledBack") in reasons
+    # Events are posted right after the status write: wait for them rather than race them.
+    wait_for(lambda: {("Warning", "ErrorRateAboveThreshold"), ("Warning", "RolledBack")}
+             <= {(e.type, e.reason) for e in events(kube, namespace, "adder")}, what="the Warning Events")
 
     # Held like a failed rollout: a GitOps re-apply of the same spec does not bring version 2 back,
     # and version 1 is monitored again.
@@ -120,5 +121,5 @@ def test_alert_only_sets_degraded_and_clears_it_on_recovery(kube, namespace, ope
     set_faults(repo / MODEL / "1")
     obj = wait_for(judged(mds, "adder", 1), timeout=90, what="Degraded cleared after recovery")
     assert obj["status"]["phase"] == "Ready" and obj["status"].get("rejectedVersions", []) == []
-    reasons = [(e.type, e.reason) for e in events(kube, namespace, "adder")]
-    assert ("Warning", "InferenceTimeAboveThreshold") in reasons and ("Normal", "Recovered") in reasons
+    wait_for(lambda: {("Warning", "InferenceTimeAboveThreshold"), ("Normal", "Recovered")}
+             <= {(e.type, e.reason) for e in events(kube, namespace, "adder")}, what="the alert and recovery Events")

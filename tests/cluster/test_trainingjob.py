@@ -143,8 +143,11 @@ def test_invalid_data_fails_with_row_numbers_and_stores_nothing(kube, namespace,
     assert "datasetVersion" not in st
     datasets = tmp_path / "workspace" / "datasets"
     assert not datasets.exists() or not [p for p in datasets.iterdir() if not p.name.startswith(".")]
-    events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=dirty").items
-    assert any(e.type == "Warning" and e.reason == "DataValidationFailed" for e in events)
+    # Events are posted right after the status write: wait for them rather than race them.
+    def warned():
+        events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=dirty").items
+        return any(e.type == "Warning" and e.reason == "DataValidationFailed" for e in events)
+    wait_for(warned, what="a Warning Event DataValidationFailed")
     jobs = client.BatchV1Api(kube.api_client).list_namespaced_job(
         namespace, label_selector="aiops.dev/trainingjob=dirty").items
     assert [j.metadata.labels["aiops.dev/step"] for j in jobs] == ["data"]
