@@ -94,13 +94,7 @@ class VectorIndexReconciler:
             delay = await self._reconcile(ctx, nodes)
         finally:
             metrics.RECONCILE_SECONDS.labels(kind="VectorIndex").observe(time.perf_counter() - started)
-        written = None
-        changed = {k: v for k, v in ctx.status.items() if before.get(k) != v}
-        removed = {k: None for k in before if k not in ctx.status}
-        if changed or removed:
-            written = await self.kube.patch_status(ctx.namespace, ctx.name, {**changed, **removed}, PLURAL)
-        for type_, reason, message in ctx.events:
-            await self.kube.event(vi, type_, reason, message)
+        written = await self.kube.write_back(vi, PLURAL, before, ctx.status, ctx.events)
         return delay, written
 
     async def _reconcile(self, ctx: Ctx, nodes: list[dict]) -> float | None:

@@ -160,6 +160,20 @@ class KubeIO:
         return await self._run(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
                                plural, name, {"status": status})
 
+    async def write_back(self, obj: dict, plural: str, before: dict, status: dict,
+                         events: list[tuple[str, str, str]]) -> dict | None:
+        """The end of every reconcile: a merge patch of the top-level status keys that changed
+        (removed ones as null), then the Events. Returns the object as written, or None."""
+        changed = {k: v for k, v in status.items() if before.get(k) != v}
+        removed = {k: None for k in before if k not in status}
+        written = None
+        if changed or removed:
+            meta = obj["metadata"]
+            written = await self.patch_status(meta["namespace"], meta["name"], {**changed, **removed}, plural)
+        for type_, reason, message in events:
+            await self.event(obj, type_, reason, message)
+        return written
+
     async def list_jobs(self, namespace: str, selector: str) -> list[dict]:
         return await self._run(self._items, self.batch.list_namespaced_job, namespace, label_selector=selector)
 

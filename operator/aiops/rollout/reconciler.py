@@ -127,13 +127,7 @@ class ModelDeploymentReconciler:
             delay = await self._reconcile(ctx, nodes)
         finally:
             metrics.RECONCILE_SECONDS.labels(kind="ModelDeployment").observe(time.perf_counter() - started)
-        written = None
-        changed = {k: v for k, v in ctx.status.items() if before.get(k) != v}
-        removed = {k: None for k in before if k not in ctx.status}
-        if changed or removed:
-            written = await self.kube.patch_status(ctx.namespace, ctx.name, {**changed, **removed})
-        for type_, reason, message in ctx.events:
-            await self.kube.event(md, type_, reason, message)
+        written = await self.kube.write_back(md, MODEL_DEPLOYMENT.plural, before, ctx.status, ctx.events)
         return delay, written
 
     async def _reconcile(self, ctx: Ctx, nodes: list[dict]) -> float | None:

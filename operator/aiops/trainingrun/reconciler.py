@@ -66,14 +66,7 @@ class TrainingJobReconciler:
             delay = await self._reconcile(tj, status, events, nodes)
         finally:
             metrics.RECONCILE_SECONDS.labels(kind="TrainingJob").observe(time.perf_counter() - started)
-        written = None
-        changed = {k: v for k, v in status.items() if before.get(k) != v}
-        removed = {k: None for k in before if k not in status}
-        if changed or removed:
-            meta = tj["metadata"]
-            written = await self.kube.patch_status(meta["namespace"], meta["name"], {**changed, **removed}, PLURAL)
-        for type_, reason, message in events:
-            await self.kube.event(tj, type_, reason, message)
+        written = await self.kube.write_back(tj, PLURAL, before, status, events)
         return delay, written
 
     async def _reconcile(self, tj: dict, status: dict, events: list, nodes: list[dict]) -> float | None:
