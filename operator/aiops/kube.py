@@ -11,6 +11,7 @@ import threading
 
 from kubernetes import client, config
 
+POOL_SIZE = 64
 _lock = threading.Lock()
 _clients: dict[str, client.ApiClient] = {}
 
@@ -20,12 +21,15 @@ def api_client() -> client.ApiClient:
     key = "in-cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else os.environ.get("KUBECONFIG", "")
     with _lock:
         if key not in _clients:
+            cfg = client.Configuration()
             if key == "in-cluster":
-                cfg = client.Configuration()
                 config.load_incluster_config(client_configuration=cfg)
-                _clients[key] = client.ApiClient(cfg)
             else:
-                _clients[key] = config.new_client_from_config(config_file=key or None)
+                config.load_kube_config(config_file=key or None, client_configuration=cfg)
+            # One keep-alive connection per I/O thread of every controller (default: 5 x cores):
+            # past the pool's size urllib3 drops connections, and each new one is a TLS handshake.
+            cfg.connection_pool_maxsize = POOL_SIZE
+            _clients[key] = client.ApiClient(cfg)
         return _clients[key]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kubernetes import client
 
 from aiops.devenv.gpunode import CRASH_LOOP, NEVER_READY, exit_with, succeed
@@ -70,6 +72,17 @@ def test_ready_pods_get_distinct_loopback_ips(kube, namespace, wait_for):
                    and all(ips) and ips, what="pod IPs")
     assert len(set(ips)) == 3
     assert all(ip.startswith("127.") for ip in ips)
+
+
+def test_running_pods_are_left_alone(kube, namespace, wait_for):
+    """A pod that runs is reported once, as a kubelet would: no restarts counted, no status
+    rewritten every second (that load once starved every other pod on a busy node)."""
+    kube.core.create_namespaced_pod(namespace, gpu_pod("steady", 0))
+    pod = wait_for(lambda: is_ready(p := read_pod(kube, namespace, "steady")) and p, what="steady pod Ready")
+    time.sleep(3 * kube.agent.crash_period + 0.5)
+    later = read_pod(kube, namespace, "steady")
+    assert later.status.container_statuses[0].restart_count == 0
+    assert later.metadata.resource_version == pod.metadata.resource_version
 
 
 def test_deployment_becomes_available_through_real_controllers(kube, namespace, wait_for):

@@ -57,6 +57,24 @@ def test_job_outcome_reads_the_verdict():
     assert not job_outcome({"status": {}}, []).finished
 
 
+def test_job_outcome_from_pods_before_the_job_controller_writes_status():
+    verdict = json.dumps({"valid": True, "reason": "Validated"})
+    pending = {"spec": {"backoffLimit": 0}, "status": {}}
+    running = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Running"}}
+    assert not job_outcome(pending, [running]).finished
+    _, pods = job("Complete", verdict)
+    pods[0]["status"]["phase"] = "Succeeded"
+    out = job_outcome(pending, pods)
+    assert out.finished and out.succeeded and out.verdict["valid"] is True
+    pods[0]["status"]["phase"] = "Failed"
+    assert job_outcome(pending, pods).finished and not job_outcome(pending, pods).succeeded
+    retried = {"spec": {"backoffLimit": 2}, "status": {}}
+    assert not job_outcome(retried, pods).finished  # the Job controller starts another pod
+    parallel = {"spec": {"completions": 3}, "status": {}}
+    pods[0]["status"]["phase"] = "Succeeded"
+    assert not job_outcome(parallel, pods).finished  # not ours to judge: wait for the controller
+
+
 def test_rejection_holds_until_retry_token_changes():
     status = {}
     reject(status, 3, "rev3", "SampleMismatch", "t", "", 10)
@@ -84,3 +102,24 @@ def test_revision_ignores_monitoring_and_rollback_settings():
     b = ModelDeploymentSpec.from_wire({**base, "monitoring": {"enabled": False}, "rollback": {"historyLimit": 3}})
     c = ModelDeploymentSpec.from_wire({**base, "model": {"name": "m", "version": 2}})
     assert spec_revision(a) == spec_revision(b) != spec_revision(c)
+
+
+def test_job_watch_says_running_only_for_a_job_it_saw_unfinished():
+    from aiops.rollout.jobwatch import JobWatch
+
+    watch = JobWatch()
+    job = {"metadata": {"namespace": "ns", "name": "v"}, "spec": {"backoffLimit": 0}, "status": {}}
+    pod_ = {"metadata": {"namespace": "ns", "name": "v-abc", "labels": {"job-name": "v"}},
+            "status": {"phase": "Running"}}
+    assert not watch.running("ns", "v")  # never seen: read it from the API
+    watch.observe_job(job, deleted=False)
+    watch.observe_pod(pod_, deleted=False)
+    assert watch.running("ns", "v")
+    pod_["status"]["phase"] = "Succeeded"
+    watch.observe_pod(pod_, deleted=False)
+    assert not watch.running("ns", "v")  # finished: the reconcile reads it back and acts
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    watch.observe_job(job, deleted=False)
+    assert not watch.running("ns", "v")
+    watch.observe_job(job, deleted=True)
+    assert not watch.running("ns", "v")

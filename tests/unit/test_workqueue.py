@@ -57,6 +57,27 @@ def test_one_key_never_runs_concurrently_and_adds_during_a_run_are_not_lost():
     assert overlaps == [] and calls == ["a", "a"]
 
 
+def test_urgent_keys_go_first_and_a_promoted_key_runs_once():
+    async def main():
+        calls = []
+
+        async def reconcile(key):
+            calls.append(key)
+
+        q = WorkQueue(reconcile, workers=1)
+        for key in ("child-1", "child-2", "promoted"):
+            q.add(key)
+        q.add("new", urgent=True)
+        q.add("promoted", urgent=True)
+        q.add("new")  # a later ordinary add does not demote it
+        q.start()
+        await asyncio.sleep(0.05)
+        await q.stop()
+        return calls
+
+    assert run(main()) == ["new", "promoted", "child-1", "child-2"]
+
+
 def test_requested_delay_reruns_and_earlier_request_wins():
     async def main():
         times = []

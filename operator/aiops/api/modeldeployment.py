@@ -476,6 +476,7 @@ class RolloutProgress(StatusModel):
         default=False, description="Whether the rollout also changes the Triton pods (not only the model version)."
     )
     health_failures: int = Field(default=0, ge=0, description="Consecutive failed health checks of the new version.")
+    validation_job: str | None = Field(default=None, description="The validation Job this rollout created.")
     model_waits: int = Field(
         default=0, ge=0, description="Validations that found the version not yet in the repository."
     )

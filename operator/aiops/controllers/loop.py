@@ -9,16 +9,23 @@ do not cause another reconcile, so a status patch never loops.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiops import metrics
 from aiops.controllers.workqueue import WorkQueue
+from aiops.nodes import NodeCache
+from aiops.rollout.kubeio import KubeIO
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-Reconcile = Callable[[dict], Awaitable[tuple[float | None, dict | None]]]
-"""Reconciles one body; returns (seconds until the next look or None, the body as written back or None)."""
+
+
+class Reconciler(Protocol):
+    kube: KubeIO
+
+    async def reconcile(self, body: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
+        """Returns (seconds until the next look or None, the body as written back or None)."""
 
 
 def resource_version(obj: dict) -> int:
@@ -28,12 +35,27 @@ def resource_version(obj: dict) -> int:
         return 0
 
 
+def shared_nodes(memo: dict) -> NodeCache:
+    """The one node cache every controller reads (the node watch in `modeldeployment` fills it),
+    made by whichever startup handler runs first."""
+    return memo.setdefault("nodes", NodeCache())
+
+
 class ReconcileLoop:
-    def __init__(self, kind: str, reconcile: Reconcile, workers: int = 4):
+    def __init__(self, kind: str, reconciler: Reconciler, nodes: NodeCache, workers: int = 4):
         self.kind = kind
+        self.reconciler = reconciler
+        self.nodes = nodes
         self.objects: dict[Key, dict] = {}
-        self._reconcile_body = reconcile
         self.queue = WorkQueue(self._reconcile, workers=workers)
+
+    def start(self) -> None:
+        self.queue.start()
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+        await self.reconciler.kube.flush()
+        self.reconciler.kube.close()
 
     def observe(self, body: dict, deleted: bool) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -44,8 +66,8 @@ class ReconcileLoop:
         known = self.objects.get(key)
         if known is not None and resource_version(body) <= resource_version(known):
             return  # our own status write, already in the cache
-        self.objects[key] = body
-        self.queue.add(key)
+        self.objects[key] = body  # new, or changed by someone else: ahead of child-event re-checks
+        self.queue.add(key, urgent=True)
 
     def enqueue(self, namespace: str, name: str) -> None:
         if (namespace, name) in self.objects:
@@ -56,7 +78,7 @@ class ReconcileLoop:
         if body is None:
             return None
         try:
-            delay, written = await self._reconcile_body(body)
+            delay, written = await self.reconciler.reconcile(body, self.nodes.all())
         except Exception:
             metrics.RECONCILE_ERRORS.labels(kind=self.kind).inc()
             raise

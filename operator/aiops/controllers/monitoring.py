@@ -26,7 +26,7 @@ async def start_monitoring(memo: kopf.Memo, **_: Any) -> None:
     # is pinned to the (single) GPU node it serves from, so it is opt-in. Triton's own GPU metrics
     # (--allow-gpu-metrics, set by the Deployment builder) are the normal source.
     nvml = NvmlReader() if os.environ.get("AIOPS_MONITOR_NVML") == "1" else None
-    memo.monitor = Monitor(model_deployments.verdicts, PodIndex(), nvml=nvml)
+    memo.monitor = Monitor(model_deployments.reconciler.verdicts, PodIndex(), nvml=nvml)
 
 
 @kopf.on.cleanup()

@@ -11,7 +11,7 @@ import kopf
 from aiops.api.common import GROUP, VERSION
 from aiops.api.registry import TRAINING_JOB
 from aiops.builders.training_job import TRAINING_JOB_LABEL
-from aiops.controllers.loop import ReconcileLoop
+from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.settings import worker_image
 from aiops.kube import api_client
 from aiops.rollout.kubeio import KubeIO
@@ -21,15 +21,13 @@ from aiops.trainingrun.reconciler import TrainingJobReconciler
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
     reconciler = TrainingJobReconciler(KubeIO(api_client()), worker_image())
-    memo.training_jobs = ReconcileLoop("TrainingJob", lambda body: reconciler.reconcile(body, memo.nodes.all()))
-    memo.training_jobs.reconciler = reconciler
-    memo.training_jobs.queue.start()
+    memo.training_jobs = ReconcileLoop("TrainingJob", reconciler, shared_nodes(memo))
+    memo.training_jobs.start()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    await memo.training_jobs.queue.stop()
-    memo.training_jobs.reconciler.kube.close()
+    await memo.training_jobs.stop()
 
 
 @kopf.on.event(GROUP, VERSION, TRAINING_JOB.plural)

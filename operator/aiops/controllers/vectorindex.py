@@ -12,7 +12,7 @@ import kopf
 from aiops.api.common import GROUP, VERSION
 from aiops.api.registry import VECTOR_INDEX
 from aiops.builders.milvus import VECTOR_INDEX_LABEL
-from aiops.controllers.loop import ReconcileLoop
+from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.settings import worker_image
 from aiops.indexing.reconciler import VectorIndexReconciler
 from aiops.kube import api_client
@@ -22,15 +22,13 @@ from aiops.rollout.kubeio import KubeIO
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
     reconciler = VectorIndexReconciler(KubeIO(api_client()), worker_image())
-    memo.vector_indexes = ReconcileLoop("VectorIndex", lambda body: reconciler.reconcile(body, memo.nodes.all()))
-    memo.vector_indexes.reconciler = reconciler
-    memo.vector_indexes.queue.start()
+    memo.vector_indexes = ReconcileLoop("VectorIndex", reconciler, shared_nodes(memo))
+    memo.vector_indexes.start()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    await memo.vector_indexes.queue.stop()
-    memo.vector_indexes.reconciler.kube.close()
+    await memo.vector_indexes.stop()
 
 
 @kopf.on.event(GROUP, VERSION, VECTOR_INDEX.plural)

@@ -303,6 +303,10 @@ class LocalControlPlane:
                 "--controllers=*", "--leader-elect=false",
                 # Fast feedback for tests and demos; defaults are tuned for big clusters.
                 "--node-monitor-grace-period=40s", "--pod-eviction-timeout=5m",
+                # All of its controllers share one client rate limit, 20/s by default: a hundred
+                # Jobs applied at once then wait seconds for their pods. One node's worth of work
+                # never loads the API server anywhere near this.
+                "--kube-api-qps=200", "--kube-api-burst=400",
                 "--v=1"]
 
     def _scheduler_cmd(self, tools: Toolchain) -> list[str]:

@@ -506,10 +506,9 @@ class NodeAgent:
             fault = self._fault_for(pod)
             state = self._pods[uid] = _PodState(
                 behaviour=fault or RUN, ip=pod.status.pod_ip or self._allocate_ip(),
-                started=_now(), next_step=time.monotonic(), pod=pod)
+                started=_now(), pod=pod)  # no timed step: only exits and crash loops have one
             self._used_ips.add(state.ip)
             if fault is None and self._start_processes(pod, state):
-                state.next_step = 0.0
                 self._report(pod, state)
                 return
             kind = state.behaviour.kind

@@ -31,6 +31,7 @@ class World:
     deployment: dict | None
     pods: list[dict]
     replica_sets: list[dict]
+    observed: bool = True  # False: not looked up (a first version still validating has no pods)
 
 
 class KubeIO:
@@ -42,6 +43,7 @@ class KubeIO:
         self.custom = client.CustomObjectsApi(api_client)
         # Our own pool: the default one has cores+4 threads, too few for calls that mostly wait.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kubeio")
+        self._posting: set[asyncio.Task] = set()  # Events being posted behind their reconcile
 
     def close(self) -> None:
         """Lets go of the I/O threads; calls still in flight finish on their own."""
@@ -170,9 +172,22 @@ class KubeIO:
         if changed or removed:
             meta = obj["metadata"]
             written = await self.patch_status(meta["namespace"], meta["name"], {**changed, **removed}, plural)
+        if events:
+            # Posted behind the reconcile, not inside it: they are for `kubectl describe`, and
+            # each one is a round trip the next object in the queue should not wait for.
+            task = asyncio.get_running_loop().create_task(self._post_events(obj, events))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
+        return written
+
+    async def _post_events(self, obj: dict, events: list[tuple[str, str, str]]) -> None:
         for type_, reason, message in events:
             await self.event(obj, type_, reason, message)
-        return written
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Waits (a while) for Events still being posted, e.g. before the operator stops."""
+        if self._posting:
+            await asyncio.wait(list(self._posting), timeout=timeout)
 
     async def list_jobs(self, namespace: str, selector: str) -> list[dict]:
         return await self._run(self._items, self.batch.list_namespaced_job, namespace, label_selector=selector)
@@ -204,3 +219,5 @@ class KubeIO:
             await self._run(self.core.create_namespaced_event, meta["namespace"], body)
         except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
+        except RuntimeError as e:  # the I/O threads were let go: the operator is stopping
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], e)

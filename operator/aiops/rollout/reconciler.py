@@ -17,6 +17,7 @@ changes, so GitOps re-applies and self-heals don't loop on a bad version.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import json
@@ -43,6 +44,7 @@ from aiops.kube import owned_by
 from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
 from aiops.rollout.deadlines import stalled
 from aiops.rollout.history import add_history, reject, rejection
+from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
 from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip
 from aiops.rollout.revision import spec_revision, template_revision
@@ -111,11 +113,12 @@ class Ctx:
 
 class ModelDeploymentReconciler:
     def __init__(self, kube: KubeIO, worker_image: str, triton_timeout: float = 5.0,
-                 verdicts: VerdictRegistry | None = None):
+                 verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None):
         self.kube = kube
         self.worker_image = worker_image
         self.triton_timeout = triton_timeout
         self.verdicts = verdicts  # monitoring (issue 7): the monitor's latest verdict per object
+        self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip idle reads
 
     # ---- entry point -----------------------------------------------------------------------------
     async def reconcile(self, md: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
@@ -141,7 +144,7 @@ class ModelDeploymentReconciler:
         rollout = ctx.status.get("rollout")
         if not ctx.status.get("servingVersion") and (rollout or {}).get("step", "Validating") == "Validating" \
                 and (rollout or {}).get("revision", revision) == revision:
-            world = World(None, [], [])  # a first version being validated: nothing to look at yet
+            world = World(None, [], [], observed=False)  # a first version being validated: nothing to see yet
         else:
             world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
             self._report_pods(ctx, world, dep_name)
@@ -212,7 +215,14 @@ class ModelDeploymentReconciler:
             raise RolloutFailed("PhaseDeadlineExceeded", stuck)
         step = rollout["step"]
         if step == "Validating":
-            return await self._validating(ctx, spec)
+            delay = await self._validating(ctx, spec)
+            if rollout["step"] == "Validating":
+                return delay
+            # Valid: deploy in this same pass rather than after a status write and a requeue.
+            if not world.observed:
+                world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"))
+                self._report_pods(ctx, world, child_name(ctx.name, "triton"))
+            step = rollout["step"]
         if step in ("WaitingForCapacity", "Deploying"):
             return await self._deploying(ctx, spec, world)
         if step == "Loading":
@@ -223,22 +233,26 @@ class ModelDeploymentReconciler:
         rollout = ctx.status["rollout"]
         version, revision = rollout["version"], rollout["revision"]
         name = validation_job_name(ctx.name, version, revision)
-        job, pods = await self.kube.read_job(ctx.namespace, name)
+        if rollout.get("validationJob") and self.jobs.running(ctx.namespace, name):
+            return self._validation_pending(spec, rollout, name)
+        # Looked up only once this rollout has created it: a new rollout goes straight to creating.
+        job, pods = await self.kube.read_job(ctx.namespace, name) if rollout.get("validationJob") else (None, [])
         if job is None:
             wait = -_age(rollout.get("nextValidationAt"))
             if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
                 return wait
-            await self.kube.create_if_missing(owned_by(
-                build_validation_configmap(ctx.name, spec, version, revision), ctx.md))
-            await self.kube.create_if_missing(owned_by(
-                build_validation_job(ctx.name, spec, version, revision, self.worker_image), ctx.md))
+            # Both at once (each tolerates "already exists", so a lost status write is harmless):
+            # the Job's pod mounts the ConfigMap, and a kubelet waits for a missing one anyway.
+            await asyncio.gather(
+                self.kube.create_if_missing(owned_by(
+                    build_validation_configmap(ctx.name, spec, version, revision), ctx.md)),
+                self.kube.create_if_missing(owned_by(
+                    build_validation_job(ctx.name, spec, version, revision, self.worker_image), ctx.md)))
+            rollout["validationJob"] = name
             return ROLLOUT_POLL
         outcome = job_outcome(job, pods)
         if not outcome.finished:
-            if _age(rollout["stepStartedAt"]) > spec.validation.timeout_seconds:
-                raise RolloutFailed("ValidationTimeout", f"validating version {version} took longer than "
-                                    f"{spec.validation.timeout_seconds}s (Job {name})")
-            return _poll(rollout)
+            return self._validation_pending(spec, rollout, name)
         verdict = outcome.verdict
         if outcome.succeeded and verdict.get("valid"):
             if not verdict.get("config"):
@@ -257,6 +271,7 @@ class ModelDeploymentReconciler:
             if waits == 1:
                 ctx.event("Normal", "WaitingForModel", f"Version {version} is not in the repository yet; waiting")
             await self.kube.delete_job(ctx.namespace, name)  # the next look runs a fresh validation Job
+            rollout.pop("validationJob", None)
             backoff = min(5.0 * 2 ** (waits - 1), 60.0)
             rollout["nextValidationAt"] = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff)).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
@@ -266,6 +281,13 @@ class ModelDeploymentReconciler:
                                 f"version {version} failed validation: {verdict.get('message', '')}")
         raise RolloutFailed("ValidationError", f"validation Job {name} failed without a verdict "
                             f"(exit code {outcome.exit_code}): {outcome.detail}")
+
+    @staticmethod
+    def _validation_pending(spec: ModelDeploymentSpec, rollout: dict, job_name: str) -> float:
+        if _age(rollout["stepStartedAt"]) > spec.validation.timeout_seconds:
+            raise RolloutFailed("ValidationTimeout", f"validating version {rollout['version']} took longer than "
+                                f"{spec.validation.timeout_seconds}s (Job {job_name})")
+        return _poll(rollout)
 
     def _desired_deployment(self, ctx: Ctx, spec: ModelDeploymentSpec, surge: bool) -> tuple[dict, str]:
         dep = owned_by(build_triton_deployment(ctx.name, spec, surge), ctx.md)
@@ -322,12 +344,12 @@ class ModelDeploymentReconciler:
                         template_changes: bool) -> tuple[bool, bool, str]:
         """(fits, surge possible, message). A new Deployment needs all its pods' GPUs; a template
         change needs one extra pod's GPUs to surge, else replaces pods one at a time in place."""
-        pods, nodes = await self.kube.gpu_pods_and_nodes()
         res = spec.resources
-        tolerations = [{"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
-        cap = gpu_capacity(nodes, pods, res.gpu_resource_name, spec.node_selector, tolerations)
         if res.gpus == 0:
             return True, True, "no GPUs requested"
+        pods, nodes = await self.kube.gpu_pods_and_nodes()
+        tolerations = [{"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+        cap = gpu_capacity(nodes, pods, res.gpu_resource_name, spec.node_selector, tolerations)
         if current is None:
             return cap.fits(spec.replicas, res.gpus), False, cap.describe(spec.replicas, res.gpus)
         extra = max(0, spec.replicas - len([p for p in world.pods if not p["metadata"].get("deletionTimestamp")]))

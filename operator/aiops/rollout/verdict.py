@@ -35,10 +35,26 @@ def parse_step_result(text: str) -> dict:
     return result
 
 
+def _settled_by_pods(job: dict, pods: list[dict]) -> tuple[bool, bool]:
+    """(complete, failed) as the Job controller will decide from these pods, for our one-pod Jobs:
+    a Succeeded pod completes it, more Failed pods than `backoffLimit` fail it. Reading the pods
+    saves waiting for the controller's own status write, which lags seconds behind on a busy
+    controller-manager (it shares one client rate limit across all its controllers)."""
+    spec = job.get("spec") or {}
+    if (spec.get("completions") or 1) != 1 or (spec.get("parallelism") or 1) != 1:
+        return False, False
+    phases = [(p.get("status") or {}).get("phase") for p in pods]
+    return "Succeeded" in phases, phases.count("Failed") > spec.get("backoffLimit", 6)
+
+
 def job_outcome(job: dict, pods: list[dict], parse: Callable[[str], dict] = parse_verdict) -> JobOutcome:
     complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
     if not complete and not failed:
-        return JobOutcome(finished=False)
+        pod_complete, pod_failed = _settled_by_pods(job, pods)
+        complete = {"type": "Complete"} if pod_complete else None
+        failed = {"type": "Failed", "reason": "BackoffLimitExceeded"} if pod_failed and not complete else None
+        if not complete and not failed:
+            return JobOutcome(finished=False)
     terminated = None
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
         for c in (pod.get("status") or {}).get("containerStatuses") or []:
