@@ -34,6 +34,8 @@ ALLOWED_UNUSED = {
     # A changed pod template (image, args, resources) and a rollback to the previous ReplicaSet's
     # template patch the Triton Deployment (rollout/kubeio.py apply_deployment, restore_template).
     ("apps", "deployments", "patch"),
+    # That rollback finds the previous template in the Deployment's ReplicaSets (kubeio.replica_sets).
+    ("apps", "replicasets", "list"),
     # A failed first version scales its Deployment to zero (rollout/kubeio.py scale_deployment).
     ("apps", "deployments/scale", "patch"),
     # A superseded ingest/training run's Job is deleted (rollout/kubeio.py delete_job).

@@ -7,7 +7,7 @@ import datetime as dt
 import yaml
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
-from aiops.rollout.deadlines import current_phase, stalled
+from aiops.rollout.deadlines import current_phase, seconds_left, stalled
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 EXAMPLE = next(d for d in yaml.safe_load_all(open("examples/modeldeployment.yaml")) if d["kind"] == "ModelDeployment")
@@ -56,3 +56,15 @@ def test_each_phase_has_its_own_deadline_and_the_message_names_it():
 
 def test_validation_keeps_its_own_timeout():
     assert stalled(spec(), rollout("Validating"), [], T0 + dt.timedelta(days=1)) is None
+
+
+def test_seconds_left_is_the_nearer_of_the_phase_and_progress_deadlines():
+    s = spec(scheduleSeconds=30, startSeconds=100)
+    r = {**rollout("Deploying"), "startedAt": iso(T0)}  # progress deadline: the example's
+    progress = s.health_check.progress_deadline_seconds
+    assert seconds_left(s, r, [pod(None)], T0 + dt.timedelta(seconds=10)) == 20  # scheduling: 30 - 10
+    scheduled = T0 + dt.timedelta(seconds=25)
+    left = seconds_left(s, r, [pod(scheduled)], T0 + dt.timedelta(seconds=45))
+    assert left == min(80, progress - 45)  # starting: 100 - (45 - 25)
+    assert seconds_left(s, r, [pod(None)], T0 + dt.timedelta(seconds=99)) == 0  # already past: look now
+    assert seconds_left(s, {**rollout("Validating"), "startedAt": iso(T0)}, [], T0) == progress

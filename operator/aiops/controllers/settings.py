@@ -20,8 +20,8 @@ class NoDiffBase(kopf.DiffBaseStorage):
     """Kopf keeps a "last handled" copy of each object for its create/update/delete handlers and
     builds it (a deep copy of the body) on every watch event of every watched kind. Our handlers
     are all event handlers feeding work queues, which never look at it. Building it was about a
-    third of the event loop's time in a profile of bench_reconcile (100 objects at once). A create/update/delete handler added later needs Kopf's
-    `AnnotationsDiffBaseStorage` back."""
+    third of the event loop's time in a profile of bench_reconcile (100 objects at once). A
+    create/update/delete handler added later needs Kopf's `AnnotationsDiffBaseStorage` back."""
 
     def build(self, *, body, extra_fields=None):
         return {}

@@ -37,17 +37,32 @@ def current_phase(rollout: dict, pods: list[dict]) -> tuple[str, dt.datetime | N
     return "Starting", max([started, *times]) if started else max(times)
 
 
-def stalled(spec: ModelDeploymentSpec, rollout: dict, pods: list[dict], now: dt.datetime) -> str | None:
-    """A message naming the phase that passed its deadline, or None."""
+def _phase_deadline(spec: ModelDeploymentSpec, rollout: dict, pods: list[dict]) -> tuple[str, dt.datetime | None,
+                                                                                        int | None]:
     phase, since = current_phase(rollout, pods)
     limits = spec.health_check.phase_deadlines
     deadline = {"Capacity": limits.capacity_seconds, "Scheduling": limits.schedule_seconds,
                 "Starting": limits.start_seconds, "Load": limits.load_seconds,
                 "HealthCheck": limits.health_check_seconds}.get(phase)
+    return phase, since, deadline  # Validation has its own timeout (validation.timeoutSeconds)
+
+
+def stalled(spec: ModelDeploymentSpec, rollout: dict, pods: list[dict], now: dt.datetime) -> str | None:
+    """A message naming the phase that passed its deadline, or None."""
+    phase, since, deadline = _phase_deadline(spec, rollout, pods)
     if deadline is None or since is None:
-        return None  # Validation has its own timeout (validation.timeoutSeconds)
+        return None
     age = (now - since).total_seconds()
     if age <= deadline:
         return None
     return (f"version {rollout['version']} stalled in phase {phase} for {age:.0f}s "
             f"(deadline {deadline}s, spec.healthCheck.phaseDeadlines)")
+
+
+def seconds_left(spec: ModelDeploymentSpec, rollout: dict, pods: list[dict], now: dt.datetime) -> float:
+    """Seconds until the first deadline that applies now (the phase's or the whole rollout's) passes."""
+    left = spec.health_check.progress_deadline_seconds - (now - _time(rollout["startedAt"])).total_seconds()
+    _, since, deadline = _phase_deadline(spec, rollout, pods)
+    if deadline is not None and since is not None:
+        left = min(left, deadline - (now - since).total_seconds())
+    return max(0.0, left)

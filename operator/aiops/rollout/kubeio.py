@@ -30,7 +30,6 @@ class World:
 
     deployment: dict | None
     pods: list[dict]
-    replica_sets: list[dict]
     observed: bool = True  # False: not looked up (a first version still validating has no pods)
 
 
@@ -70,15 +69,22 @@ class KubeIO:
         return self._raw(fn, *args, **kwargs)["items"]
 
     # ---- reading ---------------------------------------------------------------------------------
+    @staticmethod
+    def _triton_selector(md_name: str) -> str:
+        return f"{KIND_LABEL}={md_name},app.kubernetes.io/name=triton"
+
     async def observe(self, namespace: str, md_name: str, deployment_name: str) -> World:
-        selector = f"{KIND_LABEL}={md_name},app.kubernetes.io/name=triton"
+        """The Deployment and its pods, read side by side."""
+        deployment, pods = await asyncio.gather(
+            self._run(self._get, self.apps.read_namespaced_deployment, deployment_name, namespace),
+            self._run(self._items, self.core.list_namespaced_pod, namespace,
+                      label_selector=self._triton_selector(md_name)))
+        return World(deployment, pods)
 
-        def read() -> World:
-            return World(self._get(self.apps.read_namespaced_deployment, deployment_name, namespace),
-                         self._items(self.core.list_namespaced_pod, namespace, label_selector=selector),
-                         self._items(self.apps.list_namespaced_replica_set, namespace, label_selector=selector))
-
-        return await self._run(read)
+    async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
+        """The Deployment's ReplicaSets: only a rollback of the pod template needs them."""
+        return await self._run(self._items, self.apps.list_namespaced_replica_set, namespace,
+                               label_selector=self._triton_selector(md_name))
 
     async def read_job(self, namespace: str, name: str) -> tuple[dict | None, list[dict]]:
         def read():

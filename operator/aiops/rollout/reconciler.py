@@ -42,7 +42,7 @@ from aiops.capacity import gpu_capacity
 from aiops.conditions import get_condition, set_condition
 from aiops.kube import owned_by
 from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
-from aiops.rollout.deadlines import stalled
+from aiops.rollout.deadlines import seconds_left, stalled
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
@@ -58,6 +58,7 @@ RETRY_ANNOTATION = "aiops.dev/retry"
 # Validation reasons that mean "not there yet" rather than "bad": a training run may still register it.
 NOT_YET_THERE = frozenset({"ModelNotFound", "VersionNotFound"})
 ROLLOUT_POLL = 1.0  # seconds between looks while a rollout step waits on something
+PODS_SAFETY_LOOK = 30.0  # the longest a rollout waiting on pod events goes without a look
 
 
 def _poll(rollout: dict) -> float:
@@ -144,7 +145,7 @@ class ModelDeploymentReconciler:
         rollout = ctx.status.get("rollout")
         if not ctx.status.get("servingVersion") and (rollout or {}).get("step", "Validating") == "Validating" \
                 and (rollout or {}).get("revision", revision) == revision:
-            world = World(None, [], [], observed=False)  # a first version being validated: nothing to see yet
+            world = World(None, [], observed=False)  # a first version being validated: nothing to see yet
         else:
             world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
             self._report_pods(ctx, world, dep_name)
@@ -331,7 +332,10 @@ class ModelDeploymentReconciler:
                 ctx.condition("Deployed", False, problem.reason, f"Waiting: {problem.message}")
         running = [p for p in pods if pod_running_ip(p)]
         if len(running) < spec.replicas or len(pods) > spec.replicas:
-            return _poll(rollout)  # still starting, or old pods still terminating
+            # Pods still starting, or old ones terminating: each change is a pod event that wakes
+            # this object. Look on our own only when a deadline may pass, or after a while anyway.
+            live = [p for p in world.pods if not p["metadata"].get("deletionTimestamp")]
+            return min(PODS_SAFETY_LOOK, seconds_left(spec, rollout, live, dt.datetime.now(dt.UTC)) + 0.5)
         for pod in running:
             async with TritonServer(f"{pod_running_ip(pod)}:{HTTP_PORT}", self.triton_timeout) as server:
                 health = await server.health(spec.model.name)
@@ -493,7 +497,7 @@ class ModelDeploymentReconciler:
         The one rollback path: failed rollouts and monitoring demotions both come here."""
         if template_changed and world.deployment:
             wanted = deployment_revision
-            for rs in world.replica_sets:
+            for rs in await self.kube.replica_sets(ctx.namespace, ctx.name):
                 if int((rs["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, -1)) == wanted:
                     await self.kube.restore_template(world.deployment, rs, {
                         TEMPLATE_ANNOTATION: (rs["spec"]["template"]["metadata"].get("annotations") or {}).get(
