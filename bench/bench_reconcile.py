@@ -82,7 +82,17 @@ def run_operator(cmd: list[str], kubeconfig: Path, log: Path) -> subprocess.Pope
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=HERE.parent)
 
 
-def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, child_of) -> dict:
+def api_requests(kubectl: Path, kubeconfig: Path) -> float:
+    """All requests the API server has answered so far (its apiserver_request_total counter)."""
+    text = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics"],
+                          capture_output=True, text=True, check=True).stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("apiserver_request_total{"))
+
+
+def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, child_of, kubectl: Path,
+            pods_per_object: int) -> dict:
+    requests_before = api_requests(kubectl, kubeconfig)
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     core.create_namespace({"metadata": {"name": namespace}})
     while not (sa := core.list_namespaced_service_account(namespace).items) or not sa[0].secrets:
@@ -120,9 +130,11 @@ def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, ch
     # controllers and the node finish before the next operator is measured.
     settle = time.monotonic() + 120
     while time.monotonic() < settle and len([p for p in core.list_namespaced_pod(namespace).items
-                                             if p.status.phase in ("Running", "Succeeded")]) < N:
+                                             if p.status.phase in ("Running", "Succeeded")]) < N * pods_per_object:
         time.sleep(0.5)
     return {
+        # Everyone's: the operator's own, and the controllers', scheduler's and node's work it causes.
+        "requests": (api_requests(kubectl, kubeconfig) - requests_before) / N,
         "first_child": sorted(first[n] - created[n] for n in created if first.get(n)),
         "deployment": sorted(deps.seen[n] - created[n] for n in created if n in deps.seen),
         "reaction": sorted(deps.seen[n] - done_pods.seen[n] for n in created if n in deps.seen and n in done_pods.seen),
@@ -153,9 +165,10 @@ def main() -> None:
             strip = lambda name, suffix: name[: -len(suffix)] if name.endswith(suffix) else None  # noqa: E731
             floor = measure(api, "floor", [sys.executable, "-m", "kopf", "run", "--standalone", "-n", "floor",
                                            str(HERE / "floor_operator.py")], cp.kubeconfig,
-                            Path(state) / "floor.log", strip)
+                            Path(state) / "floor.log", strip, tools.kubectl, pods_per_object=1)
             ours = measure(api, "ours", [sys.executable, "-m", "aiops", "run", "-n", "ours", "--metrics-port", "0",
-                                         "--liveness", ""], cp.kubeconfig, Path(state) / "ours.log", strip)
+                                         "--liveness", ""], cp.kubeconfig, Path(state) / "ours.log", strip,
+                           tools.kubectl, pods_per_object=2)  # the validation pod and the Triton pod
         finally:
             agent.stop()
             cp.down()
@@ -164,6 +177,7 @@ def main() -> None:
     figure("floor.apply_to_deployment.p99", pct(floor["deployment"], 0.99), "ms")
     figure("floor.throughput", floor["throughput"], "obj/s")
     figure("floor.rss", floor["rss"], "MiB")
+    figure("floor.api_requests_per_object", floor["requests"], "req", "all clients, until every pod is up")
     figure("aiops.apply_to_first_child.p50", pct(ours["first_child"], 0.5), "ms", "the validation Job: " + note)
     figure("aiops.apply_to_first_child.p99", pct(ours["first_child"], 0.99), "ms")
     figure("aiops.apply_to_deployment.p50", pct(ours["deployment"], 0.5), "ms", "after the validation Job passed")
@@ -174,6 +188,7 @@ def main() -> None:
     figure("aiops.throughput.first_child", ours["first_throughput"], "obj/s", "objects given their first child")
     figure("aiops.throughput", ours["throughput"], "obj/s", f"{ours['done']}/{N} reached a Deployment")
     figure("aiops.rss", ours["rss"], "MiB", f"operator process with {N} ModelDeployments")
+    figure("aiops.api_requests_per_object", ours["requests"], "req", "all clients, until every pod is up")
     figure("ratio.first_child_p50_vs_floor", pct(ours["first_child"], 0.5) / pct(floor["deployment"], 0.5), "x")
     figure("ratio.first_child_throughput_floor_vs_aiops", floor["throughput"] / max(ours["first_throughput"], 1e-9),
            "x")
