@@ -123,3 +123,20 @@ def test_job_watch_says_running_only_for_a_job_it_saw_unfinished():
     assert not watch.running("ns", "v")
     watch.observe_job(job, deleted=True)
     assert not watch.running("ns", "v")
+
+
+def test_a_job_made_again_under_the_same_name_is_not_judged_by_the_old_pods():
+    from aiops.rollout.jobwatch import JobWatch
+
+    verdict = json.dumps({"valid": False, "reason": "VersionNotFound"})
+    new_job = {"metadata": {"namespace": "ns", "name": "v", "uid": "new"}, "spec": {"backoffLimit": 0},
+               "status": {}}
+    _, pods = job("Complete", verdict)
+    pods[0]["metadata"].update(name="v-old", namespace="ns", labels={"job-name": "v"},
+                               ownerReferences=[{"uid": "old"}])
+    pods[0]["status"]["phase"] = "Succeeded"
+    assert not job_outcome(new_job, pods).finished  # the old Job's pod, still going away
+    watch = JobWatch()
+    watch.observe_job(new_job, deleted=False)
+    watch.observe_pod(pods[0], deleted=False)
+    assert watch.running("ns", "v")

@@ -14,7 +14,8 @@ Key = tuple[str, str]
 
 
 def _slim_job(body: dict) -> dict:
-    return {"spec": {k: v for k, v in (body.get("spec") or {}).items()
+    return {"metadata": {"uid": body["metadata"].get("uid")},
+            "spec": {k: v for k, v in (body.get("spec") or {}).items()
                      if k in ("completions", "parallelism", "backoffLimit")},
             "status": {"conditions": [{"type": c.get("type"), "status": c.get("status")}
                                       for c in (body.get("status") or {}).get("conditions") or []]}}
@@ -23,13 +24,13 @@ def _slim_job(body: dict) -> dict:
 class JobWatch:
     def __init__(self) -> None:
         self._jobs: dict[Key, dict] = {}
-        self._pod_phases: dict[Key, dict[str, str]] = {}  # (namespace, job) -> pod -> phase
+        self._pods: dict[Key, dict[str, dict]] = {}  # (namespace, job) -> pod name -> slim pod
 
     def observe_job(self, body: dict, deleted: bool) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if deleted:
             self._jobs.pop(key, None)
-            self._pod_phases.pop(key, None)
+            self._pods.pop(key, None)
         else:
             self._jobs[key] = _slim_job(body)
 
@@ -38,17 +39,18 @@ class JobWatch:
         job = (meta.get("labels") or {}).get("job-name")
         if not job:
             return
-        phases = self._pod_phases.setdefault((meta["namespace"], job), {})
+        pods = self._pods.setdefault((meta["namespace"], job), {})
         if deleted:
-            phases.pop(meta["name"], None)
+            pods.pop(meta["name"], None)
         else:
-            phases[meta["name"]] = (body.get("status") or {}).get("phase") or "Pending"
+            pods[meta["name"]] = {"metadata": {"ownerReferences": [{"uid": o.get("uid")} for o in
+                                                                   meta.get("ownerReferences") or []]},
+                                  "status": {"phase": (body.get("status") or {}).get("phase") or "Pending"}}
 
     def running(self, namespace: str, name: str) -> bool:
         """True only when the watch has seen the Job and nothing says it finished."""
         job = self._jobs.get((namespace, name))
         if job is None:
             return False
-        pods = [{"metadata": {}, "status": {"phase": phase}}
-                for phase in self._pod_phases.get((namespace, name), {}).values()]
+        pods = list(self._pods.get((namespace, name), {}).values())
         return not job_outcome(job, pods, parse=lambda _: {}).finished

@@ -47,7 +47,16 @@ def _settled_by_pods(job: dict, pods: list[dict]) -> tuple[bool, bool]:
     return "Succeeded" in phases, phases.count("Failed") > spec.get("backoffLimit", 6)
 
 
+def own_pods(job: dict, pods: list[dict]) -> list[dict]:
+    """The pods this Job made: a Job deleted and made again under the same name (a retried
+    validation) must not be judged by its predecessor's pods while they are still going away."""
+    uid = (job.get("metadata") or {}).get("uid")
+    return [p for p in pods if not uid or not p["metadata"].get("ownerReferences")
+            or any(o.get("uid") == uid for o in p["metadata"]["ownerReferences"])]
+
+
 def job_outcome(job: dict, pods: list[dict], parse: Callable[[str], dict] = parse_verdict) -> JobOutcome:
+    pods = own_pods(job, pods)
     complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
     if not complete and not failed:
         pod_complete, pod_failed = _settled_by_pods(job, pods)
