@@ -13,6 +13,7 @@ import tritonclient.http as httpclient
 from kubernetes import client
 
 from aiops.api.common import GROUP, VERSION
+from aiops.conditions import get_condition
 from aiops.devenv.demomodels import write_python_backend_model
 
 MODEL = "adder"
@@ -55,8 +56,8 @@ class MDs:
         return self.api.patch_namespaced_custom_object(GROUP, VERSION, self.ns, "modeldeployments", name, body)
 
 
-def condition(obj, type_):
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+def condition(obj: dict, type_: str) -> dict | None:
+    return get_condition((obj.get("status") or {}).get("conditions"), type_)
 
 
 def serving(mds: MDs, name: str, version: int):

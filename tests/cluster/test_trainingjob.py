@@ -12,6 +12,7 @@ import yaml
 from kubernetes import client
 
 from aiops.api.common import GROUP, VERSION
+from aiops.conditions import get_condition
 
 pytestmark = pytest.mark.timeout(420)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -33,8 +34,8 @@ class CRs:
         return self.api.get_namespaced_custom_object(GROUP, VERSION, self.ns, self.plural, name)
 
 
-def condition(obj, type_):
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+def condition(obj: dict, type_: str) -> dict | None:
+    return get_condition((obj.get("status") or {}).get("conditions"), type_)
 
 
 def phase_is(crs: CRs, name: str, *phases: str):

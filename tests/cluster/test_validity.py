@@ -10,6 +10,7 @@ import yaml
 from kubernetes import client
 
 from aiops.api.common import GROUP, VERSION
+from aiops.conditions import get_condition
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -21,7 +22,7 @@ def example(kind_file: str) -> dict:
 
 
 def condition(obj: dict, type_: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+    return get_condition((obj.get("status") or {}).get("conditions"), type_)
 
 
 class CR:

@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client
 
 from aiops.api.common import GROUP, VERSION
+from aiops.conditions import get_condition
 from aiops.devenv import servicedns
 
 pytestmark = pytest.mark.timeout(480)
@@ -24,8 +25,8 @@ def example_docs() -> tuple[dict, dict]:
     return cm, vi
 
 
-def condition(obj, type_):
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+def condition(obj: dict, type_: str) -> dict | None:
+    return get_condition((obj.get("status") or {}).get("conditions"), type_)
 
 
 @pytest.fixture

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiops.api.vectorindex import VectorIndexSpec
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 class ProbeError(Exception):
@@ -58,18 +60,34 @@ def _client(uri: str, token: str | None, database: str = "default"):
         raise ProbeError("MilvusUnreachable", f"cannot connect: {e}") from None
 
 
+def _database(spec: VectorIndexSpec) -> str:
+    return spec.milvus.external.database if spec.milvus.external else "default"
+
+
+async def _with_client(uri: str, token: str | None, database: str, work: Callable[[Any], T],
+                       failure: tuple[str, str], collection: str | None = None) -> T:
+    """`work(client)` in a thread on a client of its own, always closed afterwards. A missing
+    `collection` is CollectionMissing; any other error becomes ProbeError(reason, "text: error")."""
+    def go() -> T:
+        client = _client(uri, token, database)
+        try:
+            if collection and not client.has_collection(collection):
+                raise ProbeError("CollectionMissing", f"collection {collection} does not exist yet")
+            return work(client)
+        except ProbeError:
+            raise
+        except Exception as e:
+            raise ProbeError(failure[0], f"{failure[1]}: {e}") from None
+        finally:
+            client.close()
+
+    return await asyncio.to_thread(go)
+
+
 class IndexProbe:
     async def ping(self, uri: str, token: str | None, database: str = "default") -> None:
-        def go():
-            client = _client(uri, token, database)
-            try:
-                client.list_collections()
-            except Exception as e:
-                raise ProbeError("MilvusUnreachable", f"no answer: {e}") from None
-            finally:
-                client.close()
-
-        await asyncio.to_thread(go)
+        await _with_client(uri, token, database, lambda client: client.list_collections(),
+                           ("MilvusUnreachable", "no answer"))
 
     async def measure(self, uri: str, token: str | None, spec: VectorIndexSpec,
                       search_params: dict[str, Any] | None = None) -> IndexReport:
@@ -77,24 +95,14 @@ class IndexProbe:
         from aiops.vectors.recall import measure_recall
         from aiops.vectors.store import describe_index
 
-        def go() -> IndexReport:
-            database = spec.milvus.external.database if spec.milvus.external else "default"
-            client = _client(uri, token, database)
-            try:
-                if not client.has_collection(spec.collection.name):
-                    raise ProbeError("CollectionMissing", f"collection {spec.collection.name} does not exist yet")
-                check = spec.optimization.recall
-                result = measure_recall(client, spec, k=check.k, sample_queries=check.sample_queries,
-                                        params=search_params or None)
-                return IndexReport(recall=result.recall, queries=result.queries, index=describe_index(client, spec))
-            except ProbeError:
-                raise
-            except Exception as e:
-                raise ProbeError("RecallCheckFailed", f"measuring recall failed: {e}") from None
-            finally:
-                client.close()
+        def work(client) -> IndexReport:
+            check = spec.optimization.recall
+            result = measure_recall(client, spec, k=check.k, sample_queries=check.sample_queries,
+                                    params=search_params or None)
+            return IndexReport(recall=result.recall, queries=result.queries, index=describe_index(client, spec))
 
-        return await asyncio.to_thread(go)
+        return await _with_client(uri, token, _database(spec), work, ("RecallCheckFailed", "measuring recall failed"),
+                                  collection=spec.collection.name)
 
     async def upkeep(self, uri: str, token: str | None, spec: VectorIndexSpec,
                      rows_at_build: int | None) -> Upkeep:
@@ -102,28 +110,17 @@ class IndexProbe:
         when the collection grew past the set fraction since the index was built."""
         from aiops.vectors.store import collection_stats, maybe_compact, needs_rebuild, rebuild_index
 
-        def go() -> Upkeep:
-            database = spec.milvus.external.database if spec.milvus.external else "default"
-            client = _client(uri, token, database)
-            try:
-                if not client.has_collection(spec.collection.name):
-                    raise ProbeError("CollectionMissing", f"collection {spec.collection.name} does not exist yet")
-                stats = collection_stats(client, spec.collection.name, flush=True)
-                done = Upkeep(rows=stats.rows, deleted=stats.deleted,
-                              compaction_id=maybe_compact(client, spec, stats))
-                reason = needs_rebuild(spec, stats.rows, rows_at_build)
-                if reason:
-                    state = rebuild_index(client, spec)
-                    done.rebuilt = f"{reason}; {state.type} {state.state}"
-                return done
-            except ProbeError:
-                raise
-            except Exception as e:
-                raise ProbeError("IndexUpkeepFailed", f"compaction/rebuild failed: {e}") from None
-            finally:
-                client.close()
+        def work(client) -> Upkeep:
+            stats = collection_stats(client, spec.collection.name, flush=True)
+            done = Upkeep(rows=stats.rows, deleted=stats.deleted, compaction_id=maybe_compact(client, spec, stats))
+            reason = needs_rebuild(spec, stats.rows, rows_at_build)
+            if reason:
+                state = rebuild_index(client, spec)
+                done.rebuilt = f"{reason}; {state.type} {state.state}"
+            return done
 
-        return await asyncio.to_thread(go)
+        return await _with_client(uri, token, _database(spec), work, ("IndexUpkeepFailed", "compaction/rebuild failed"),
+                                  collection=spec.collection.name)
 
     async def improve(self, uri: str, token: str | None, spec: VectorIndexSpec, recall: float,
                       search_params: dict[str, Any] | None = None) -> tuple[str, dict[str, Any] | None]:
@@ -131,15 +128,8 @@ class IndexProbe:
         Returns (what was done, the search parameters to use from now on, or None: unchanged)."""
         from aiops.vectors.recall import improve_recall
 
-        def go() -> tuple[str, dict[str, Any] | None]:
-            database = spec.milvus.external.database if spec.milvus.external else "default"
-            client = _client(uri, token, database)
-            try:
-                action = improve_recall(client, spec, recall, search_params or None)
-                return str(action), (action.search_params if action.kind == "raise" else None)
-            except Exception as e:
-                raise ProbeError("RebuildFailed", f"rebuilding the index failed: {e}") from None
-            finally:
-                client.close()
+        def work(client) -> tuple[str, dict[str, Any] | None]:
+            action = improve_recall(client, spec, recall, search_params or None)
+            return str(action), (action.search_params if action.kind == "raise" else None)
 
-        return await asyncio.to_thread(go)
+        return await _with_client(uri, token, _database(spec), work, ("RebuildFailed", "rebuilding the index failed"))
