@@ -7,7 +7,7 @@ import json
 from vectorhelpers import make_spec
 
 from aiops.api.vectorindex import DocumentSource, Embedding
-from aiops.devenv.milvusserver import MilvusPorts, etcd_config, override_keys, render_template
+from aiops.devenv.milvusserver import MilvusPorts, etcd_config, override_keys, render_template, write_configs
 from aiops.vectors.documents import (
     BadDocument,
     Document,
@@ -91,3 +91,13 @@ def test_milvus_config_gets_its_own_ports_and_etcd(tmp_path):
     assert override_keys("a:\n  ip: # x\n", {"a.config.path": "/p"}) == "a:\n  config:\n    path: /p\n  ip: # x\n"
     etcd = etcd_config(tmp_path, ports)
     assert "listen-client-urls: http://127.0.0.1:30003" in etcd and "initial-cluster: milvus-embedded=" in etcd
+
+
+def test_settings_reach_the_real_config_template(tmp_path):
+    import yaml
+
+    ports = MilvusPorts(*range(30001, 30013))
+    configs = write_configs(tmp_path, ports, False, {"dataCoord.compaction.enableAutoCompaction": "false"})
+    config = yaml.safe_load((configs / "milvus.yaml").read_text())
+    assert config["dataCoord"]["compaction"]["enableAutoCompaction"] is False
+    assert config["proxy"]["port"] == ports.proxy_port and config["proxy"]["ip"] == "127.0.0.1"

@@ -228,8 +228,10 @@ def etcd_config(base: Path, ports: MilvusPorts) -> str:
         f"initial-cluster: milvus-embedded={peer}", ""])
 
 
-def write_configs(base: Path, ports: MilvusPorts, authorization: bool) -> Path:
-    """`<base>/configs/milvus.yaml` (+ glog.conf, embedEtcd.yaml); returns the config dir."""
+def write_configs(base: Path, ports: MilvusPorts, authorization: bool,
+                  settings: dict[str, object] | None = None) -> Path:
+    """`<base>/configs/milvus.yaml` (+ glog.conf, embedEtcd.yaml); returns the config dir.
+    settings: more dotted keys to set (`dataCoord.compaction.enableAutoCompaction: false`)."""
     configs, data, logs = base / "configs", base / "data", base / "logs"
     for d in (configs, data, logs):
         d.mkdir(parents=True, exist_ok=True)
@@ -242,6 +244,7 @@ def write_configs(base: Path, ports: MilvusPorts, authorization: bool) -> Path:
     # Advertise loopback: the components call each other at these addresses, and "the first
     # unicast address" of a sandbox or a CI runner may change or be unreachable.
     overrides.update({f"{role}.ip": "127.0.0.1" for role in ADVERTISING_ROLES})
+    overrides.update(settings or {})
     text = override_keys(render_template(template, values), overrides)
     (configs / "milvus.yaml").write_text(text)
     (configs / "embedEtcd.yaml").write_text(etcd_config(base, ports))
@@ -323,14 +326,17 @@ class MilvusServer:
     port/health_port: where clients and probes reach it (0: a free port). host: None or an
     all-interfaces address: Milvus binds them itself; any other address (a pod IP): Milvus runs on
     free ports and a forwarder listens on host:port and host:health_port. authorization: turn on
-    Milvus's user/password check (user `root`, password `Milvus`)."""
+    Milvus's user/password check (user `root`, password `Milvus`). settings: more milvus.yaml keys,
+    dotted (`{"dataCoord.compaction.enableAutoCompaction": "false"}`)."""
 
     def __init__(self, base_dir: Path | str, port: int = 0, host: str | None = None, health_port: int = 0,
-                 authorization: bool = False, startup_timeout: float = 180.0):
+                 authorization: bool = False, startup_timeout: float = 180.0,
+                 settings: dict[str, object] | None = None):
         self.base_dir = Path(base_dir).resolve()
         self.host = None if host in ALL_INTERFACES else host
         self.port, self.health_port = port, health_port
         self.authorization = authorization
+        self.settings = dict(settings or {})
         self.startup_timeout = startup_timeout
         self.ports: MilvusPorts | None = None
         self.process: subprocess.Popen | None = None
@@ -443,7 +449,7 @@ class MilvusServer:
             self.health_port = self.health_port or free_ports(1, {self.port})[0]
         else:
             self.port, self.health_port = self.ports.proxy_port, self.ports.health_port
-        configs = write_configs(self.base_dir, self.ports, self.authorization)
+        configs = write_configs(self.base_dir, self.ports, self.authorization, self.settings)
         env = {**os.environ, "DEPLOY_MODE": "STANDALONE", "MILVUSCONF": str(configs),
                "METRICS_PORT": str(self.ports.health_port), "MILVUS_RUN_DIR": str(self.base_dir / "run"),
                "LD_LIBRARY_PATH": ":".join(filter(None, [str(binaries), os.environ.get("LD_LIBRARY_PATH")]))}
