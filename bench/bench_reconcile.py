@@ -6,9 +6,11 @@ back to back, and a watch records when each child appears. The simulated node ru
 processes here: validation Job pods succeed at once with a recorded valid verdict, so what is
 measured is the operator and the control plane, not Triton or the worker (bench_rollback and the
 tests cover those). Figures: apply -> first child (our validation Job; the floor's Deployment),
-apply -> Deployment (ours, after validation passed), validation pod Succeeded -> Deployment (the
-operator's own reaction time, without the Job's scheduling and run), throughputs, and the
-operators' RSS. BENCH_MDS sets the number of objects (100), BENCH_STATE_DIR keeps the logs.
+apply -> Deployment (ours: made beside the validation Job by default, and once more with
+validation.startServerEarly=false, after the Job passed), validation pod Succeeded -> the status
+leaving Validating (the operator's own reaction time, without the Job's scheduling and run),
+throughputs, and the operators' RSS and CPU time. BENCH_MDS sets the number of objects (100),
+BENCH_STATE_DIR keeps the logs.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ VERDICT = json.dumps({"valid": True, "reason": "Validated", "message": "recorded
     "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": ["4"]}]}})
 
 
-def manifest(name: str) -> dict:
+def manifest(name: str, early: bool = True) -> dict:
     return {"apiVersion": "aiops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
             "spec": {"model": {"name": "adder", "version": 1}, "repository": {"hostPath": {"path": "/srv/models"}},
-                     "resources": {"gpus": 0, "memory": "1Gi"}, "monitoring": {"enabled": False}}}
+                     "resources": {"gpus": 0, "memory": "1Gi"}, "monitoring": {"enabled": False},
+                     "validation": {"startServerEarly": early}}}
 
 
 class Arrivals:
@@ -77,6 +80,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_operator(cmd: list[str], kubeconfig: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "AIOPS_LOG_LEVEL": "WARNING"}
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=HERE.parent)
@@ -90,8 +99,17 @@ def api_requests(kubectl: Path, kubeconfig: Path) -> float:
                if line.startswith("apiserver_request_total{"))
 
 
+def past_validation(md: dict) -> str | None:
+    """The name of a ModelDeployment whose status has left the Validating step."""
+    status = md.get("status") or {}
+    step = (status.get("rollout") or {}).get("step")
+    return md["metadata"]["name"] if step not in (None, "Validating") or status.get("servingVersion") else None
+
+
 def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, child_of, kubectl: Path,
-            pods_per_object: int) -> dict:
+            validates: bool, early: bool = True) -> dict:
+    """validates: an aiops operator (a validation pod and a Triton pod per object), not the floor."""
+    pods_per_object = 2 if validates else 1
     requests_before = api_requests(kubectl, kubeconfig)
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     core.create_namespace({"metadata": {"name": namespace}})
@@ -108,22 +126,25 @@ def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, ch
 
     done_pods = Arrivals(api, namespace, core.list_namespaced_pod, finished)
     custom = client.CustomObjectsApi(api)
+    acted = Arrivals(api, namespace, lambda ns, **kw: custom.list_namespaced_custom_object(
+        "aiops.dev", "v1alpha1", ns, "modeldeployments", **kw), past_validation)
     created = {}
+    cpu_before = cpu_seconds(proc.pid)
     t0 = time.monotonic()
     for i in range(N):
         name = f"md-{i:03d}"
-        custom.create_namespaced_custom_object("aiops.dev", "v1alpha1", namespace, "modeldeployments", manifest(name))
+        custom.create_namespaced_custom_object("aiops.dev", "v1alpha1", namespace, "modeldeployments",
+                                               manifest(name, early))
         created[name] = time.monotonic()
     deadline = time.monotonic() + 600
-    while len(deps.seen) < N and time.monotonic() < deadline:
+    while (len(deps.seen) < N or (validates and len(acted.seen) < N)) and time.monotonic() < deadline:
         time.sleep(0.1)
     elapsed = max(deps.seen.values(), default=t0) - t0
-    rss = rss_mb(proc.pid)
+    rss, cpu = rss_mb(proc.pid), cpu_seconds(proc.pid) - cpu_before
     proc.terminate()
     proc.wait(timeout=30)
-    deps.stop()
-    jobs.stop()
-    done_pods.stop()
+    for arrivals in (deps, jobs, done_pods, acted):
+        arrivals.stop()
     first = {n: (jobs.seen.get(n) or deps.seen.get(n)) for n in created}
     first_span = max((v for v in first.values() if v), default=t0) - t0
     # The pods of what was just made (Deployments' ReplicaSets, Jobs) still come up: let the
@@ -137,10 +158,11 @@ def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, ch
         "requests": (api_requests(kubectl, kubeconfig) - requests_before) / N,
         "first_child": sorted(first[n] - created[n] for n in created if first.get(n)),
         "deployment": sorted(deps.seen[n] - created[n] for n in created if n in deps.seen),
-        "reaction": sorted(deps.seen[n] - done_pods.seen[n] for n in created if n in deps.seen and n in done_pods.seen),
+        "reaction": sorted(acted.seen[n] - done_pods.seen[n] for n in created
+                           if n in acted.seen and n in done_pods.seen),
         "throughput": len(deps.seen) / elapsed if elapsed > 0 else 0.0,
         "first_throughput": len([v for v in first.values() if v]) / first_span if first_span > 0 else 0.0,
-        "rss": rss, "done": len(deps.seen),
+        "rss": rss, "cpu": cpu / N, "done": len(deps.seen),
     }
 
 
@@ -165,10 +187,13 @@ def main() -> None:
             strip = lambda name, suffix: name[: -len(suffix)] if name.endswith(suffix) else None  # noqa: E731
             floor = measure(api, "floor", [sys.executable, "-m", "kopf", "run", "--standalone", "-n", "floor",
                                            str(HERE / "floor_operator.py")], cp.kubeconfig,
-                            Path(state) / "floor.log", strip, tools.kubectl, pods_per_object=1)
-            ours = measure(api, "ours", [sys.executable, "-m", "aiops", "run", "-n", "ours", "--metrics-port", "0",
-                                         "--liveness", ""], cp.kubeconfig, Path(state) / "ours.log", strip,
-                           tools.kubectl, pods_per_object=2)  # the validation pod and the Triton pod
+                            Path(state) / "floor.log", strip, tools.kubectl, validates=False)
+            runs = {}
+            for label, early in (("ours", True), ("late", False)):
+                runs[label] = measure(api, label, [sys.executable, "-m", "aiops", "run", "-n", label, "--metrics-port",
+                                                   "0", "--liveness", ""], cp.kubeconfig, Path(state) / f"{label}.log",
+                                      strip, tools.kubectl, validates=True, early=early)
+            ours, late = runs["ours"], runs["late"]
         finally:
             agent.stop()
             cp.down()
@@ -177,19 +202,27 @@ def main() -> None:
     figure("floor.apply_to_deployment.p99", pct(floor["deployment"], 0.99), "ms")
     figure("floor.throughput", floor["throughput"], "obj/s")
     figure("floor.rss", floor["rss"], "MiB")
+    figure("floor.cpu_per_object", floor["cpu"] * 1000, "ms", "operator process CPU time")
     figure("floor.api_requests_per_object", floor["requests"], "req", "all clients, until every pod is up")
     figure("aiops.apply_to_first_child.p50", pct(ours["first_child"], 0.5), "ms", "the validation Job: " + note)
     figure("aiops.apply_to_first_child.p99", pct(ours["first_child"], 0.99), "ms")
-    figure("aiops.apply_to_deployment.p50", pct(ours["deployment"], 0.5), "ms", "after the validation Job passed")
+    figure("aiops.apply_to_deployment.p50", pct(ours["deployment"], 0.5), "ms", "made beside the validation Job")
     figure("aiops.apply_to_deployment.p99", pct(ours["deployment"], 0.99), "ms")
-    figure("aiops.validated_to_deployment.p50", pct(ours["reaction"], 0.5), "ms",
-           "validation pod Succeeded -> Deployment: the operator's own reaction")
-    figure("aiops.validated_to_deployment.p99", pct(ours["reaction"], 0.99), "ms")
+    figure("aiops.late.apply_to_deployment.p50", pct(late["deployment"], 0.5), "ms",
+           "startServerEarly=false: after the validation Job passed")
+    figure("aiops.late.apply_to_deployment.p99", pct(late["deployment"], 0.99), "ms")
+    figure("aiops.validated_to_next_step.p50", pct(ours["reaction"], 0.5), "ms",
+           "validation pod Succeeded -> status past Validating: the operator's own reaction")
+    figure("aiops.validated_to_next_step.p99", pct(ours["reaction"], 0.99), "ms")
+    figure("aiops.late.validated_to_next_step.p50", pct(late["reaction"], 0.5), "ms", "incl. creating the Deployment")
     figure("aiops.throughput.first_child", ours["first_throughput"], "obj/s", "objects given their first child")
     figure("aiops.throughput", ours["throughput"], "obj/s", f"{ours['done']}/{N} reached a Deployment")
     figure("aiops.rss", ours["rss"], "MiB", f"operator process with {N} ModelDeployments")
+    figure("aiops.cpu_per_object", ours["cpu"] * 1000, "ms", "operator process CPU time, until every Deployment")
     figure("aiops.api_requests_per_object", ours["requests"], "req", "all clients, until every pod is up")
     figure("ratio.first_child_p50_vs_floor", pct(ours["first_child"], 0.5) / pct(floor["deployment"], 0.5), "x")
+    figure("ratio.deployment_p50_vs_floor", pct(ours["deployment"], 0.5) / pct(floor["deployment"], 0.5), "x")
+    figure("ratio.deployment_p99_vs_floor", pct(ours["deployment"], 0.99) / pct(floor["deployment"], 0.99), "x")
     figure("ratio.first_child_throughput_floor_vs_aiops", floor["throughput"] / max(ours["first_throughput"], 1e-9),
            "x")
     figure("ratio.throughput_floor_vs_aiops", floor["throughput"] / max(ours["throughput"], 1e-9), "x")

@@ -15,6 +15,7 @@ from kubernetes import client
 from aiops.api.common import GROUP, VERSION
 from aiops.conditions import get_condition
 from aiops.devenv.demomodels import write_python_backend_model
+from aiops.devenv.servicedns import endpoint_slice_lister
 
 MODEL = "adder"
 pytestmark = pytest.mark.timeout(300)
@@ -140,11 +141,16 @@ def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, w
     assert mds.get("adder")["status"]["servingVersion"] == 2
 
 
-def test_broken_config_is_rejected_before_anything_serves(kube, namespace, operator, wait_for, tmp_path):
+@pytest.mark.parametrize("early", [True, False], ids=["server-started-early", "server-after-validation"])
+def test_broken_config_is_rejected_before_anything_serves(kube, namespace, operator, wait_for, tmp_path, early):
+    """With startServerEarly (the default) the Triton pods start beside the validation Job but
+    nothing is loaded into them, so they never become Ready; the failure scales them away."""
     repo = tmp_path / "models"
     write_python_backend_model(repo, MODEL, 1, behaviour="bad-config")
     mds = MDs(kube, namespace)
-    mds.create(md_manifest("broken", repo, 1))
+    # No GPUs: an early start also waits for free GPUs, and an earlier test's pods may hold them.
+    mds.create(md_manifest("broken", repo, 1, validation={"startServerEarly": early},
+                           resources={"gpus": 0, "memory": "2Gi"}))
 
     def failed():
         o = mds.get("broken")
@@ -154,7 +160,16 @@ def test_broken_config_is_rejected_before_anything_serves(kube, namespace, opera
     ready = condition(obj, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "ConfigInvalid"
     assert obj["status"]["rejectedVersions"] == [1]
-    assert triton_pods(kube, namespace) == []
+    apps = client.AppsV1Api(kube.api_client)
+    if early:
+        assert apps.read_namespaced_deployment("broken-triton", namespace).spec.replicas == 0
+        slices = endpoint_slice_lister(kube.api_client)(label_selector="kubernetes.io/service-name=broken-triton")
+        assert not [e for s in slices["items"] for e in s.get("endpoints") or []
+                    if (e.get("conditions") or {}).get("ready")]
+        wait_for(lambda: not triton_pods(kube, namespace) or None, timeout=60, what="the unused pods gone")
+    else:
+        assert apps.list_namespaced_deployment(namespace).items == []
+        assert triton_pods(kube, namespace) == []
     # Events are posted right after the status write: wait for them rather than race them.
     wait_for(lambda: any(e.reason == "ConfigInvalid" and e.type == "Warning" for e in kube.core.list_namespaced_event(
         namespace, field_selector="involvedObject.name=broken").items), what="a Warning Event ConfigInvalid")

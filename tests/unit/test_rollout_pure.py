@@ -102,6 +102,8 @@ def test_revision_ignores_monitoring_and_rollback_settings():
     b = ModelDeploymentSpec.from_wire({**base, "monitoring": {"enabled": False}, "rollback": {"historyLimit": 3}})
     c = ModelDeploymentSpec.from_wire({**base, "model": {"name": "m", "version": 2}})
     assert spec_revision(a) == spec_revision(b) != spec_revision(c)
+    late = ModelDeploymentSpec.from_wire({**base, "validation": {"startServerEarly": False}})
+    assert spec_revision(late) == spec_revision(a)  # how a rollout proceeds, not what serves
 
 
 def test_job_watch_says_running_only_for_a_job_it_saw_unfinished():

@@ -206,6 +206,13 @@ class PreDeployValidation(SpecModel):
     timeout_seconds: int = Field(
         default=300, ge=1, le=86400, description="Time allowed for the validation Job."
     )
+    start_server_early: bool = Field(
+        default=True,
+        description="For a first version: create the Triton Deployment while the validation Job "
+        "runs, so image pull and server start overlap validation. Nothing is loaded into it (and "
+        "its pods are not Ready) until the version passed. Its GPUs are held meanwhile; false keeps "
+        "them free until then.",
+    )
 
 
 class PhaseDeadlines(SpecModel):

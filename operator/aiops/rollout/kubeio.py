@@ -160,9 +160,18 @@ class KubeIO:
                         existing["metadata"]["namespace"], body)
 
     async def scale_deployment(self, deployment: dict, replicas: int) -> None:
+        """Sets the replicas of a Deployment (only its metadata is read); one that is gone is left gone."""
         meta = deployment["metadata"]
-        await self._run(self.apps.patch_namespaced_deployment_scale, meta["name"], meta["namespace"],
-                        {"spec": {"replicas": replicas}})
+
+        def go():
+            try:
+                self.apps.patch_namespaced_deployment_scale(meta["name"], meta["namespace"],
+                                                            {"spec": {"replicas": replicas}})
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
+        await self._run(go)
 
     async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
         return await self._run(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,

@@ -242,13 +242,14 @@ class ModelDeploymentReconciler:
             wait = -_age(rollout.get("nextValidationAt"))
             if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
                 return wait
-            # Both at once (each tolerates "already exists", so a lost status write is harmless):
+            # All at once (each tolerates "already exists", so a lost status write is harmless):
             # the Job's pod mounts the ConfigMap, and a kubelet waits for a missing one anyway.
-            await asyncio.gather(
-                self.kube.create_if_missing(owned_by(
-                    build_validation_configmap(ctx.name, spec, version, revision), ctx.md)),
-                self.kube.create_if_missing(owned_by(
-                    build_validation_job(ctx.name, spec, version, revision, self.worker_image), ctx.md)))
+            creates = [build_validation_configmap(ctx.name, spec, version, revision),
+                       build_validation_job(ctx.name, spec, version, revision, self.worker_image)]
+            if await self._starts_early(ctx, spec):
+                creates += [build_triton_service(ctx.name), self._desired_deployment(ctx, spec, surge=False)[0]]
+                rollout["serverStartedEarly"] = True
+            await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates))
             rollout["validationJob"] = name
             return ROLLOUT_POLL
         outcome = job_outcome(job, pods)
@@ -273,6 +274,9 @@ class ModelDeploymentReconciler:
                 ctx.event("Normal", "WaitingForModel", f"Version {version} is not in the repository yet; waiting")
             await self.kube.delete_job(ctx.namespace, name)  # the next look runs a fresh validation Job
             rollout.pop("validationJob", None)
+            if rollout.pop("serverStartedEarly", False):
+                # The wait may be long (a TrainingJob may need these very GPUs): give them back.
+                await self.kube.scale_deployment(self._deployment_ref(ctx), 0)
             backoff = min(5.0 * 2 ** (waits - 1), 60.0)
             rollout["nextValidationAt"] = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff)).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
@@ -282,6 +286,20 @@ class ModelDeploymentReconciler:
                                 f"version {version} failed validation: {verdict.get('message', '')}")
         raise RolloutFailed("ValidationError", f"validation Job {name} failed without a verdict "
                             f"(exit code {outcome.exit_code}): {outcome.detail}")
+
+    async def _starts_early(self, ctx: Ctx, spec: ModelDeploymentSpec) -> bool:
+        """Whether this rollout creates the Triton Deployment beside its validation Job: a first
+        version (nothing serves, so its Deployment is new), not after a wait for the model, and
+        only when its GPUs are free now (else the pods would sit Pending)."""
+        rollout = ctx.status["rollout"]
+        if not spec.validation.start_server_early or ctx.status.get("servingVersion") or rollout.get("modelWaits"):
+            return False
+        fits, _, _ = await self._capacity(spec, World(None, [], observed=False), None, False)
+        return fits
+
+    @staticmethod
+    def _deployment_ref(ctx: Ctx) -> dict:
+        return {"metadata": {"name": child_name(ctx.name, "triton"), "namespace": ctx.namespace}}
 
     @staticmethod
     def _validation_pending(spec: ModelDeploymentSpec, rollout: dict, job_name: str) -> float:
@@ -468,6 +486,8 @@ class ModelDeploymentReconciler:
         ctx.event("Warning", failure.reason, failure.message)
         log.warning("%s/%s: version %s failed: %s", ctx.namespace, ctx.name, target, failure.message)
         if not serving:
+            if not world.observed:  # a first version failed validation; its server may have started early
+                world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"))
             if world.deployment and world.deployment["spec"].get("replicas"):
                 # Nothing good to return to: free the GPUs instead of leaving failing pods behind.
                 await self.kube.scale_deployment(world.deployment, 0)

@@ -18,10 +18,16 @@ def digest(value: Any, length: int = 12) -> str:
 
 
 _SERVING_KEYS = frozenset(ModelDeploymentSpec.model_fields[f].alias or f for f in SERVING_FIELDS)
+# Inside a serving field, but only about how a rollout proceeds (and added later: keeping it out
+# keeps the revisions of existing objects, so an operator upgrade starts no rollouts).
+_NOT_SERVING = (("validation", "startServerEarly"),)
 
 
 def spec_revision(spec: ModelDeploymentSpec) -> str:
-    return digest({k: v for k, v in spec.to_wire().items() if k in _SERVING_KEYS})
+    wire = {k: v for k, v in spec.to_wire().items() if k in _SERVING_KEYS}
+    for section, key in _NOT_SERVING:
+        wire.get(section, {}).pop(key, None)
+    return digest(wire)
 
 
 def template_revision(template: dict) -> str:
