@@ -3,13 +3,15 @@
 
 Each operator runs as its own process watching its own namespace; N ModelDeployments are applied
 back to back, and a watch records when each child appears. The simulated node runs no real
-processes here: validation Job pods succeed at once with a recorded valid verdict, so what is
-measured is the operator and the control plane, not Triton or the worker (bench_rollback and the
-tests cover those). Figures: apply -> first child (our validation Job; the floor's Deployment),
-apply -> Deployment (ours: made beside the validation Job by default, and once more with
-validation.startServerEarly=false, after the Job passed), validation pod Succeeded -> the status
-leaving Validating (the operator's own reaction time, without the Job's scheduling and run),
-throughputs, and the operators' RSS and CPU time. BENCH_MDS sets the number of objects (100),
+processes here: validation Job pods succeed at once with a recorded valid verdict, and Triton pods
+stay starting (their startupProbe never passes), so what is measured is the operator and the
+control plane, not Triton or the worker (bench_rollback and the tests cover those).
+
+Figures: apply -> first child (our validation Job; the floor's Deployment); apply -> Deployment
+(ours: made beside the validation Job by default, and once more with
+validation.startServerEarly=false, after the Job passed); validation pod Succeeded -> the status
+leaving Validating (the operator's own reaction time, without the Job's scheduling and run);
+throughputs; the operators' RSS and CPU time. BENCH_MDS sets the number of objects (100),
 BENCH_STATE_DIR keeps the logs.
 """
 
@@ -30,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from kubernetes import client, watch  # noqa: E402
 
 from aiops.devenv.controlplane import LocalControlPlane, Ports  # noqa: E402
-from aiops.devenv.gpunode import NodeAgent, NodeSpec, succeed  # noqa: E402
+from aiops.devenv.gpunode import NEVER_READY, NodeAgent, NodeSpec, succeed  # noqa: E402
 from aiops.devenv.session import api_client_for, install_crds  # noqa: E402
 from aiops.devenv.toolchain import ensure_toolchain  # noqa: E402
 from report import figure  # noqa: E402
@@ -181,6 +183,7 @@ def main() -> None:
         agent = NodeAgent(api, [NodeSpec(cpu="1024", memory="4Ti", max_pods=2000)], launchers=())
         agent.inject(lambda p: (p.metadata.labels or {}).get("aiops.dev/role") == "validation",
                      succeed(message=VERDICT))
+        agent.inject(lambda p: (p.metadata.labels or {}).get("app.kubernetes.io/name") == "triton", NEVER_READY)
         agent.start()
         try:
             install_crds(api)

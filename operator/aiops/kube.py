@@ -11,7 +11,7 @@ import threading
 
 from kubernetes import client, config
 
-POOL_SIZE = 64
+POOL_SIZE = 96  # >= the I/O threads of all controllers (48 + 16 + 16) and a few more
 _lock = threading.Lock()
 _clients: dict[str, client.ApiClient] = {}
 

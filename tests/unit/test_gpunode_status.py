@@ -48,6 +48,15 @@ def test_never_ready_runs_but_is_not_ready():
     assert conditions(s)["Ready"] == "False"
     assert s["containerStatuses"][0]["ready"] is False
     assert next(c for c in s["conditions"] if c["type"] == "Ready")["reason"] == "ContainersNotReady"
+    assert s["containerStatuses"][0]["started"] is True  # no startupProbe: started once running
+
+
+def test_never_ready_never_passes_a_startup_probe_either():
+    pod = make_pod(containers=("triton", "sidecar"))
+    pod.spec.containers[0].startup_probe = client.V1Probe(http_get=client.V1HTTPGetAction(path="/live", port=8000))
+    s = pod_status(pod, NEVER_READY, ip="127.100.0.1", started=T0)
+    assert [c["started"] for c in s["containerStatuses"]] == [False, True]
+    assert pod_status(pod, RUN, ip="127.100.0.1", started=T0)["containerStatuses"][0]["started"] is True
 
 
 def test_crash_loop_reports_back_off_and_restarts():

@@ -4,7 +4,7 @@ import json
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.rollout.history import add_history, reject, rejection
-from aiops.rollout.pods import pod_problem, pod_running_ip
+from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started
 from aiops.rollout.revision import spec_revision
 from aiops.rollout.verdict import job_outcome
 
@@ -36,6 +36,15 @@ def test_running_ip_only_for_running_containers():
     deleting = pod()
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert pod_running_ip(deleting) is None
+
+
+def test_started_follows_the_kubelets_flag_and_trusts_clusters_without_it():
+    loading = pod()
+    loading["status"]["containerStatuses"][0]["started"] = False  # startupProbe not passed yet
+    assert pod_running_ip(loading) and not pod_started(loading)
+    loading["status"]["containerStatuses"][0]["started"] = True
+    assert pod_started(loading)
+    assert pod_started(pod())  # no `started` reported: the reconciler asks Triton itself
 
 
 def job(cond, message=None, exit_code=0):

@@ -22,6 +22,10 @@ from aiops.rollout.reconciler import ModelDeploymentReconciler
 
 PLURAL = "modeldeployments"
 WORKERS = 16  # reconciles in flight; most of a reconcile is waiting on the API server
+# A new rollout makes its ConfigMap, Job, Service and Deployment at once: room for 3 calls per
+# worker (16 threads let only 4 first passes create at a time: apply -> Deployment p50 312 ms
+# at 100 objects, 146 ms with 48, bench_reconcile).
+IO_THREADS = 3 * WORKERS
 
 
 def waiting_for_capacity(loop: ReconcileLoop) -> list[tuple[str, str]]:
@@ -34,7 +38,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     # Monitoring (issue 7): the monitor publishes verdicts here and a changed verdict enqueues
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
-    reconciler = ModelDeploymentReconciler(KubeIO(api_client()), worker_image(), verdicts=verdicts)
+    reconciler = ModelDeploymentReconciler(KubeIO(api_client(), IO_THREADS), worker_image(), verdicts=verdicts)
     loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS)
     loop.start()
 

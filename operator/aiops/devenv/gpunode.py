@@ -637,10 +637,12 @@ def pod_status(pod: client.V1Pod, behaviour: Behaviour, ip: str, started: dt.dat
     else:
         state, last = {"running": {"startedAt": ts}}, {}
 
+    # A never-ready container's probes never pass, its startupProbe included.
     containers = [{
         "name": c.name, "image": c.image, "imageID": f"sim://{c.image}",
         "containerID": f"sim://{pod.metadata.uid}/{c.name}", "ready": ready,
-        "started": "running" in state, "restartCount": restarts, "state": state, "lastState": last,
+        "started": "running" in state and not (kind == "never-ready" and c.startup_probe is not None),
+        "restartCount": restarts, "state": state, "lastState": last,
     } for c in pod.spec.containers]
     not_ready_reason = None if ready else ("PodCompleted" if phase != "Running" else "ContainersNotReady")
 

@@ -34,14 +34,16 @@ class World:
 
 
 class KubeIO:
-    def __init__(self, api_client: client.ApiClient):
+    """threads: calls in flight at once (each holds a pooled connection while it waits)."""
+
+    def __init__(self, api_client: client.ApiClient, threads: int = 16):
         self.api = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         # Our own pool: the default one has cores+4 threads, too few for calls that mostly wait.
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kubeio")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kubeio")
         self._posting: set[asyncio.Task] = set()  # Events being posted behind their reconcile
 
     def close(self) -> None:
@@ -56,6 +58,11 @@ class KubeIO:
         """The response as plain JSON dicts: skips the client's model classes, which cost several
         times the CPU and memory of the JSON itself on large lists."""
         return json.loads(fn(*args, _preload_content=False, **kwargs).data)
+
+    @staticmethod
+    def _send(fn, *args, **kwargs) -> None:
+        """A write whose answer we do not need: read and dropped, never built into model classes."""
+        fn(*args, _preload_content=False, **kwargs).data  # noqa: B018 - reading returns the connection
 
     def _get(self, fn, *args, **kwargs) -> dict | None:
         try:
@@ -126,7 +133,7 @@ class KubeIO:
 
         def go():
             try:
-                create(ns, obj)
+                self._send(create, ns, obj)
             except ApiException as e:
                 if e.status != 409:
                     raise
@@ -140,13 +147,13 @@ class KubeIO:
             await self.create_if_missing(obj)
             return
         patch = {"metadata": {"annotations": obj["metadata"].get("annotations", {})}, "spec": obj["spec"]}
-        await self._run(self.apps.patch_namespaced_deployment, name, ns, patch)
+        await self._run(self._send, self.apps.patch_namespaced_deployment, name, ns, patch)
 
     async def patch_statefulset(self, namespace: str, name: str, patch: dict) -> None:
-        await self._run(self.apps.patch_namespaced_stateful_set, name, namespace, patch)
+        await self._run(self._send, self.apps.patch_namespaced_stateful_set, name, namespace, patch)
 
     async def patch_configmap(self, namespace: str, name: str, patch: dict) -> None:
-        await self._run(self.core.patch_namespaced_config_map, name, namespace, patch)
+        await self._run(self._send, self.core.patch_namespaced_config_map, name, namespace, patch)
 
     async def restore_template(self, existing: dict, replica_set: dict, annotations: dict) -> None:
         """`kubectl rollout undo` for one revision: the ReplicaSet's template back into the Deployment."""
@@ -156,7 +163,7 @@ class KubeIO:
         body = [{"op": "replace", "path": "/spec/template", "value": template},
                 {"op": "replace", "path": "/metadata/annotations", "value": {
                     **(existing["metadata"].get("annotations") or {}), **annotations}}]
-        await self._run(self.apps.patch_namespaced_deployment, existing["metadata"]["name"],
+        await self._run(self._send, self.apps.patch_namespaced_deployment, existing["metadata"]["name"],
                         existing["metadata"]["namespace"], body)
 
     async def scale_deployment(self, deployment: dict, replicas: int) -> None:
@@ -165,8 +172,8 @@ class KubeIO:
 
         def go():
             try:
-                self.apps.patch_namespaced_deployment_scale(meta["name"], meta["namespace"],
-                                                            {"spec": {"replicas": replicas}})
+                self._send(self.apps.patch_namespaced_deployment_scale, meta["name"], meta["namespace"],
+                           {"spec": {"replicas": replicas}})
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -174,7 +181,7 @@ class KubeIO:
         await self._run(go)
 
     async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
-        return await self._run(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
+        return await self._run(self._raw, self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
                                plural, name, {"status": status})
 
     async def write_back(self, obj: dict, plural: str, before: dict, status: dict,
@@ -211,7 +218,7 @@ class KubeIO:
         """Deletes a Job and its pods (a stale step of a spec that changed: frees its GPU now)."""
         def go():
             try:
-                self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+                self._send(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -231,7 +238,7 @@ class KubeIO:
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
         }
         try:
-            await self._run(self.core.create_namespaced_event, meta["namespace"], body)
+            await self._run(self._send, self.core.create_namespaced_event, meta["namespace"], body)
         except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
         except RuntimeError as e:  # the I/O threads were let go: the operator is stopping

@@ -53,6 +53,12 @@ def pod_running_ip(pod: dict) -> str | None:
     return status.get("podIP")
 
 
+def pod_started(pod: dict) -> bool:
+    """Every container has passed its startupProbe (the kubelet's `started`; a cluster too old to
+    report it counts as started, and the caller asks the server itself)."""
+    return all(c.get("started", True) for c in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
 def pod_ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])

@@ -46,7 +46,7 @@ from aiops.rollout.deadlines import seconds_left, stalled
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
-from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip
+from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip, pod_started
 from aiops.rollout.revision import spec_revision, template_revision
 from aiops.rollout.verdict import job_outcome
 from aiops.triton.client import TritonError, TritonServer
@@ -348,7 +348,9 @@ class ModelDeploymentReconciler:
                 raise RolloutFailed(problem.reason, problem.message)
             if problem:
                 ctx.condition("Deployed", False, problem.reason, f"Waiting: {problem.message}")
-        running = [p for p in pods if pod_running_ip(p)]
+        # Started: Triton's startupProbe (/v2/health/live) passed, so the kubelet polls a slow
+        # start, not us.
+        running = [p for p in pods if pod_running_ip(p) and pod_started(p)]
         if len(running) < spec.replicas or len(pods) > spec.replicas:
             # Pods still starting, or old ones terminating: each change is a pod event that wakes
             # this object. Look on our own only when a deadline may pass, or after a while anyway.
