@@ -294,11 +294,14 @@ def test_failed_first_version_frees_its_gpus(kube, namespace, operator, wait_for
 
 def test_a_version_not_yet_registered_is_awaited_not_rejected(kube, namespace, operator, wait_for, tmp_path):
     """GitOps applies a TrainingJob and the ModelDeployment of its output together: until the
-    version is in the repository the rollout waits (WaitingForModel), then goes on by itself."""
+    version is in the repository the rollout waits (WaitingForModel), then goes on by itself.
+    Its server, started beside the first validation, is scaled to 0 meanwhile: the TrainingJob
+    may need the GPU."""
     repo = tmp_path / "models"
     repo.mkdir()
     mds = MDs(kube, namespace)
-    mds.create(md_manifest("later", repo, 1))
+    # One GPU: free even while an earlier test's 2-GPU pod terminates (the node has 3).
+    mds.create(md_manifest("later", repo, 1, resources={"gpus": 1, "memory": "2Gi"}))
 
     def waiting():
         ready = condition(mds.get("later"), "Ready")
@@ -306,7 +309,11 @@ def test_a_version_not_yet_registered_is_awaited_not_rejected(kube, namespace, o
     ready = wait_for(waiting, timeout=60, what="Ready=False WaitingForModel")
     assert "not in the repository yet" in ready["message"]
     assert not (mds.get("later")["status"].get("rejected"))
+    apps = client.AppsV1Api(kube.api_client)
+    wait_for(lambda: apps.read_namespaced_deployment("later-triton", namespace).spec.replicas == 0 or None,
+             timeout=30, what="the early-started Deployment scaled to 0 while waiting")
 
     write_python_backend_model(repo, MODEL, 1, behaviour="double", scale=2.0)
     obj = wait_for(serving(mds, "later", 1), timeout=120, what="version 1 serving once it exists")
     assert obj["status"]["history"][0]["outcome"] == "Serving"
+    assert apps.read_namespaced_deployment("later-triton", namespace).spec.replicas == 1

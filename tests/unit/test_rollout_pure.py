@@ -151,3 +151,20 @@ def test_a_job_made_again_under_the_same_name_is_not_judged_by_the_old_pods():
     watch.observe_job(new_job, deleted=False)
     watch.observe_pod(pods[0], deleted=False)
     assert watch.running("ns", "v")
+
+
+def test_every_rollout_key_the_reconciler_writes_is_in_the_status_schema():
+    """The API server prunes status fields its schema lacks: a key missing from RolloutProgress
+    is silently lost on the next status write (serverStartedEarly once was)."""
+    import inspect
+    import re
+
+    from aiops.api.modeldeployment import RolloutProgress
+    from aiops.rollout import reconciler
+
+    source = inspect.getsource(reconciler)
+    used = set(re.findall(r'rollout\["(\w+)"\]', source)) | set(re.findall(r'rollout\.(?:pop|get)\("(\w+)"', source))
+    first = re.search(r'status\["rollout"\] = \{(.*?)\}', source, re.S).group(1)  # _start_rollout's keys
+    used |= set(re.findall(r'"(\w+)":', first))
+    known = {field.alias or name for name, field in RolloutProgress.model_fields.items()}
+    assert used and used <= known, sorted(used - known)

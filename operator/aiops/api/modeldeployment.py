@@ -484,6 +484,9 @@ class RolloutProgress(StatusModel):
     )
     health_failures: int = Field(default=0, ge=0, description="Consecutive failed health checks of the new version.")
     validation_job: str | None = Field(default=None, description="The validation Job this rollout created.")
+    server_started_early: bool = Field(
+        default=False, description="Whether the Triton Deployment was created beside the validation Job."
+    )
     model_waits: int = Field(
         default=0, ge=0, description="Validations that found the version not yet in the repository."
     )
