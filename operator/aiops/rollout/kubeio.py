@@ -64,6 +64,14 @@ class KubeIO:
         """A write whose answer we do not need: read and dropped, never built into model classes."""
         fn(*args, _preload_content=False, **kwargs).data  # noqa: B018 - reading returns the connection
 
+    def _send_unless(self, status: int, fn, *args, **kwargs) -> None:
+        """_send, where an answer of `status` means done already (409 to a create, 404 to a delete)."""
+        try:
+            self._send(fn, *args, **kwargs)
+        except ApiException as e:
+            if e.status != status:
+                raise
+
     def _get(self, fn, *args, **kwargs) -> dict | None:
         try:
             return self._raw(fn, *args, **kwargs)
@@ -130,15 +138,7 @@ class KubeIO:
                   "Job": self.batch.create_namespaced_job,
                   "Deployment": self.apps.create_namespaced_deployment,
                   "StatefulSet": self.apps.create_namespaced_stateful_set}[kind]
-
-        def go():
-            try:
-                self._send(create, ns, obj)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-
-        await self._run(go)
+        await self._run(self._send_unless, 409, create, ns, obj)
 
     async def apply_deployment(self, obj: dict, existing: dict | None) -> None:
         """Creates the Deployment, or replaces its spec when our template revision changed."""
@@ -169,16 +169,8 @@ class KubeIO:
     async def scale_deployment(self, deployment: dict, replicas: int) -> None:
         """Sets the replicas of a Deployment (only its metadata is read); one that is gone is left gone."""
         meta = deployment["metadata"]
-
-        def go():
-            try:
-                self._send(self.apps.patch_namespaced_deployment_scale, meta["name"], meta["namespace"],
-                           {"spec": {"replicas": replicas}})
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-
-        await self._run(go)
+        await self._run(self._send_unless, 404, self.apps.patch_namespaced_deployment_scale, meta["name"],
+                        meta["namespace"], {"spec": {"replicas": replicas}})
 
     async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
         return await self._run(self._raw, self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
@@ -216,14 +208,8 @@ class KubeIO:
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Deletes a Job and its pods (a stale step of a spec that changed: frees its GPU now)."""
-        def go():
-            try:
-                self._send(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-
-        await self._run(go)
+        await self._run(self._send_unless, 404, self.batch.delete_namespaced_job, name, namespace,
+                        propagation_policy="Background")
 
     async def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on `obj`, for `kubectl describe`."""
