@@ -12,20 +12,29 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
+def recording_queue(workers: int) -> tuple[WorkQueue, list]:
+    """A queue whose reconcile only records the keys, in the order they ran."""
+    calls = []
+
+    async def reconcile(key):
+        calls.append(key)
+
+    return WorkQueue(reconcile, workers=workers), calls
+
+
+async def run_briefly(q: WorkQueue) -> None:
+    q.start()
+    await asyncio.sleep(0.05)
+    await q.stop()
+
+
 def test_burst_of_adds_is_one_reconcile():
     async def main():
-        calls = []
-
-        async def reconcile(key):
-            calls.append(key)
-
-        q = WorkQueue(reconcile, workers=2)
+        q, calls = recording_queue(workers=2)
         for _ in range(10):
             q.add("a")
         q.add("b")
-        q.start()
-        await asyncio.sleep(0.05)
-        await q.stop()
+        await run_briefly(q)
         return calls
 
     assert sorted(run(main())) == ["a", "b"]
@@ -59,20 +68,13 @@ def test_one_key_never_runs_concurrently_and_adds_during_a_run_are_not_lost():
 
 def test_urgent_keys_go_first_and_a_promoted_key_runs_once():
     async def main():
-        calls = []
-
-        async def reconcile(key):
-            calls.append(key)
-
-        q = WorkQueue(reconcile, workers=1)
+        q, calls = recording_queue(workers=1)
         for key in ("child-1", "child-2", "promoted"):
             q.add(key)
         q.add("new", urgent=True)
         q.add("promoted", urgent=True)
         q.add("new")  # a later ordinary add does not demote it
-        q.start()
-        await asyncio.sleep(0.05)
-        await q.stop()
+        await run_briefly(q)
         return calls
 
     assert run(main()) == ["new", "promoted", "child-1", "child-2"]
