@@ -11,7 +11,7 @@ import threading
 
 from kubernetes import client, config
 
-POOL_SIZE = 96  # >= the I/O threads of all controllers (48 + 16 + 16) and a few more
+POOL_SIZE = 112  # >= the I/O threads of all controllers (72 + 16 + 16) and a few more
 _lock = threading.Lock()
 _clients: dict[str, client.ApiClient] = {}
 

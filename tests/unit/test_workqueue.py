@@ -80,6 +80,36 @@ def test_urgent_keys_go_first_and_a_promoted_key_runs_once():
     assert run(main()) == ["new", "promoted", "child-1", "child-2"]
 
 
+def test_urgent_workers_run_urgent_keys_while_every_worker_is_busy_and_each_add_runs_once():
+    async def main():
+        release, calls = asyncio.Event(), []
+
+        async def reconcile(key):
+            calls.append(key)
+            if key.startswith("slow"):
+                await release.wait()  # a re-check stuck on a slow API call
+
+        q = WorkQueue(reconcile, workers=2, urgent_workers=1)
+        q.start()
+        q.add("slow-1")
+        q.add("slow-2")
+        q.add("slow-3")
+        await asyncio.sleep(0.05)
+        q.add("new", urgent=True)
+        await asyncio.sleep(0.05)
+        ran_while_busy = list(calls)
+        release.set()
+        await asyncio.sleep(0.05)
+        q.add("new", urgent=True)  # again: taken from one queue, its copy in the other is skipped
+        await asyncio.sleep(0.05)
+        await q.stop()
+        return ran_while_busy, calls
+
+    ran_while_busy, calls = run(main())
+    assert ran_while_busy == ["slow-1", "slow-2", "new"]  # both ordinary workers were held
+    assert sorted(calls) == ["new", "new", "slow-1", "slow-2", "slow-3"]
+
+
 def test_requested_delay_reruns_and_earlier_request_wins():
     async def main():
         times = []

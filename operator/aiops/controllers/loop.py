@@ -42,12 +42,12 @@ def shared_nodes(memo: dict) -> NodeCache:
 
 
 class ReconcileLoop:
-    def __init__(self, kind: str, reconciler: Reconciler, nodes: NodeCache, workers: int = 4):
+    def __init__(self, kind: str, reconciler: Reconciler, nodes: NodeCache, workers: int = 4, urgent_workers: int = 0):
         self.kind = kind
         self.reconciler = reconciler
         self.nodes = nodes
         self.objects: dict[Key, dict] = {}
-        self.queue = WorkQueue(self._reconcile, workers=workers)
+        self.queue = WorkQueue(self._reconcile, workers=workers, urgent_workers=urgent_workers)
 
     def start(self) -> None:
         self.queue.start()

@@ -11,6 +11,8 @@ Two priorities: a change to the object itself (new, spec edited) is `urgent` and
 re-checks caused by its children's events and timers. When a hundred objects are applied at once,
 the last one's first action then waits for the other first actions, not for every pod event
 of the ninety-nine before it (controller-runtime's priority queue makes the same split).
+Priority alone does not help while every worker is inside a re-check waiting on the API server,
+so `urgent_workers` more workers take urgent keys only.
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ Reconcile = Callable[[Hashable], Awaitable[float | None]]
 
 
 class WorkQueue:
-    def __init__(self, reconcile: Reconcile, workers: int = 4, max_backoff: float = 60.0):
+    def __init__(self, reconcile: Reconcile, workers: int = 4, max_backoff: float = 60.0, urgent_workers: int = 0):
         self._reconcile = reconcile
         self._workers = workers
+        self._urgent_workers = urgent_workers
         self._max_backoff = max_backoff
         self._queue: asyncio.PriorityQueue[tuple[int, int, Hashable]] = asyncio.PriorityQueue()
+        # Urgent keys go into both queues; whichever worker takes one first runs it, the other
+        # copy is skipped as stale (see _work).
+        self._urgent: asyncio.PriorityQueue[tuple[int, int, Hashable]] = asyncio.PriorityQueue()
         self._order = itertools.count()  # FIFO within a priority
         self._pending: dict[Hashable, int] = {}  # queued, not yet picked up: key -> priority
         self._active: set[Hashable] = set()  # being reconciled now
@@ -45,7 +51,9 @@ class WorkQueue:
 
     def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._work(), name=f"workqueue-{i}") for i in range(self._workers)]
+        self._tasks = [loop.create_task(self._work(self._queue), name=f"workqueue-{i}") for i in range(self._workers)]
+        self._tasks += [loop.create_task(self._work(self._urgent), name=f"workqueue-urgent-{i}")
+                        for i in range(self._urgent_workers)]
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Cancels the workers; a reconcile stuck in a call that ignores cancellation is left
@@ -82,7 +90,10 @@ class WorkQueue:
         elif priority < self._pending.get(key, priority + 1):
             # Promoting a queued key leaves its old entry behind; the worker skips that one.
             self._pending[key] = priority
-            self._queue.put_nowait((priority, next(self._order), key))
+            entry = (priority, next(self._order), key)
+            self._queue.put_nowait(entry)
+            if priority == URGENT and self._urgent_workers:
+                self._urgent.put_nowait(entry)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         """Reconcile `key` in `delay` seconds (an earlier request wins over a later one)."""
@@ -109,11 +120,11 @@ class WorkQueue:
     def idle(self) -> bool:
         return not (self._pending or self._active)
 
-    async def _work(self) -> None:
+    async def _work(self, queue: asyncio.PriorityQueue) -> None:
         while True:
-            priority, _, key = await self._queue.get()
+            priority, _, key = await queue.get()
             if self._pending.get(key) != priority:
-                continue  # a stale entry of a key that was promoted (or already ran)
+                continue  # a stale entry: a key that was promoted, or already taken from the other queue
             del self._pending[key]
             self._active.add(key)
             started = time.monotonic()

@@ -1,5 +1,5 @@
-"""The Kubernetes reads and writes of a rollout, run in threads (the client is synchronous) so the
-operator's event loop never blocks on the network."""
+"""The Kubernetes reads and writes of the reconcilers: plain REST calls with JSON dicts both ways,
+run in threads (the client is synchronous) so the operator's event loop never blocks on the network."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -33,15 +33,39 @@ class World:
     observed: bool = True  # False: not looked up (a first version still validating has no pods)
 
 
-class KubeIO:
-    """threads: calls in flight at once (each holds a pooled connection while it waits)."""
+# Where each kind lives in the API (path prefix, plural): KubeIO speaks plain REST with dicts.
+PATHS = {
+    "Pod": ("/api/v1", "pods"), "Service": ("/api/v1", "services"), "ConfigMap": ("/api/v1", "configmaps"),
+    "Secret": ("/api/v1", "secrets"), "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
+    "Event": ("/api/v1", "events"), "Job": ("/apis/batch/v1", "jobs"),
+    "Deployment": ("/apis/apps/v1", "deployments"), "ReplicaSet": ("/apis/apps/v1", "replicasets"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+}
+MERGE, STRATEGIC, JSON_PATCH = ("application/merge-patch+json", "application/strategic-merge-patch+json",
+                                "application/json-patch+json")
 
-    def __init__(self, api_client: client.ApiClient, threads: int = 16):
+
+def path(kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
+    prefix, plural = PATHS[kind]
+    return "/".join(p for p in (f"{prefix}/namespaces/{namespace}/{plural}", name, subresource) if p)
+
+
+class ChildCache(Protocol):
+    """Triton Deployments and pods as the operator's watch last saw them (Kopf indices in the
+    operator): reads a reconcile triggered by their own events need not ask the API server again."""
+
+    def deployment(self, namespace: str, name: str) -> dict | None: ...
+
+    def pods(self, namespace: str, md_name: str) -> list[dict]: ...
+
+
+class KubeIO:
+    """threads: calls in flight at once (each holds a pooled connection while it waits).
+    cache: where `observe` reads from unless asked for a fresh read (None: always the API)."""
+
+    def __init__(self, api_client: client.ApiClient, threads: int = 16, cache: ChildCache | None = None):
         self.api = api_client
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
+        self.cache = cache
         # Our own pool: the default one has cores+4 threads, too few for calls that mostly wait.
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kubeio")
         self._posting: set[asyncio.Task] = set()  # Events being posted behind their reconcile
@@ -53,92 +77,86 @@ class KubeIO:
     async def _run(self, fn, *args, **kwargs) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
-    @staticmethod
-    def _raw(fn, *args, **kwargs) -> Any:
-        """The response as plain JSON dicts: skips the client's model classes, which cost several
-        times the CPU and memory of the JSON itself on large lists."""
-        return json.loads(fn(*args, _preload_content=False, **kwargs).data)
+    def _request(self, method: str, url: str, body: Any = None, query: dict | None = None,
+                 content_type: str = "application/json") -> bytes:
+        """One API call, plain JSON both ways. The client's typed methods validate every body into
+        pydantic models and back (a sixth of the operator's GIL time in a py-spy profile of bench_reconcile); only its
+        configuration, authentication and connection pool are used here."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        method, full_url, headers, _, _ = self.api.param_serialize(
+            method, url, query_params=list((query or {}).items()), header_params=headers,
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, full_url, headers, body)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.data
 
-    @staticmethod
-    def _send(fn, *args, **kwargs) -> None:
-        """A write whose answer we do not need: read and dropped, never built into model classes."""
-        fn(*args, _preload_content=False, **kwargs).data  # noqa: B018 - reading returns the connection
-
-    def _send_unless(self, status: int, fn, *args, **kwargs) -> None:
-        """_send, where an answer of `status` means done already (409 to a create, 404 to a delete)."""
+    def _send_unless(self, status: int, method: str, url: str, body: Any = None, **kwargs) -> None:
+        """A write where an answer of `status` means done already (409 to a create, 404 to a delete)."""
         try:
-            self._send(fn, *args, **kwargs)
+            self._request(method, url, body, **kwargs)
         except ApiException as e:
             if e.status != status:
                 raise
 
-    def _get(self, fn, *args, **kwargs) -> dict | None:
+    def _get(self, url: str, **query) -> dict | None:
         try:
-            return self._raw(fn, *args, **kwargs)
+            return json.loads(self._request("GET", url, query=query))
         except ApiException as e:
             if e.status != 404:
                 raise
             return None
 
-    def _items(self, fn, *args, **kwargs) -> list[dict]:
-        return self._raw(fn, *args, **kwargs)["items"]
+    def _items(self, url: str, **query) -> list[dict]:
+        return json.loads(self._request("GET", url, query=query))["items"]
 
     # ---- reading ---------------------------------------------------------------------------------
     @staticmethod
     def _triton_selector(md_name: str) -> str:
         return f"{KIND_LABEL}={md_name},app.kubernetes.io/name=triton"
 
-    async def observe(self, namespace: str, md_name: str, deployment_name: str) -> World:
-        """The Deployment and its pods, read side by side."""
+    async def observe(self, namespace: str, md_name: str, deployment_name: str, fresh: bool = False) -> World:
+        """The Deployment and its pods: from the watch's cache, or read side by side when there is
+        none or the caller acts on what may have changed a moment ago (`fresh`)."""
+        if self.cache is not None and not fresh:
+            return World(self.cache.deployment(namespace, deployment_name), self.cache.pods(namespace, md_name))
         deployment, pods = await asyncio.gather(
-            self._run(self._get, self.apps.read_namespaced_deployment, deployment_name, namespace),
-            self._run(self._items, self.core.list_namespaced_pod, namespace,
-                      label_selector=self._triton_selector(md_name)))
+            self._run(self._get, path("Deployment", namespace, deployment_name)),
+            self._run(self._items, path("Pod", namespace), labelSelector=self._triton_selector(md_name)))
         return World(deployment, pods)
 
     async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
         """The Deployment's ReplicaSets: only a rollback of the pod template needs them."""
-        return await self._run(self._items, self.apps.list_namespaced_replica_set, namespace,
-                               label_selector=self._triton_selector(md_name))
+        return await self._run(self._items, path("ReplicaSet", namespace), labelSelector=self._triton_selector(md_name))
 
     async def read_job(self, namespace: str, name: str) -> tuple[dict | None, list[dict]]:
         def read():
-            job = self._get(self.batch.read_namespaced_job, name, namespace)
+            job = self._get(path("Job", namespace, name))
             if job is None:
                 return None, []
-            return job, self._items(self.core.list_namespaced_pod, namespace, label_selector=f"job-name={name}")
+            return job, self._items(path("Pod", namespace), labelSelector=f"job-name={name}")
 
         return await self._run(read)
 
     async def read(self, kind: str, namespace: str, name: str) -> dict | None:
         """One object by kind, or None when it does not exist."""
-        read = {"ConfigMap": self.core.read_namespaced_config_map,
-                "Secret": self.core.read_namespaced_secret,
-                "StatefulSet": self.apps.read_namespaced_stateful_set}[kind]
-        return await self._run(self._get, read, name, namespace)
+        return await self._run(self._get, path(kind, namespace, name))
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict]:
-        return await self._run(self._items, self.core.list_namespaced_pod, namespace, label_selector=selector)
+        return await self._run(self._items, path("Pod", namespace), labelSelector=selector)
 
     async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]:
         """All unfinished pods and all nodes, cluster-wide: what GPU capacity is computed from."""
         def read():
-            pods = self._items(self.core.list_pod_for_all_namespaces,
-                               field_selector="status.phase!=Succeeded,status.phase!=Failed")
-            return pods, self._items(self.core.list_node)
+            pods = self._items("/api/v1/pods", fieldSelector="status.phase!=Succeeded,status.phase!=Failed")
+            return pods, self._items("/api/v1/nodes")
 
         return await self._run(read)
 
     # ---- writing ---------------------------------------------------------------------------------
     async def create_if_missing(self, obj: dict) -> None:
-        ns, kind = obj["metadata"]["namespace"], obj["kind"]
-        create = {"Service": self.core.create_namespaced_service,
-                  "ConfigMap": self.core.create_namespaced_config_map,
-                  "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
-                  "Job": self.batch.create_namespaced_job,
-                  "Deployment": self.apps.create_namespaced_deployment,
-                  "StatefulSet": self.apps.create_namespaced_stateful_set}[kind]
-        await self._run(self._send_unless, 409, create, ns, obj)
+        await self._run(self._send_unless, 409, "POST", path(obj["kind"], obj["metadata"]["namespace"]), obj)
 
     async def apply_deployment(self, obj: dict, existing: dict | None) -> None:
         """Creates the Deployment, or replaces its spec when our template revision changed."""
@@ -147,13 +165,13 @@ class KubeIO:
             await self.create_if_missing(obj)
             return
         patch = {"metadata": {"annotations": obj["metadata"].get("annotations", {})}, "spec": obj["spec"]}
-        await self._run(self._send, self.apps.patch_namespaced_deployment, name, ns, patch)
+        await self._run(self._request, "PATCH", path("Deployment", ns, name), patch, content_type=STRATEGIC)
 
     async def patch_statefulset(self, namespace: str, name: str, patch: dict) -> None:
-        await self._run(self._send, self.apps.patch_namespaced_stateful_set, name, namespace, patch)
+        await self._run(self._request, "PATCH", path("StatefulSet", namespace, name), patch, content_type=STRATEGIC)
 
     async def patch_configmap(self, namespace: str, name: str, patch: dict) -> None:
-        await self._run(self._send, self.core.patch_namespaced_config_map, name, namespace, patch)
+        await self._run(self._request, "PATCH", path("ConfigMap", namespace, name), patch, content_type=STRATEGIC)
 
     async def restore_template(self, existing: dict, replica_set: dict, annotations: dict) -> None:
         """`kubectl rollout undo` for one revision: the ReplicaSet's template back into the Deployment."""
@@ -163,18 +181,19 @@ class KubeIO:
         body = [{"op": "replace", "path": "/spec/template", "value": template},
                 {"op": "replace", "path": "/metadata/annotations", "value": {
                     **(existing["metadata"].get("annotations") or {}), **annotations}}]
-        await self._run(self._send, self.apps.patch_namespaced_deployment, existing["metadata"]["name"],
-                        existing["metadata"]["namespace"], body)
+        meta = existing["metadata"]
+        await self._run(self._request, "PATCH", path("Deployment", meta["namespace"], meta["name"]), body,
+                        content_type=JSON_PATCH)
 
     async def scale_deployment(self, deployment: dict, replicas: int) -> None:
         """Sets the replicas of a Deployment (only its metadata is read); one that is gone is left gone."""
         meta = deployment["metadata"]
-        await self._run(self._send_unless, 404, self.apps.patch_namespaced_deployment_scale, meta["name"],
-                        meta["namespace"], {"spec": {"replicas": replicas}})
+        await self._run(self._send_unless, 404, "PATCH", path("Deployment", meta["namespace"], meta["name"], "scale"),
+                        {"spec": {"replicas": replicas}}, content_type=MERGE)
 
     async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
-        return await self._run(self._raw, self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
-                               plural, name, {"status": status})
+        url = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status"
+        return json.loads(await self._run(self._request, "PATCH", url, {"status": status}, content_type=MERGE))
 
     async def write_back(self, obj: dict, plural: str, before: dict, status: dict,
                          events: list[tuple[str, str, str]]) -> dict | None:
@@ -204,12 +223,12 @@ class KubeIO:
             await asyncio.wait(list(self._posting), timeout=timeout)
 
     async def list_jobs(self, namespace: str, selector: str) -> list[dict]:
-        return await self._run(self._items, self.batch.list_namespaced_job, namespace, label_selector=selector)
+        return await self._run(self._items, path("Job", namespace), labelSelector=selector)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Deletes a Job and its pods (a stale step of a spec that changed: frees its GPU now)."""
-        await self._run(self._send_unless, 404, self.batch.delete_namespaced_job, name, namespace,
-                        propagation_policy="Background")
+        await self._run(self._send_unless, 404, "DELETE", path("Job", namespace, name),
+                        query={"propagationPolicy": "Background"})
 
     async def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on `obj`, for `kubectl describe`."""
@@ -224,7 +243,7 @@ class KubeIO:
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
         }
         try:
-            await self._run(self._send, self.core.create_namespaced_event, meta["namespace"], body)
+            await self._run(self._request, "POST", path("Event", meta["namespace"]), body)
         except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
         except RuntimeError as e:  # the I/O threads were let go: the operator is stopping

@@ -244,10 +244,11 @@ class ModelDeploymentReconciler:
                 return wait
             # All at once (each tolerates "already exists", so a lost status write is harmless):
             # the Job's pod mounts the ConfigMap, and a kubelet waits for a missing one anyway.
+            # The Deployment goes first: its image pull and server start are the longest wait.
             creates = [build_validation_configmap(ctx.name, spec, version, revision),
                        build_validation_job(ctx.name, spec, version, revision, self.worker_image)]
             if await self._starts_early(ctx, spec):
-                creates += [build_triton_service(ctx.name), self._desired_deployment(ctx, spec, surge=False)[0]]
+                creates[:0] = [self._desired_deployment(ctx, spec, surge=False)[0], build_triton_service(ctx.name)]
                 rollout["serverStartedEarly"] = True
             await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates))
             rollout["validationJob"] = name
@@ -465,7 +466,8 @@ class ModelDeploymentReconciler:
         if previous and previous != target:
             self._remember_previous(ctx)
         dep_revision = None
-        world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"))
+        # Fresh: the revision the Deployment controller gave the template is what a rollback restores.
+        world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"), fresh=True)
         if world.deployment:
             dep_revision = int((world.deployment["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, 0))
         ctx.status.update(servingVersion=target, lastGoodVersion=target, servingRevision=rollout["revision"],
@@ -489,7 +491,8 @@ class ModelDeploymentReconciler:
         log.warning("%s/%s: version %s failed: %s", ctx.namespace, ctx.name, target, failure.message)
         if not serving:
             if not world.observed:  # a first version failed validation; its server may have started early
-                world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"))
+                # Fresh: created a moment ago, the watch may not have shown it yet.
+                world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"), fresh=True)
             if world.deployment and world.deployment["spec"].get("replicas"):
                 # Nothing good to return to: free the GPUs instead of leaving failing pods behind.
                 await self.kube.scale_deployment(world.deployment, 0)
@@ -510,7 +513,7 @@ class ModelDeploymentReconciler:
         ctx.condition("Deployed", True, "VersionServing", f"Version {serving} serves; {target} was rejected.")
         ctx.event("Warning", "RolledBack", message)
         await self._serving_health(ctx, spec, await self.kube.observe(
-            ctx.namespace, ctx.name, child_name(ctx.name, "triton")))
+            ctx.namespace, ctx.name, child_name(ctx.name, "triton"), fresh=True))
 
     async def _roll_back(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, version: int, config_json: str,
                          deployment_revision: int | None, template_changed: bool) -> None:

@@ -1,0 +1,51 @@
+"""KubeIO's REST paths and where `observe` reads from: the watch's cache on the hot path, the API
+server when the caller needs what may have changed a moment ago. The calls themselves run against
+the real API server in tests/cluster."""
+
+import asyncio
+
+from aiops.rollout.kubeio import KubeIO, path
+
+DEPLOYMENT = {"metadata": {"name": "md-triton", "namespace": "ns"}}
+POD = {"metadata": {"name": "md-triton-abc", "namespace": "ns"}}
+
+
+class Cache:
+    def deployment(self, namespace, name):
+        return DEPLOYMENT if (namespace, name) == ("ns", "md-triton") else None
+
+    def pods(self, namespace, md_name):
+        return [POD] if (namespace, md_name) == ("ns", "md") else []
+
+
+def recording_kubeio(cache=None) -> tuple[KubeIO, list]:
+    """A KubeIO whose reads record the URL asked for instead of calling a server."""
+    kube, asked = KubeIO(None, threads=2, cache=cache), []
+    kube._get = lambda url, **q: asked.append(url) or {"metadata": {"name": "from-api"}}
+    kube._items = lambda url, **q: asked.append((url, q)) or []
+    return kube, asked
+
+
+def test_paths_of_core_group_and_subresources():
+    assert path("Pod", "ns") == "/api/v1/namespaces/ns/pods"
+    assert path("Job", "ns", "validate") == "/apis/batch/v1/namespaces/ns/jobs/validate"
+    assert path("Deployment", "ns", "md-triton", "scale") == "/apis/apps/v1/namespaces/ns/deployments/md-triton/scale"
+
+
+def test_observe_reads_the_cache_without_calling_the_api():
+    kube, asked = recording_kubeio(Cache())
+    world = asyncio.run(kube.observe("ns", "md", "md-triton"))
+    kube.close()
+    assert (world.deployment, world.pods, asked) == (DEPLOYMENT, [POD], [])
+    assert asyncio.run(kube.observe("ns", "other", "other-triton")).deployment is None
+
+
+def test_fresh_observe_and_no_cache_read_the_api():
+    for kube, asked in (recording_kubeio(Cache()), recording_kubeio(None)):
+        world = asyncio.run(kube.observe("ns", "md", "md-triton", fresh=kube.cache is not None))
+        kube.close()
+        assert world.deployment == {"metadata": {"name": "from-api"}}
+        assert sorted(map(str, asked)) == sorted(map(str, [
+            "/apis/apps/v1/namespaces/ns/deployments/md-triton",
+            ("/api/v1/namespaces/ns/pods",
+             {"labelSelector": "aiops.dev/modeldeployment=md,app.kubernetes.io/name=triton"})]))
