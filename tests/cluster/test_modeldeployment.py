@@ -175,6 +175,25 @@ def test_broken_config_is_rejected_before_anything_serves(kube, namespace, opera
         namespace, field_selector="involvedObject.name=broken").items), what="a Warning Event ConfigInvalid")
 
 
+def test_retry_annotation_validates_the_same_spec_again(kube, namespace, operator, wait_for, tmp_path):
+    """A rejected spec is not retried on its own; the model fixed in place plus a new value of
+    aiops.dev/retry runs a fresh validation Job (not the failed one again) and the version serves."""
+    repo = tmp_path / "models"
+    write_python_backend_model(repo, MODEL, 1, behaviour="bad-config")
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("fixed", repo, 1, resources={"gpus": 0, "memory": "2Gi"}))
+    wait_for(lambda: (mds.get("fixed").get("status") or {}).get("phase") == "Failed" or None, timeout=90,
+             what="phase Failed")
+
+    write_python_backend_model(repo, MODEL, 1, behaviour="double", scale=2.0)
+    mds.patch("fixed", {"metadata": {"annotations": {"aiops.dev/retry": "model fixed"}}})
+    obj = wait_for(serving(mds, "fixed", 1), timeout=150, what="version 1 serving after the retry")
+    assert [(h["version"], h["outcome"]) for h in obj["status"]["history"]][:2] == [(1, "Serving"), (1, "Failed")]
+    jobs = client.BatchV1Api(kube.api_client).list_namespaced_job(
+        namespace, label_selector="aiops.dev/modeldeployment=fixed").items
+    assert len(jobs) == 2  # the failed validation and the retried one
+
+
 def test_waits_for_gpus_and_creates_nothing_that_would_sit_pending(kube, namespace, operator, wait_for, repo):
     blocker = client.V1Pod(metadata=client.V1ObjectMeta(name="gpu-hog"), spec=client.V1PodSpec(containers=[
         client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(

@@ -115,44 +115,6 @@ def test_revision_ignores_monitoring_and_rollback_settings():
     assert spec_revision(late) == spec_revision(a)  # how a rollout proceeds, not what serves
 
 
-def test_job_watch_says_running_only_for_a_job_it_saw_unfinished():
-    from aiops.rollout.jobwatch import JobWatch
-
-    watch = JobWatch()
-    job = {"metadata": {"namespace": "ns", "name": "v"}, "spec": {"backoffLimit": 0}, "status": {}}
-    pod_ = {"metadata": {"namespace": "ns", "name": "v-abc", "labels": {"job-name": "v"}},
-            "status": {"phase": "Running"}}
-    assert not watch.running("ns", "v")  # never seen: read it from the API
-    watch.observe_job(job, deleted=False)
-    watch.observe_pod(pod_, deleted=False)
-    assert watch.running("ns", "v")
-    pod_["status"]["phase"] = "Succeeded"
-    watch.observe_pod(pod_, deleted=False)
-    assert not watch.running("ns", "v")  # finished: the reconcile reads it back and acts
-    job["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
-    watch.observe_job(job, deleted=False)
-    assert not watch.running("ns", "v")
-    watch.observe_job(job, deleted=True)
-    assert not watch.running("ns", "v")
-
-
-def test_a_job_made_again_under_the_same_name_is_not_judged_by_the_old_pods():
-    from aiops.rollout.jobwatch import JobWatch
-
-    verdict = json.dumps({"valid": False, "reason": "VersionNotFound"})
-    new_job = {"metadata": {"namespace": "ns", "name": "v", "uid": "new"}, "spec": {"backoffLimit": 0},
-               "status": {}}
-    _, pods = job("Complete", verdict)
-    pods[0]["metadata"].update(name="v-old", namespace="ns", labels={"job-name": "v"},
-                               ownerReferences=[{"uid": "old"}])
-    pods[0]["status"]["phase"] = "Succeeded"
-    assert not job_outcome(new_job, pods).finished  # the old Job's pod, still going away
-    watch = JobWatch()
-    watch.observe_job(new_job, deleted=False)
-    watch.observe_pod(pods[0], deleted=False)
-    assert watch.running("ns", "v")
-
-
 def test_every_rollout_key_the_reconciler_writes_is_in_the_status_schema():
     """The API server prunes status fields its schema lacks: a key missing from RolloutProgress
     is silently lost on the next status write (serverStartedEarly once was)."""
@@ -168,3 +130,12 @@ def test_every_rollout_key_the_reconciler_writes_is_in_the_status_schema():
     used |= set(re.findall(r'"(\w+)":', first))
     known = {field.alias or name for name, field in RolloutProgress.model_fields.items()}
     assert used and used <= known, sorted(used - known)
+
+
+def test_validation_job_names_change_with_the_retry_annotation_only():
+    from aiops.builders.validation_job import validation_attempt, validation_job_name
+
+    plain = validation_job_name("md", 1, validation_attempt("abcdef123456", ""))
+    assert plain == "md-validate-v1-abcdef"  # unchanged without a retry: no new Job after an upgrade
+    retried = {validation_job_name("md", 1, validation_attempt("abcdef123456", t)) for t in ("1", "2")}
+    assert len(retried) == 2 and plain not in retried

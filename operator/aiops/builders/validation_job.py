@@ -5,6 +5,7 @@ result comes back through the API and nothing assumes a shared disk."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
@@ -19,6 +20,12 @@ VERSION_LABEL = "aiops.dev/model-version"
 
 def validation_job_name(md_name: str, version: int, revision: str) -> str:
     return child_name(md_name, f"validate-v{version}-{revision[:6]}")
+
+
+def validation_attempt(revision: str, retry_token: str) -> str:
+    """What names a validation Job: the spec revision, and the retry annotation when one is set,
+    so a retry of the same spec validates afresh instead of finding the failed Job again."""
+    return hashlib.sha256(f"{revision}/{retry_token}".encode()).hexdigest() if retry_token else revision
 
 
 def build_validation_configmap(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str) -> dict:

@@ -1,14 +1,14 @@
 """What the watch last said about validation Jobs and their pods.
 
 A ModelDeployment is reconciled on every event of its validation Job and pod (created, scheduled,
-started, finished). While the watch says the Job still runs there is nothing to act on, and the
-reconcile can skip reading the Job and its pods from the API server: two calls per event, which
-add up when a hundred objects validate at once. The watch is only used to skip work, never as the
-basis of an action: a finished Job is read back from the API before its verdict counts."""
+started, finished). Each of those passes would read the Job and its pods from the API server: two
+calls per event, which add up when a hundred objects validate at once. Instead the pod and Job
+events keep slim copies here: enough to tell a running Job from a finished one and to read the
+worker's verdict from the pod's termination message. The reconciler still asks the API server
+when the watch has not shown the Job yet, or shows it finished without a terminated container
+(Job and pod events arrive on two streams, so the Job's may come first)."""
 
 from __future__ import annotations
-
-from aiops.rollout.verdict import job_outcome
 
 Key = tuple[str, str]
 
@@ -17,8 +17,17 @@ def _slim_job(body: dict) -> dict:
     return {"metadata": {"uid": body["metadata"].get("uid")},
             "spec": {k: v for k, v in (body.get("spec") or {}).items()
                      if k in ("completions", "parallelism", "backoffLimit")},
-            "status": {"conditions": [{"type": c.get("type"), "status": c.get("status")}
+            "status": {"conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
                                       for c in (body.get("status") or {}).get("conditions") or []]}}
+
+
+def _slim_pod(body: dict) -> dict:
+    meta, status = body["metadata"], body.get("status") or {}
+    terminated = [{"state": {"terminated": c["state"]["terminated"]}} for c in status.get("containerStatuses") or []
+                  if (c.get("state") or {}).get("terminated")]
+    return {"metadata": {"creationTimestamp": meta.get("creationTimestamp"),
+                         "ownerReferences": [{"uid": o.get("uid")} for o in meta.get("ownerReferences") or []]},
+            "status": {"phase": status.get("phase") or "Pending", "containerStatuses": terminated}}
 
 
 class JobWatch:
@@ -43,14 +52,15 @@ class JobWatch:
         if deleted:
             pods.pop(meta["name"], None)
         else:
-            pods[meta["name"]] = {"metadata": {"ownerReferences": [{"uid": o.get("uid")} for o in
-                                                                   meta.get("ownerReferences") or []]},
-                                  "status": {"phase": (body.get("status") or {}).get("phase") or "Pending"}}
+            pods[meta["name"]] = _slim_pod(body)
 
-    def running(self, namespace: str, name: str) -> bool:
-        """True only when the watch has seen the Job and nothing says it finished."""
+    def forget(self, namespace: str, name: str) -> None:
+        """We deleted the Job: a new one under the same name must not be judged by this one,
+        whatever its last events still say before the deletion's own arrives."""
+        self._jobs.pop((namespace, name), None)
+        self._pods.pop((namespace, name), None)
+
+    def get(self, namespace: str, name: str) -> tuple[dict, list[dict]] | None:
+        """(Job, its pods) as the watch saw them, or None when it has not seen the Job."""
         job = self._jobs.get((namespace, name))
-        if job is None:
-            return False
-        pods = list(self._pods.get((namespace, name), {}).values())
-        return not job_outcome(job, pods, parse=lambda _: {}).finished
+        return None if job is None else (job, list(self._pods.get((namespace, name), {}).values()))

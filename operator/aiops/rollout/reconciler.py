@@ -37,7 +37,12 @@ from aiops.builders.triton import (
     child_name,
     triton_model_config,
 )
-from aiops.builders.validation_job import build_validation_configmap, build_validation_job, validation_job_name
+from aiops.builders.validation_job import (
+    build_validation_configmap,
+    build_validation_job,
+    validation_attempt,
+    validation_job_name,
+)
 from aiops.capacity import gpu_capacity
 from aiops.conditions import get_condition, set_condition
 from aiops.kube import owned_by
@@ -119,7 +124,7 @@ class ModelDeploymentReconciler:
         self.worker_image = worker_image
         self.triton_timeout = triton_timeout
         self.verdicts = verdicts  # monitoring (issue 7): the monitor's latest verdict per object
-        self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip idle reads
+        self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
 
     # ---- entry point -----------------------------------------------------------------------------
     async def reconcile(self, md: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
@@ -232,13 +237,18 @@ class ModelDeploymentReconciler:
 
     async def _validating(self, ctx: Ctx, spec: ModelDeploymentSpec) -> float:
         rollout = ctx.status["rollout"]
-        version, revision = rollout["version"], rollout["revision"]
+        version = rollout["version"]
+        revision = validation_attempt(rollout["revision"], (ctx.md["metadata"].get("annotations") or {}).get(
+            RETRY_ANNOTATION, ""))
         name = validation_job_name(ctx.name, version, revision)
-        if rollout.get("validationJob") and self.jobs.running(ctx.namespace, name):
-            return self._validation_pending(spec, rollout, name)
         # Looked up only once this rollout has created it: a new rollout goes straight to creating.
-        job, pods = await self.kube.read_job(ctx.namespace, name) if rollout.get("validationJob") else (None, [])
-        if job is None:
+        watched = self.jobs.get(ctx.namespace, name) if rollout.get("validationJob") else None
+        outcome = job_outcome(*watched) if watched else None
+        if rollout.get("validationJob") and (outcome is None or (outcome.finished and outcome.exit_code is None)):
+            # Not in the watch yet, or finished there before its pod's last state: ask the API server.
+            job, pods = await self.kube.read_job(ctx.namespace, name)
+            outcome = job_outcome(job, pods) if job else None
+        if outcome is None:
             wait = -_age(rollout.get("nextValidationAt"))
             if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
                 return wait
@@ -253,7 +263,6 @@ class ModelDeploymentReconciler:
             await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates))
             rollout["validationJob"] = name
             return ROLLOUT_POLL
-        outcome = job_outcome(job, pods)
         if not outcome.finished:
             return self._validation_pending(spec, rollout, name)
         verdict = outcome.verdict
@@ -274,6 +283,7 @@ class ModelDeploymentReconciler:
             if waits == 1:
                 ctx.event("Normal", "WaitingForModel", f"Version {version} is not in the repository yet; waiting")
             await self.kube.delete_job(ctx.namespace, name)  # the next look runs a fresh validation Job
+            self.jobs.forget(ctx.namespace, name)
             rollout.pop("validationJob", None)
             if rollout.pop("serverStartedEarly", False):
                 # The wait may be long (a TrainingJob may need these very GPUs): give them back.
