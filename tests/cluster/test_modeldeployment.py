@@ -107,6 +107,11 @@ def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, w
     assert pods[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "2"
     ip = pods[0].status.pod_ip
     assert infer(ip) == [2.0, 4.0, 6.0, 8.0]
+    # The Service, made once the server started, routes to the ready pod.
+    slices = endpoint_slice_lister(kube.api_client)
+    wait_for(lambda: [e for s in slices(label_selector="kubernetes.io/service-name=adder-triton")["items"]
+                      for e in s.get("endpoints") or [] if ip in e.get("addresses", [])
+                      and (e.get("conditions") or {}).get("ready")] or None, timeout=30, what="a ready endpoint")
 
     # v1 -> v2: swapped inside the running server, no new pod.
     v2_samples = md_manifest("x", repo, 2, 3.0)["spec"]["validation"]
@@ -144,7 +149,8 @@ def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, w
 @pytest.mark.parametrize("early", [True, False], ids=["server-started-early", "server-after-validation"])
 def test_broken_config_is_rejected_before_anything_serves(kube, namespace, operator, wait_for, tmp_path, early):
     """With startServerEarly (the default) the Triton pods start beside the validation Job but
-    nothing is loaded into them, so they never become Ready; the failure scales them away."""
+    nothing is loaded into them, so they never become Ready; the failure scales them away. No
+    Service is made for a version that never got as far as loading."""
     repo = tmp_path / "models"
     write_python_backend_model(repo, MODEL, 1, behaviour="bad-config")
     mds = MDs(kube, namespace)
@@ -161,11 +167,9 @@ def test_broken_config_is_rejected_before_anything_serves(kube, namespace, opera
     assert ready["status"] == "False" and ready["reason"] == "ConfigInvalid"
     assert obj["status"]["rejectedVersions"] == [1]
     apps = client.AppsV1Api(kube.api_client)
+    assert kube.core.list_namespaced_service(namespace).items == []
     if early:
         assert apps.read_namespaced_deployment("broken-triton", namespace).spec.replicas == 0
-        slices = endpoint_slice_lister(kube.api_client)(label_selector="kubernetes.io/service-name=broken-triton")
-        assert not [e for s in slices["items"] for e in s.get("endpoints") or []
-                    if (e.get("conditions") or {}).get("ready")]
         wait_for(lambda: not triton_pods(kube, namespace) or None, timeout=60, what="the unused pods gone")
     else:
         assert apps.list_namespaced_deployment(namespace).items == []

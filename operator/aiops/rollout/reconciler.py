@@ -258,7 +258,7 @@ class ModelDeploymentReconciler:
             creates = [build_validation_configmap(ctx.name, spec, version, revision),
                        build_validation_job(ctx.name, spec, version, revision, self.worker_image)]
             if await self._starts_early(ctx, spec):
-                creates[:0] = [self._desired_deployment(ctx, spec, surge=False)[0], build_triton_service(ctx.name)]
+                creates.insert(0, self._desired_deployment(ctx, spec, surge=False)[0])
                 rollout["serverStartedEarly"] = True
             await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates))
             rollout["validationJob"] = name
@@ -344,8 +344,6 @@ class ModelDeploymentReconciler:
                 return 15.0  # node and pod events wake us sooner
             desired, revision = self._desired_deployment(ctx, spec, surge)
             rollout["templateChanged"] = current is not None and current_rev != revision
-            if current is None:
-                await self.kube.create_if_missing(owned_by(build_triton_service(ctx.name), ctx.md))
             await self.kube.apply_deployment(desired, current)
             ctx.condition("ResourcesAvailable", True, "GPUsAvailable", message)
             if rollout["step"] != "Deploying":
@@ -372,6 +370,11 @@ class ModelDeploymentReconciler:
                 health = await server.health(spec.model.name)
             if not health.live:
                 return _poll(rollout)
+        if not ctx.status.get("servingVersion"):
+            # Made only now that there is a server to route to: while pods start, a Service has
+            # the endpoint controllers rewrite its Endpoints and EndpointSlice on every pod change
+            # (7 writes per object in bench_reconcile), and a failed first version never gets one.
+            await self.kube.create_if_missing(owned_by(build_triton_service(ctx.name), ctx.md))
         self._step(ctx, "Loading", "Deploying")
         return 0.0
 
