@@ -238,16 +238,17 @@ class ModelDeploymentReconciler:
     async def _validating(self, ctx: Ctx, spec: ModelDeploymentSpec) -> float:
         rollout = ctx.status["rollout"]
         version = rollout["version"]
-        revision = validation_attempt(rollout["revision"], (ctx.md["metadata"].get("annotations") or {}).get(
+        attempt = validation_attempt(rollout["revision"], (ctx.md["metadata"].get("annotations") or {}).get(
             RETRY_ANNOTATION, ""))
-        name = validation_job_name(ctx.name, version, revision)
-        # Looked up only once this rollout has created it: a new rollout goes straight to creating.
-        watched = self.jobs.get(ctx.namespace, name) if rollout.get("validationJob") else None
-        outcome = job_outcome(*watched) if watched else None
-        if rollout.get("validationJob") and (outcome is None or (outcome.finished and outcome.exit_code is None)):
-            # Not in the watch yet, or finished there before its pod's last state: ask the API server.
-            job, pods = await self.kube.read_job(ctx.namespace, name)
-            outcome = job_outcome(job, pods) if job else None
+        name = validation_job_name(ctx.name, version, attempt)
+        outcome = None
+        if rollout.get("validationJob"):  # looked up once this rollout made it; a new one goes straight to creating
+            watched = self.jobs.get(ctx.namespace, name)
+            outcome = job_outcome(*watched) if watched else None
+            if outcome is None or (outcome.finished and outcome.exit_code is None):
+                # Not in the watch yet, or finished there before its pod's last state: ask the API server.
+                job, pods = await self.kube.read_job(ctx.namespace, name)
+                outcome = job_outcome(job, pods) if job else None
         if outcome is None:
             wait = -_age(rollout.get("nextValidationAt"))
             if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
@@ -255,8 +256,8 @@ class ModelDeploymentReconciler:
             # All at once (each tolerates "already exists", so a lost status write is harmless):
             # the Job's pod mounts the ConfigMap, and a kubelet waits for a missing one anyway.
             # The Deployment goes first: its image pull and server start are the longest wait.
-            creates = [build_validation_configmap(ctx.name, spec, version, revision),
-                       build_validation_job(ctx.name, spec, version, revision, self.worker_image)]
+            creates = [build_validation_configmap(ctx.name, spec, version, attempt),
+                       build_validation_job(ctx.name, spec, version, attempt, self.worker_image)]
             if await self._starts_early(ctx, spec):
                 creates.insert(0, self._desired_deployment(ctx, spec, surge=False)[0])
                 rollout["serverStartedEarly"] = True
