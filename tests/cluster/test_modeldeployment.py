@@ -4,6 +4,7 @@ models written for each test."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from aiops.api.common import GROUP, VERSION
 from aiops.conditions import get_condition
 from aiops.devenv.demomodels import write_python_backend_model
 from aiops.devenv.servicedns import endpoint_slice_lister
+from aiops.rollout.kubeio import KubeIO
 
 MODEL = "adder"
 pytestmark = pytest.mark.timeout(300)
@@ -107,6 +109,12 @@ def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, w
     assert pods[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "2"
     ip = pods[0].status.pod_ip
     assert infer(ip) == [2.0, 4.0, 6.0, 8.0]
+    # What the periodic check of the watch's indices lists (aiops.rollout.childcache).
+    kubeio = KubeIO(kube.api_client, threads=2)
+    (deps, deps_at), (listed, pods_at) = asyncio.run(kubeio.list_triton(namespace))
+    kubeio.close()
+    assert [d["metadata"]["name"] for d in deps] == ["adder-triton"] and deps_at > 0 and pods_at > 0
+    assert [p["metadata"]["uid"] for p in listed] == [pods[0].metadata.uid]
     # The Service, made once the server started, routes to the ready pod.
     slices = endpoint_slice_lister(kube.api_client)
     wait_for(lambda: [e for s in slices(label_selector="kubernetes.io/service-name=adder-triton")["items"]

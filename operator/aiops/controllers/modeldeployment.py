@@ -4,14 +4,17 @@ the object's key on a work queue; `aiops.rollout.reconciler` does the work from 
 of the world. The operator therefore converges after missed events and restarts, and Kopf's
 per-object progress annotations are not needed (no extra writes per event). The Triton
 Deployments and pods the watch delivers are also kept in two Kopf indices, which the reconciler
-reads instead of asking the API server on every pass."""
+reads instead of asking the API server on every pass (aiops.rollout.childcache)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
@@ -19,9 +22,11 @@ from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.settings import worker_image
 from aiops.kube import api_client
 from aiops.monitoring.verdict import VerdictRegistry
+from aiops.rollout.childcache import RESYNC_SECONDS, IndexedChildren
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.reconciler import ModelDeploymentReconciler
 
+log = logging.getLogger(__name__)
 PLURAL = "modeldeployments"
 WORKERS = 16  # reconciles in flight; most of a reconcile is waiting on the API server
 URGENT_WORKERS = 8  # more, for new and edited objects only: never stuck behind re-checks
@@ -49,34 +54,41 @@ def triton_pods(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) 
     return {(namespace, labels[KIND_LABEL]): dict(body)}
 
 
-class IndexedChildren:
-    """KubeIO's ChildCache over the two Kopf indices above. Kopf holds every handler back until
-    the indices have listed everything, so no reconcile sees a cache that is still filling."""
-
-    def __init__(self, deployments: kopf.Index, pods: kopf.Index):
-        self._deployments, self._pods = deployments, pods
-
-    def deployment(self, namespace: str, name: str) -> dict | None:
-        return next(iter(self._deployments.get((namespace, name), ())), None)
-
-    def pods(self, namespace: str, md_name: str) -> list[dict]:
-        return list(self._pods.get((namespace, md_name), ()))
-
-
 @kopf.on.startup()
 async def start(memo: kopf.Memo, triton_deployments: kopf.Index, triton_pods: kopf.Index, **_: Any) -> None:
     # Monitoring (issue 7): the monitor publishes verdicts here and a changed verdict enqueues
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
-    kube = KubeIO(api_client(), IO_THREADS, cache=IndexedChildren(triton_deployments, triton_pods))
+    children = IndexedChildren(triton_deployments, triton_pods)
+    kube = KubeIO(api_client(), IO_THREADS, cache=children)
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts)
     loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS,
                                                   URGENT_WORKERS)
     loop.start()
+    memo.children_resync = asyncio.get_running_loop().create_task(resync(children, kube, loop))
+
+
+async def resync(children: IndexedChildren, kube: KubeIO, loop: ReconcileLoop) -> None:
+    """Checks the indices against a LIST of each namespace now and then (see IndexedChildren)."""
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        for namespace in sorted(children.namespaces()):
+            try:
+                deployments, pods = await kube.list_triton(namespace)
+            except ApiException as e:
+                log.warning("could not list the Triton children in %s: %s", namespace, e.reason)
+                continue
+            except Exception:  # noqa: BLE001 - a network error must not end the resync for good
+                log.exception("could not list the Triton children in %s", namespace)
+                continue
+            for key in children.drop_vanished(namespace, deployments, pods):
+                log.warning("%s/%s: the watch missed a deletion; reconciling from the API's view", *key)
+                loop.enqueue(*key)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.children_resync.cancel()
     await memo.model_deployments.stop()
 
 

@@ -20,6 +20,7 @@ from aiops.builders.triton import KIND_LABEL
 
 log = logging.getLogger(__name__)
 PLURAL = "modeldeployments"
+TRITON_SELECTOR = f"{KIND_LABEL},app.kubernetes.io/name=triton"
 TEMPLATE_ANNOTATION = "aiops.dev/template-revision"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
@@ -125,6 +126,14 @@ class KubeIO:
             self._run(self._get, path("Deployment", namespace, deployment_name)),
             self._run(self._items, path("Pod", namespace), labelSelector=self._triton_selector(md_name)))
         return World(deployment, pods)
+
+    async def list_triton(self, namespace: str) -> tuple[tuple[list[dict], int], tuple[list[dict], int]]:
+        """Every Triton Deployment and pod of a namespace, each with its list's resourceVersion."""
+        def listed(kind: str) -> tuple[list[dict], int]:
+            body = json.loads(self._request("GET", path(kind, namespace), query={"labelSelector": TRITON_SELECTOR}))
+            return body["items"], int(body["metadata"].get("resourceVersion") or 0)
+
+        return await asyncio.gather(self._run(listed, "Deployment"), self._run(listed, "Pod"))
 
     async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
         """The Deployment's ReplicaSets: only a rollback of the pod template needs them."""
