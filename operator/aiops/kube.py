@@ -42,3 +42,11 @@ def owned_by(obj: dict, owner: dict) -> dict:
         "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
     }]
     return obj
+
+
+def resource_version(obj: dict) -> int:
+    """An object's resourceVersion as a number, to tell older from newer (0 when unknown)."""
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except (TypeError, ValueError):  # opaque by contract; etcd's happen to be numbers
+        return 0

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from aiops import metrics
 from aiops.controllers.workqueue import WorkQueue
+from aiops.kube import resource_version
 from aiops.nodes import NodeCache
 from aiops.rollout.kubeio import KubeIO
 
@@ -26,13 +27,6 @@ class Reconciler(Protocol):
 
     async def reconcile(self, body: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
         """Returns (seconds until the next look or None, the body as written back or None)."""
-
-
-def resource_version(obj: dict) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion") or 0)
-    except (TypeError, ValueError):  # opaque by contract; etcd's happen to be numbers
-        return 0
 
 
 def shared_nodes(memo: dict) -> NodeCache:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from aiops.builders.triton import KIND_LABEL
+from aiops.kube import resource_version
 
 Key = tuple[str, str]
 RESYNC_SECONDS = 300.0  # how often the indices are checked against a LIST of each namespace
@@ -20,13 +21,6 @@ RESYNC_SECONDS = 300.0  # how often the indices are checked against a LIST of ea
 
 def _uid(obj: dict) -> str:
     return obj["metadata"].get("uid") or ""
-
-
-def _version(obj: dict) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion") or 0)
-    except (TypeError, ValueError):  # opaque by contract; etcd's happen to be numbers
-        return 0
 
 
 class IndexedChildren:
@@ -53,7 +47,7 @@ class IndexedChildren:
             for key, store in index.items():
                 for obj in store if key[0] == namespace else ():
                     uid = _uid(obj)
-                    if uid not in live and uid not in self._vanished and _version(obj) <= listed_at:
+                    if uid not in live and uid not in self._vanished and resource_version(obj) <= listed_at:
                         self._vanished.add(uid)
                         changed.add((namespace, (obj["metadata"].get("labels") or {}).get(KIND_LABEL, "")))
         everything = {_uid(o) for index in (self._deployments, self._pods) for store in index.values() for o in store}
