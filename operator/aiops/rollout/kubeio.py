@@ -17,10 +17,11 @@ from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
+from aiops.kube import resource_version
 
 log = logging.getLogger(__name__)
 PLURAL = "modeldeployments"
-TRITON_SELECTOR = f"{KIND_LABEL},app.kubernetes.io/name=triton"
+TRITON_NAME = "app.kubernetes.io/name=triton"
 TEMPLATE_ANNOTATION = "aiops.dev/template-revision"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
@@ -81,8 +82,8 @@ class KubeIO:
     def _request(self, method: str, url: str, body: Any = None, query: dict | None = None,
                  content_type: str = "application/json") -> bytes:
         """One API call, plain JSON both ways. The client's typed methods validate every body into
-        pydantic models and back (a sixth of the operator's GIL time in a py-spy profile of bench_reconcile); only its
-        configuration, authentication and connection pool are used here."""
+        pydantic models and back (a sixth of the operator's GIL time in a py-spy profile of
+        bench_reconcile); only its configuration, authentication and connection pool are used here."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method, full_url, headers, _, _ = self.api.param_serialize(
             method, url, query_params=list((query or {}).items()), header_params=headers,
@@ -114,8 +115,9 @@ class KubeIO:
 
     # ---- reading ---------------------------------------------------------------------------------
     @staticmethod
-    def _triton_selector(md_name: str) -> str:
-        return f"{KIND_LABEL}={md_name},app.kubernetes.io/name=triton"
+    def _triton_selector(md_name: str = "") -> str:
+        """The Triton Deployment and pods of one ModelDeployment, or of all of them."""
+        return f"{KIND_LABEL}={md_name},{TRITON_NAME}" if md_name else f"{KIND_LABEL},{TRITON_NAME}"
 
     async def observe(self, namespace: str, md_name: str, deployment_name: str, fresh: bool = False) -> World:
         """The Deployment and its pods: from the watch's cache, or read side by side when there is
@@ -130,8 +132,9 @@ class KubeIO:
     async def list_triton(self, namespace: str) -> tuple[tuple[list[dict], int], tuple[list[dict], int]]:
         """Every Triton Deployment and pod of a namespace, each with its list's resourceVersion."""
         def listed(kind: str) -> tuple[list[dict], int]:
-            body = json.loads(self._request("GET", path(kind, namespace), query={"labelSelector": TRITON_SELECTOR}))
-            return body["items"], int(body["metadata"].get("resourceVersion") or 0)
+            body = json.loads(self._request("GET", path(kind, namespace),
+                                            query={"labelSelector": self._triton_selector()}))
+            return body["items"], resource_version(body)
 
         return await asyncio.gather(self._run(listed, "Deployment"), self._run(listed, "Pod"))
 
