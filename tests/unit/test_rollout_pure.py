@@ -139,3 +139,31 @@ def test_validation_job_names_change_with_the_retry_annotation_only():
     assert plain == "md-validate-v1-abcdef"  # unchanged without a retry: no new Job after an upgrade
     retried = {validation_job_name("md", 1, validation_attempt("abcdef123456", t)) for t in ("1", "2")}
     assert len(retried) == 2 and plain not in retried
+
+
+def test_validation_spec_travels_in_a_pod_annotation_unless_too_big():
+    """A version's validation costs one object: the worker's spec file is the pod's annotation
+    through a downwardAPI volume. A spec past the annotation budget goes in a ConfigMap."""
+    from aiops.builders.validation_job import MAX_ANNOTATED_SPEC, SPEC_ANNOTATION, build_validation_objects
+
+    base = {"model": {"name": "m", "version": 3}, "repository": {"hostPath": {"path": "/m"}}}
+    spec = ModelDeploymentSpec.from_wire(base)
+    [job] = build_validation_objects("md", spec, 3, "abcdef123456", "img")
+    pod = job["spec"]["template"]
+    assert ModelDeploymentSpec.from_wire(json.loads(pod["metadata"]["annotations"][SPEC_ANNOTATION])) == spec
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "spec"]
+    [item] = volume["downwardAPI"]["items"]
+    assert item == {"path": "spec.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}
+    assert "--spec=/etc/aiops/spec/spec.json" in pod["spec"]["containers"][0]["args"]
+
+    tensor = {"dataType": "FP32", "shape": [1, 4000], "data": [0.5] * 4000}
+    samples = [{"name": f"s{i}", "inputs": [{"name": "INPUT0", **tensor}],
+                "expectedOutputs": [{"name": "OUTPUT0", **tensor}]} for i in range(12)]
+    big = ModelDeploymentSpec.from_wire({**base, "validation": {"samples": samples}})
+    configmap, job = build_validation_objects("md", big, 3, "abcdef123456", "img")
+    assert len(configmap["data"]["spec.json"]) > MAX_ANNOTATED_SPEC
+    assert ModelDeploymentSpec.from_wire(json.loads(configmap["data"]["spec.json"])) == big
+    pod = job["spec"]["template"]
+    assert SPEC_ANNOTATION not in (pod["metadata"].get("annotations") or {})
+    assert {"name": "spec", "configMap": {"name": configmap["metadata"]["name"]}} in pod["spec"]["volumes"]
+    assert configmap["metadata"]["name"] == job["metadata"]["name"]

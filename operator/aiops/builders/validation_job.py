@@ -1,7 +1,11 @@
-"""The pre-deploy validation Job of a model version (seed 2.1, step 1) and the ConfigMap that
-hands it the spec. The Job runs the project's worker (`aiops worker validate-model`) beside the
-mounted model repository and reports its verdict as the container's termination message, so the
-result comes back through the API and nothing assumes a shared disk."""
+"""The pre-deploy validation Job of a model version (seed 2.1, step 1). The Job runs the project's
+worker (`aiops worker validate-model`) beside the mounted model repository and reports its verdict
+as the container's termination message, so the result comes back through the API and nothing
+assumes a shared disk.
+
+The worker reads the spec from a file. The file comes from an annotation on the Job's pod through
+a downwardAPI volume, so a version costs one object, not two; a spec too big for an annotation
+(large inline samples) goes in a ConfigMap of the Job's name instead."""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ SPEC_MOUNT = "/etc/aiops/spec"
 VALIDATION_SET_MOUNT = "/etc/aiops/validation-set"
 ROLE_LABEL = "aiops.dev/role"
 VERSION_LABEL = "aiops.dev/model-version"
+SPEC_ANNOTATION = "aiops.dev/validation-spec"
+# The API server caps all of an object's annotations at 256 KiB together; leave room for others.
+MAX_ANNOTATED_SPEC = 128 * 1024
 
 
 def validation_job_name(md_name: str, version: int, revision: str) -> str:
@@ -28,24 +35,34 @@ def validation_attempt(revision: str, retry_token: str) -> str:
     return hashlib.sha256(f"{revision}/{retry_token}".encode()).hexdigest() if retry_token else revision
 
 
-def build_validation_configmap(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": validation_job_name(md_name, version, revision),
-                     "labels": {KIND_LABEL: md_name, ROLE_LABEL: "validation",
-                                "app.kubernetes.io/managed-by": MANAGED_BY}},
-        "data": {"spec.json": json.dumps(spec.to_wire(), sort_keys=True)},
-    }
+def build_validation_objects(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
+                             image: str) -> list[dict]:
+    """What validates this version: its Job, after the ConfigMap holding the spec when the spec
+    is too big to travel as an annotation."""
+    text = json.dumps(spec.to_wire(), sort_keys=True)
+    name = validation_job_name(md_name, version, revision)
+    labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", "app.kubernetes.io/managed-by": MANAGED_BY}
+    if len(text.encode()) <= MAX_ANNOTATED_SPEC:
+        spec_volume = {"name": "spec", "downwardAPI": {"items": [
+            {"path": "spec.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}]}}
+        job = build_validation_job(md_name, spec, version, revision, image, spec_volume)
+        job["spec"]["template"]["metadata"]["annotations"] = {SPEC_ANNOTATION: text}
+        return [job]
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels},
+                 "data": {"spec.json": text}}
+    return [configmap, build_validation_job(md_name, spec, version, revision, image,
+                                            {"name": "spec", "configMap": {"name": name}})]
 
 
 def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
-                         image: str) -> dict:
+                         image: str, spec_volume: dict) -> dict:
+    """The Job; `spec_volume` (named "spec") holds the spec as `spec.json`."""
     name = validation_job_name(md_name, version, revision)
     labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", VERSION_LABEL: str(version),
               "app.kubernetes.io/managed-by": MANAGED_BY}
     repository, volumes, mounts, env_from = repository_volume(spec)
     args = [f"--spec={SPEC_MOUNT}/spec.json", f"--repository={repository}", "--result=/dev/termination-log"]
-    volumes = [*volumes, {"name": "spec", "configMap": {"name": name}}, {"name": "tmp", "emptyDir": {}}]
+    volumes = [*volumes, spec_volume, {"name": "tmp", "emptyDir": {}}]
     mounts = [*mounts, {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
               {"name": "tmp", "mountPath": "/tmp"}]
     vset = spec.validation.validation_set

@@ -38,8 +38,7 @@ from aiops.builders.triton import (
     triton_model_config,
 )
 from aiops.builders.validation_job import (
-    build_validation_configmap,
-    build_validation_job,
+    build_validation_objects,
     validation_attempt,
     validation_job_name,
 )
@@ -254,10 +253,9 @@ class ModelDeploymentReconciler:
             if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
                 return wait
             # All at once (each tolerates "already exists", so a lost status write is harmless):
-            # the Job's pod mounts the ConfigMap, and a kubelet waits for a missing one anyway.
+            # a Job's pod that mounts a spec ConfigMap waits in the kubelet until it exists.
             # The Deployment goes first: its image pull and server start are the longest wait.
-            creates = [build_validation_configmap(ctx.name, spec, version, attempt),
-                       build_validation_job(ctx.name, spec, version, attempt, self.worker_image)]
+            creates = build_validation_objects(ctx.name, spec, version, attempt, self.worker_image)
             if await self._starts_early(ctx, spec):
                 creates.insert(0, self._desired_deployment(ctx, spec, surge=False)[0])
                 rollout["serverStartedEarly"] = True
