@@ -63,6 +63,18 @@ class ReconcileLoop:
         self.objects[key] = body  # new, or changed by someone else: ahead of child-event re-checks
         self.queue.add(key, urgent=True)
 
+    def drop_vanished(self, namespace: str, items: list[dict], listed_at: int) -> list[Key]:
+        """Forgets the objects of `namespace` that a LIST (its `items`, taken at resourceVersion
+        `listed_at`) lacks though they are older than it: deleted while Kopf's watch was listing
+        again, which sends no DELETED for them. Without this such an object is reconciled for good."""
+        live = {o["metadata"]["name"] for o in items}
+        gone = [key for key, body in self.objects.items()
+                if key[0] == namespace and key[1] not in live and resource_version(body) <= listed_at]
+        for key in gone:
+            self.objects.pop(key, None)
+            self.queue.forget(key)
+        return gone
+
     def enqueue(self, namespace: str, name: str) -> None:
         if (namespace, name) in self.objects:
             self.queue.add((namespace, name))

@@ -65,24 +65,36 @@ async def start(memo: kopf.Memo, triton_deployments: kopf.Index, triton_pods: ko
     loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS,
                                                   URGENT_WORKERS)
     loop.start()
-    memo.children_resync = asyncio.get_running_loop().create_task(resync(children, kube, loop))
+    memo.children_resync = asyncio.get_running_loop().create_task(resync(children, kube, loop, memo))
 
 
-async def resync(children: IndexedChildren, kube: KubeIO, loop: ReconcileLoop) -> None:
-    """Checks the indices against a LIST of each namespace now and then (see IndexedChildren)."""
+async def resync(children: IndexedChildren, kube: KubeIO, loop: ReconcileLoop, memo: kopf.Memo) -> None:
+    """Checks what the watches filled against a LIST of each namespace now and then: when a watch
+    must list again (its resourceVersion expired), Kopf sends no DELETED for objects deleted
+    meanwhile. Checked: the ModelDeployments (else one is reconciled for good), the Triton indices
+    (IndexedChildren) and the validation Jobs (JobWatch)."""
+    jobs = loop.reconciler.jobs
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
-        for namespace in sorted(children.namespaces()):
+        for namespace in sorted(children.namespaces() | {ns for ns, _ in loop.objects} | jobs.namespaces()):
             try:
+                listed_mds = await kube.list_model_deployments(namespace)
                 deployments, pods = await kube.list_triton(namespace)
+                listed_jobs = await kube.list_validation_jobs(namespace)
             except ApiException as e:
-                log.warning("could not list the Triton children in %s: %s", namespace, e.reason)
+                log.warning("could not list what the watches saw in %s: %s", namespace, e.reason)
                 continue
             except Exception:  # noqa: BLE001 - a network error must not end the resync for good
-                log.exception("could not list the Triton children in %s", namespace)
+                log.exception("could not list what the watches saw in %s", namespace)
                 continue
-            for key in children.drop_vanished(namespace, deployments, pods):
-                log.warning("%s/%s: the watch missed a deletion; reconciling from the API's view", *key)
+            for key in loop.drop_vanished(namespace, *listed_mds):
+                log.warning("%s/%s: the watch missed its deletion; forgetting it", *key)
+                if getattr(memo, "monitor", None) is not None:
+                    memo.monitor.observe({"metadata": {"namespace": key[0], "name": key[1]}}, deleted=True)
+            stale = children.drop_vanished(namespace, deployments, pods)
+            stale |= {(namespace, md) for md in jobs.drop_vanished(namespace, *listed_jobs)}
+            for key in sorted(stale):
+                log.warning("%s/%s: the watch missed a child's deletion; reconciling from the API's view", *key)
                 loop.enqueue(*key)
 
 

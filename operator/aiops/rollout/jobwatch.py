@@ -10,11 +10,16 @@ when the watch has not shown the Job yet, or shows it finished without a termina
 
 from __future__ import annotations
 
+from aiops.builders.triton import KIND_LABEL
+from aiops.kube import resource_version
+
 Key = tuple[str, str]
 
 
 def _slim_job(body: dict) -> dict:
-    return {"metadata": {"uid": body["metadata"].get("uid")},
+    meta = body["metadata"]
+    return {"metadata": {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
+                         "labels": {KIND_LABEL: (meta.get("labels") or {}).get(KIND_LABEL, "")}},
             "spec": {k: v for k, v in (body.get("spec") or {}).items()
                      if k in ("completions", "parallelism", "backoffLimit")},
             "status": {"conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
@@ -59,6 +64,20 @@ class JobWatch:
         whatever its last events still say before the deletion's own arrives."""
         self._jobs.pop((namespace, name), None)
         self._pods.pop((namespace, name), None)
+
+    def drop_vanished(self, namespace: str, jobs: list[dict], listed_at: int) -> set[str]:
+        """Forgets the Jobs of `namespace` that a LIST taken at `listed_at` lacks though they are
+        older than it (see ReconcileLoop.drop_vanished); returns their owners' names."""
+        live = {j["metadata"]["name"] for j in jobs}
+        gone = [key for key, job in self._jobs.items()
+                if key[0] == namespace and key[1] not in live and resource_version(job) <= listed_at]
+        owners = {self._jobs[key]["metadata"]["labels"][KIND_LABEL] for key in gone}
+        for key in gone:
+            self.forget(*key)
+        return owners - {""}
+
+    def namespaces(self) -> set[str]:
+        return {ns for ns, _ in self._jobs}
 
     def get(self, namespace: str, name: str) -> tuple[dict, list[dict]] | None:
         """(Job, its pods) as the watch saw them, or None when it has not seen the Job."""

@@ -17,6 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
+from aiops.builders.validation_job import ROLE_LABEL
 from aiops.kube import resource_version
 
 log = logging.getLogger(__name__)
@@ -129,14 +130,25 @@ class KubeIO:
             self._run(self._items, path("Pod", namespace), labelSelector=self._triton_selector(md_name)))
         return World(deployment, pods)
 
+    def _listed(self, url: str, selector: str = "") -> tuple[list[dict], int]:
+        body = json.loads(self._request("GET", url, query={"labelSelector": selector} if selector else None))
+        return body["items"], resource_version(body)
+
+    async def listed(self, url: str, selector: str = "") -> tuple[list[dict], int]:
+        """A LIST's items and the resourceVersion it was taken at (to tell what it predates)."""
+        return await self._run(self._listed, url, selector)
+
+    async def list_model_deployments(self, namespace: str) -> tuple[list[dict], int]:
+        return await self.listed(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+
+    async def list_validation_jobs(self, namespace: str) -> tuple[list[dict], int]:
+        return await self.listed(path("Job", namespace), f"{KIND_LABEL},{ROLE_LABEL}=validation")
+
     async def list_triton(self, namespace: str) -> tuple[tuple[list[dict], int], tuple[list[dict], int]]:
         """Every Triton Deployment and pod of a namespace, each with its list's resourceVersion."""
-        def listed(kind: str) -> tuple[list[dict], int]:
-            body = json.loads(self._request("GET", path(kind, namespace),
-                                            query={"labelSelector": self._triton_selector()}))
-            return body["items"], resource_version(body)
-
-        return await asyncio.gather(self._run(listed, "Deployment"), self._run(listed, "Pod"))
+        selector = self._triton_selector()
+        return await asyncio.gather(self.listed(path("Deployment", namespace), selector),
+                                    self.listed(path("Pod", namespace), selector))
 
     async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
         """The Deployment's ReplicaSets: only a rollback of the pod template needs them."""

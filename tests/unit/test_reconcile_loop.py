@@ -1,0 +1,41 @@
+"""The reconcile loop's cache of primary objects: a status write of our own is not a change, and
+a periodic LIST forgets what the watch missed deleting (Kopf sends no DELETED after a re-list)."""
+
+import asyncio
+
+from aiops.controllers.loop import ReconcileLoop
+from aiops.nodes import NodeCache
+
+
+class Recorder:
+    kube = None
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    async def reconcile(self, body, nodes):
+        self.seen.append(body["metadata"]["name"])
+        return None, None
+
+
+def md(name: str, version: int, namespace: str = "ns") -> dict:
+    return {"metadata": {"namespace": namespace, "name": name, "resourceVersion": str(version)}}
+
+
+def test_a_list_that_lacks_an_older_object_forgets_it_and_drops_its_queued_work():
+    async def scenario():
+        recorder = Recorder()
+        loop = ReconcileLoop("ModelDeployment", recorder, NodeCache())
+        for body in (md("gone", 10), md("kept", 11), md("newer", 40), md("elsewhere", 5, "other")):
+            loop.observe(body, deleted=False)
+        loop.observe(md("kept", 11), deleted=False)  # our own write coming back: no change
+        # Listed at 30: "gone" was deleted meanwhile; "newer" was created after the list.
+        assert loop.drop_vanished("ns", [md("kept", 11)], 30) == [("ns", "gone")]
+        assert set(loop.objects) == {("ns", "kept"), ("ns", "newer"), ("other", "elsewhere")}
+        loop.enqueue("ns", "gone")  # a child event of the forgotten object: nothing to do
+        loop.start()
+        await asyncio.sleep(0.2)
+        await loop.queue.stop()
+        return recorder.seen
+
+    assert sorted(asyncio.run(scenario())) == ["elsewhere", "kept", "newer"]
