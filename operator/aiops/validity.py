@@ -9,17 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiops.api.validation import check_spec, condition_summary
+from aiops.api.validation import SpecCheck, check_spec, condition_summary
 from aiops.conditions import get_condition, set_condition
 from aiops.nodes import max_gpus_per_node
+from aiops.pergeneration import PerGeneration
 
 Event = tuple[str, str, str]
+
+
+_CHECKS: PerGeneration[SpecCheck] = PerGeneration()
 
 
 def judge_spec(kind: str, body: dict, status: dict, nodes: list[dict]) -> tuple[Any | None, list[Event]]:
     """(the parsed spec, or None when invalid; the Events to post). Updates `status` in place."""
     generation = body["metadata"].get("generation")
-    check = check_spec(kind, body["spec"], max_gpus_per_node=max_gpus_per_node(nodes) or None)
+    most_gpus = max_gpus_per_node(nodes) or None
+    check = _CHECKS.get(body, (kind, tuple(sorted((most_gpus or {}).items()))),
+                        lambda: check_spec(kind, body["spec"], max_gpus_per_node=most_gpus))
     reason, message = condition_summary(check.problems)
     before = get_condition(status.get("conditions"), "Valid")
     status["conditions"] = set_condition(status.get("conditions"), "Valid", check.valid, reason, message,

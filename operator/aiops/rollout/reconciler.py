@@ -46,6 +46,7 @@ from aiops.capacity import gpu_capacity
 from aiops.conditions import get_condition, set_condition
 from aiops.kube import owned_by
 from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
+from aiops.pergeneration import PerGeneration
 from aiops.rollout.deadlines import seconds_left, stalled
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.jobwatch import JobWatch
@@ -124,6 +125,7 @@ class ModelDeploymentReconciler:
         self.triton_timeout = triton_timeout
         self.verdicts = verdicts  # monitoring (issue 7): the monitor's latest verdict per object
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
+        self._revisions: PerGeneration[str] = PerGeneration()
 
     # ---- entry point -----------------------------------------------------------------------------
     async def reconcile(self, md: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
@@ -144,7 +146,7 @@ class ModelDeploymentReconciler:
             return None
         ctx.status["observedGeneration"] = ctx.generation
         dep_name = child_name(ctx.name, "triton")
-        revision = spec_revision(spec)
+        revision = self._revisions.get(ctx.md, None, lambda: spec_revision(spec))
         retry_token = (ctx.md["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION, "")
         rollout = ctx.status.get("rollout")
         if not ctx.status.get("servingVersion") and (rollout or {}).get("step", "Validating") == "Validating" \
