@@ -3,14 +3,18 @@ its security posture and for how its result comes back (the container's terminat
 
 from __future__ import annotations
 
+from aiops.builders.triton import MANAGED_BY
+
 RUN_AS_USER = 10001  # the project image's non-root user (Dockerfile), which the worker Jobs run
 
 
 def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list[dict], backoff_limit: int,
-               active_deadline_seconds: int | None = None) -> dict:
+               active_deadline_seconds: int | None = None, ttl_seconds_after_finished: int | None = None) -> dict:
     """A run-to-completion Job around `container` (name, image, command, args, env, mounts,
     resources): non-root, read-only root filesystem, no capabilities, no API token, and the
-    result written to /dev/termination-log (falling back to the log tail on a crash)."""
+    result written to /dev/termination-log (falling back to the log tail on a crash). Labelled
+    managed-by us whatever `labels` say: the operator's Job watch sees only such Jobs."""
+    labels = {**labels, "app.kubernetes.io/managed-by": MANAGED_BY}
     spec: dict = {
         "backoffLimit": backoff_limit,
         "template": {
@@ -33,4 +37,6 @@ def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list
     }
     if active_deadline_seconds:
         spec["activeDeadlineSeconds"] = active_deadline_seconds
+    if ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels}, "spec": spec}
