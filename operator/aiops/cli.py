@@ -11,13 +11,15 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from aiops.controllers.settings import validation_job_ttl
     from aiops.leader import LeaderElectionError, LeaseSettings
     from aiops.runner import run_operator
 
     try:
         lease = LeaseSettings.for_duration(args.lease_name, args.lease_namespace, lease_duration=args.lease_duration) \
             if args.leader_elect else None
-    except LeaderElectionError as e:
+        validation_job_ttl()  # settings from the environment: wrong ones stop the start, not a reconcile
+    except (LeaderElectionError, ValueError) as e:
         print(f"aiops: {e}", file=sys.stderr)
         return 2
     return run_operator(namespaces=args.namespace, all_namespaces=not args.namespace,

@@ -292,6 +292,33 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(kube, namespa
     assert len(triton_pods(kube, namespace)) == 1
 
 
+def test_a_validation_job_gone_before_its_verdict_was_read_runs_again(kube, namespace, crds_installed, wait_for,
+                                                                       repo):
+    """Finished validation Jobs are left to Kubernetes' TTL; one deleted while the operator was
+    down, before it read the verdict, is simply run again."""
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "aiops.controllers"]
+    mds, batch = MDs(kube, namespace), client.BatchV1Api(kube.api_client)
+    with KopfRunner(args, timeout=60) as first:
+        mds.create(md_manifest("adder", repo, 1))
+        job_name = wait_for(lambda: ((mds.get("adder").get("status") or {}).get("rollout") or {}).get(
+            "validationJob"), timeout=60, what="the validation Job")
+    assert first.exit_code == 0, first.output
+    job = batch.read_namespaced_job(job_name, namespace)
+    assert job.spec.ttl_seconds_after_finished == 3600
+    wait_for(lambda: batch.read_namespaced_job(job_name, namespace).status.succeeded, timeout=90,
+             what="the validation Job to finish while the operator is down")
+    assert mds.get("adder")["status"]["rollout"]["step"] == "Validating"
+    batch.delete_namespaced_job(job_name, namespace, propagation_policy="Foreground")
+    wait_for(lambda: job_name not in [j.metadata.name for j in batch.list_namespaced_job(namespace).items],
+             timeout=60, what="the Job gone")
+    with KopfRunner(args, timeout=120) as second:
+        wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving after validating again")
+    assert second.exit_code == 0, second.output
+    assert [j.metadata.name for j in batch.list_namespaced_job(namespace).items] == [job_name]
+
+
 def test_deletion_cleans_up_everything(kube, namespace, operator, wait_for, repo):
     mds = MDs(kube, namespace)
     mds.create(md_manifest("adder", repo, 1))

@@ -167,3 +167,22 @@ def test_validation_spec_travels_in_a_pod_annotation_unless_too_big():
     assert SPEC_ANNOTATION not in (pod["metadata"].get("annotations") or {})
     assert {"name": "spec", "configMap": {"name": configmap["metadata"]["name"]}} in pod["spec"]["volumes"]
     assert configmap["metadata"]["name"] == job["metadata"]["name"]
+
+
+def test_finished_validation_jobs_are_left_to_kubernetes_ttl(monkeypatch):
+    import pytest
+
+    from aiops.builders.validation_job import build_validation_objects
+    from aiops.controllers.settings import validation_job_ttl
+
+    spec = ModelDeploymentSpec.from_wire({"model": {"name": "m", "version": 1},
+                                          "repository": {"hostPath": {"path": "/m"}}})
+    [job] = build_validation_objects("md", spec, 1, "abcdef123456", "img", ttl_seconds=600)
+    assert job["spec"]["ttlSecondsAfterFinished"] == 600
+    monkeypatch.delenv("AIOPS_VALIDATION_JOB_TTL_SECONDS", raising=False)
+    assert validation_job_ttl() == 3600
+    monkeypatch.setenv("AIOPS_VALIDATION_JOB_TTL_SECONDS", "5")
+    assert validation_job_ttl() == 60  # never before the operator saw the Job end
+    monkeypatch.setenv("AIOPS_VALIDATION_JOB_TTL_SECONDS", "an hour")
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        validation_job_ttl()

@@ -36,7 +36,7 @@ def validation_attempt(revision: str, retry_token: str) -> str:
 
 
 def build_validation_objects(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
-                             image: str) -> list[dict]:
+                             image: str, ttl_seconds: int | None = None) -> list[dict]:
     """What validates this version: its Job, after the ConfigMap holding the spec when the spec
     is too big to travel as an annotation."""
     text = json.dumps(spec.to_wire(), sort_keys=True)
@@ -45,18 +45,19 @@ def build_validation_objects(md_name: str, spec: ModelDeploymentSpec, version: i
     if len(text.encode()) <= MAX_ANNOTATED_SPEC:
         spec_volume = {"name": "spec", "downwardAPI": {"items": [
             {"path": "spec.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}]}}
-        job = build_validation_job(md_name, spec, version, revision, image, spec_volume)
+        job = build_validation_job(md_name, spec, version, revision, image, spec_volume, ttl_seconds)
         job["spec"]["template"]["metadata"]["annotations"] = {SPEC_ANNOTATION: text}
         return [job]
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels},
                  "data": {"spec.json": text}}
     return [configmap, build_validation_job(md_name, spec, version, revision, image,
-                                            {"name": "spec", "configMap": {"name": name}})]
+                                            {"name": "spec", "configMap": {"name": name}}, ttl_seconds)]
 
 
 def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
-                         image: str, spec_volume: dict) -> dict:
-    """The Job; `spec_volume` (named "spec") holds the spec as `spec.json`."""
+                         image: str, spec_volume: dict, ttl_seconds: int | None = None) -> dict:
+    """The Job; `spec_volume` (named "spec") holds the spec as `spec.json`. `ttl_seconds`: how long
+    Kubernetes keeps it once finished (its ConfigMap, if any, goes with the ModelDeployment)."""
     name = validation_job_name(md_name, version, revision)
     labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", VERSION_LABEL: str(version),
               "app.kubernetes.io/managed-by": MANAGED_BY}
@@ -82,4 +83,5 @@ def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, 
     }
     # A bad model fails the same way twice; infrastructure errors are retried by the reconciler.
     return worker_job(name, labels, container, volumes, backoff_limit=0,
-                      active_deadline_seconds=spec.validation.timeout_seconds + 60)
+                      active_deadline_seconds=spec.validation.timeout_seconds + 60,
+                      ttl_seconds_after_finished=ttl_seconds)

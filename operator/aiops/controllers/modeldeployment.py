@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
-from aiops.controllers.settings import worker_image
+from aiops.controllers.settings import validation_job_ttl, worker_image
 from aiops.kube import api_client
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.rollout.childcache import RESYNC_SECONDS, IndexedChildren
@@ -61,7 +61,8 @@ async def start(memo: kopf.Memo, triton_deployments: kopf.Index, triton_pods: ko
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
     children = IndexedChildren(triton_deployments, triton_pods)
     kube = KubeIO(api_client(), IO_THREADS, cache=children)
-    reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts)
+    reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
+                                           validation_job_ttl=validation_job_ttl())
     loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS,
                                                   URGENT_WORKERS)
     loop.start()

@@ -28,6 +28,9 @@ from aiops.devenv.toolchain import Toolchain, ensure_toolchain
 
 ADMIN_TOKEN_USER = "aiops-admin"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# What 1.20 still gates but every supported Kubernetes has on (GA in 1.23): a Job's
+# ttlSecondsAfterFinished, which the finished validation Jobs rely on to be cleaned up.
+FEATURE_GATES = "--feature-gates=TTLAfterFinished=true"
 
 
 class ControlPlaneError(RuntimeError):
@@ -274,6 +277,7 @@ class LocalControlPlane:
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
+                FEATURE_GATES,
                 # Audit every request: the RBAC test compares what the operator used with what
                 # its Role grants.
                 f"--audit-log-path={d / 'logs' / 'audit.log'}",
@@ -307,6 +311,7 @@ class LocalControlPlane:
                 # Jobs applied at once then wait seconds for their pods. One node's worth of work
                 # never loads the API server anywhere near this.
                 "--kube-api-qps=200", "--kube-api-burst=400",
+                FEATURE_GATES,
                 "--v=1"]
 
     def _scheduler_cmd(self, tools: Toolchain) -> list[str]:

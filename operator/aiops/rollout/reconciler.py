@@ -119,9 +119,11 @@ class Ctx:
 
 class ModelDeploymentReconciler:
     def __init__(self, kube: KubeIO, worker_image: str, triton_timeout: float = 5.0,
-                 verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None):
+                 verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None,
+                 validation_job_ttl: int | None = None):
         self.kube = kube
         self.worker_image = worker_image
+        self.validation_job_ttl = validation_job_ttl  # seconds a finished validation Job stays
         self.triton_timeout = triton_timeout
         self.verdicts = verdicts  # monitoring (issue 7): the monitor's latest verdict per object
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
@@ -257,7 +259,8 @@ class ModelDeploymentReconciler:
             # All at once (each tolerates "already exists", so a lost status write is harmless):
             # a Job's pod that mounts a spec ConfigMap waits in the kubelet until it exists.
             # The Deployment goes first: its image pull and server start are the longest wait.
-            creates = build_validation_objects(ctx.name, spec, version, attempt, self.worker_image)
+            creates = build_validation_objects(ctx.name, spec, version, attempt, self.worker_image,
+                                               self.validation_job_ttl)
             if await self._starts_early(ctx, spec):
                 creates.insert(0, self._desired_deployment(ctx, spec, surge=False)[0])
                 rollout["serverStartedEarly"] = True
