@@ -113,7 +113,7 @@ def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, w
     # What the periodic check of the watch's indices lists (aiops.rollout.childcache).
     kubeio = KubeIO(kube.api_client, threads=2)
     (deps, deps_at), (listed, pods_at) = asyncio.run(kubeio.list_triton(namespace))
-    listed_mds, mds_at = asyncio.run(kubeio.list_model_deployments(namespace))
+    listed_mds, mds_at = asyncio.run(kubeio.list_custom(namespace))
     jobs, jobs_at = asyncio.run(kubeio.list_validation_jobs(namespace))
     kubeio.close()
     assert [d["metadata"]["name"] for d in deps] == ["adder-triton"] and deps_at > 0 and pods_at > 0

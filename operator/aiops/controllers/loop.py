@@ -8,6 +8,7 @@ do not cause another reconcile, so a status patch never loops.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from aiops.rollout.kubeio import KubeIO
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+RESYNC_SECONDS = 300.0  # how often what the watches filled is checked against a LIST
 
 
 class Reconciler(Protocol):
@@ -41,12 +43,15 @@ class ReconcileLoop:
         self.reconciler = reconciler
         self.nodes = nodes
         self.objects: dict[Key, dict] = {}
+        self._checks: asyncio.Task | None = None
         self.queue = WorkQueue(self._reconcile, workers=workers, urgent_workers=urgent_workers)
 
     def start(self) -> None:
         self.queue.start()
 
     async def stop(self) -> None:
+        if self._checks is not None:
+            self._checks.cancel()
         await self.queue.stop()
         await self.reconciler.kube.flush()
         self.reconciler.kube.close()
@@ -74,6 +79,28 @@ class ReconcileLoop:
             self.objects.pop(key, None)
             self.queue.forget(key)
         return gone
+
+    async def check_against_list(self, namespace: str, plural: str) -> list[Key]:
+        """Lists `namespace`'s objects and forgets those the watch missed deleting; returns them."""
+        items, listed_at = await self.reconciler.kube.list_custom(namespace, plural)
+        gone = self.drop_vanished(namespace, items, listed_at)
+        for key in gone:
+            log.warning("%s %s/%s: the watch missed its deletion; forgetting it", self.kind, *key)
+        return gone
+
+    def start_checks(self, plural: str) -> None:
+        """`check_against_list` for every namespace with objects, every RESYNC_SECONDS, until
+        `stop` (a controller with children to check too runs its own loop instead)."""
+        self._checks = asyncio.get_running_loop().create_task(self._check_now_and_then(plural))
+
+    async def _check_now_and_then(self, plural: str) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            for namespace in sorted({ns for ns, _ in self.objects}):
+                try:
+                    await self.check_against_list(namespace, plural)
+                except Exception:  # noqa: BLE001 - a network error must not end the checks for good
+                    log.exception("could not list the %ss in %s", self.kind, namespace)
 
     def enqueue(self, namespace: str, name: str) -> None:
         if (namespace, name) in self.objects:

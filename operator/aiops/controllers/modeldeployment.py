@@ -18,11 +18,11 @@ from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
-from aiops.controllers.loop import ReconcileLoop, shared_nodes
+from aiops.controllers.loop import RESYNC_SECONDS, ReconcileLoop, shared_nodes
 from aiops.controllers.settings import validation_job_ttl, worker_image
 from aiops.kube import api_client
 from aiops.monitoring.verdict import VerdictRegistry
-from aiops.rollout.childcache import RESYNC_SECONDS, IndexedChildren
+from aiops.rollout.childcache import IndexedChildren
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.reconciler import ModelDeploymentReconciler
 
@@ -79,7 +79,9 @@ async def resync(children: IndexedChildren, kube: KubeIO, loop: ReconcileLoop, m
         await asyncio.sleep(RESYNC_SECONDS)
         for namespace in sorted(children.namespaces() | {ns for ns, _ in loop.objects} | jobs.namespaces()):
             try:
-                listed_mds = await kube.list_model_deployments(namespace)
+                for key in await loop.check_against_list(namespace, PLURAL):
+                    if getattr(memo, "monitor", None) is not None:  # stop monitoring it too
+                        memo.monitor.observe({"metadata": {"namespace": key[0], "name": key[1]}}, deleted=True)
                 deployments, pods = await kube.list_triton(namespace)
                 listed_jobs = await kube.list_validation_jobs(namespace)
             except ApiException as e:
@@ -88,10 +90,6 @@ async def resync(children: IndexedChildren, kube: KubeIO, loop: ReconcileLoop, m
             except Exception:  # noqa: BLE001 - a network error must not end the resync for good
                 log.exception("could not list what the watches saw in %s", namespace)
                 continue
-            for key in loop.drop_vanished(namespace, *listed_mds):
-                log.warning("%s/%s: the watch missed its deletion; forgetting it", *key)
-                if getattr(memo, "monitor", None) is not None:
-                    memo.monitor.observe({"metadata": {"namespace": key[0], "name": key[1]}}, deleted=True)
             stale = children.drop_vanished(namespace, deployments, pods)
             stale |= {(namespace, md) for md in jobs.drop_vanished(namespace, *listed_jobs)}
             for key in sorted(stale):

@@ -23,6 +23,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     reconciler = TrainingJobReconciler(KubeIO(api_client()), worker_image())
     memo.training_jobs = ReconcileLoop("TrainingJob", reconciler, shared_nodes(memo))
     memo.training_jobs.start()
+    memo.training_jobs.start_checks(TRAINING_JOB.plural)
 
 
 @kopf.on.cleanup()

@@ -24,6 +24,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     reconciler = VectorIndexReconciler(KubeIO(api_client()), worker_image())
     memo.vector_indexes = ReconcileLoop("VectorIndex", reconciler, shared_nodes(memo))
     memo.vector_indexes.start()
+    memo.vector_indexes.start_checks(VECTOR_INDEX.plural)
 
 
 @kopf.on.cleanup()

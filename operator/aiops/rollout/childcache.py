@@ -16,7 +16,6 @@ from aiops.builders.triton import KIND_LABEL
 from aiops.kube import resource_version
 
 Key = tuple[str, str]
-RESYNC_SECONDS = 300.0  # how often the indices are checked against a LIST of each namespace
 
 
 def _uid(obj: dict) -> str:

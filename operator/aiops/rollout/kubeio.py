@@ -138,8 +138,9 @@ class KubeIO:
         """A LIST's items and the resourceVersion it was taken at (to tell what it predates)."""
         return await self._run(self._listed, url, selector)
 
-    async def list_model_deployments(self, namespace: str) -> tuple[list[dict], int]:
-        return await self.listed(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+    async def list_custom(self, namespace: str, plural: str = PLURAL) -> tuple[list[dict], int]:
+        """Our custom objects of one kind in a namespace (ModelDeployments by default)."""
+        return await self.listed(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
 
     async def list_validation_jobs(self, namespace: str) -> tuple[list[dict], int]:
         return await self.listed(path("Job", namespace), f"{KIND_LABEL},{ROLE_LABEL}=validation")
