@@ -11,7 +11,9 @@ Figures: apply -> first child (our validation Job; the floor's Deployment); appl
 (ours: made beside the validation Job by default, and once more with
 validation.startServerEarly=false, after the Job passed); validation pod Succeeded -> the status
 leaving Validating (the operator's own reaction time, without the Job's scheduling and run);
-throughputs; the operators' RSS and CPU time. The floor and ours alternate for BENCH_ROUNDS
+throughputs; the operators' RSS and CPU time. A second floor also creates a bare Job per object,
+run like our validation Job: what an operator that must validate in a Job cannot go below, so the
+Job's own cost shows apart from ours. The floors and ours alternate for BENCH_ROUNDS
 rounds (3) in one cluster and each figure is the median over the rounds, with its range: this
 machine's noise moves whole runs. BENCH_MDS sets the number of objects (100), BENCH_STATE_DIR
 keeps the logs.
@@ -119,9 +121,10 @@ def past_validation(md: dict) -> str | None:
 
 
 def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, child_of, kubectl: Path,
-            validates: bool, early: bool = True) -> dict:
-    """validates: an aiops operator (a validation pod and a Triton pod per object), not the floor."""
-    pods_per_object = 2 if validates else 1
+            validates: bool, early: bool = True, pods_per_object: int = 0) -> dict:
+    """validates: an aiops operator (a validation pod and a Triton pod per object), not the floor.
+    pods_per_object: the pods an object ends with (default: 2 for aiops, 1 for the floor)."""
+    pods_per_object = pods_per_object or (2 if validates else 1)
     requests_before = api_requests(kubectl, kubeconfig)
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     core.create_namespace({"metadata": {"name": namespace}})
@@ -183,8 +186,8 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
-def figures(floor: dict, ours: dict) -> dict[str, float]:
-    """One round's figures (floor and aiops measured back to back), by name."""
+def figures(floor: dict, with_job: dict, ours: dict) -> dict[str, float]:
+    """One round's figures (the floors and aiops measured back to back), by name."""
     return {
         "floor.apply_to_deployment.p50": pct(floor["deployment"], 0.5),
         "floor.apply_to_deployment.p99": pct(floor["deployment"], 0.99),
@@ -192,6 +195,11 @@ def figures(floor: dict, ours: dict) -> dict[str, float]:
         "floor.rss": floor["rss"],
         "floor.cpu_per_object": floor["cpu"] * 1000,
         "floor.api_requests_per_object": floor["requests"],
+        "floor_with_job.apply_to_deployment.p50": pct(with_job["deployment"], 0.5),
+        "floor_with_job.apply_to_deployment.p99": pct(with_job["deployment"], 0.99),
+        "floor_with_job.throughput": with_job["throughput"],
+        "floor_with_job.cpu_per_object": with_job["cpu"] * 1000,
+        "floor_with_job.api_requests_per_object": with_job["requests"],
         "aiops.apply_to_first_child.p50": pct(ours["first_child"], 0.5),
         "aiops.apply_to_first_child.p99": pct(ours["first_child"], 0.99),
         "aiops.apply_to_deployment.p50": pct(ours["deployment"], 0.5),
@@ -208,6 +216,9 @@ def figures(floor: dict, ours: dict) -> dict[str, float]:
         "ratio.deployment_p99_vs_floor": pct(ours["deployment"], 0.99) / pct(floor["deployment"], 0.99),
         "ratio.first_child_throughput_floor_vs_aiops": floor["throughput"] / max(ours["first_throughput"], 1e-9),
         "ratio.throughput_floor_vs_aiops": floor["throughput"] / max(ours["throughput"], 1e-9),
+        "ratio.deployment_p50_vs_floor_with_job": pct(ours["deployment"], 0.5) / pct(with_job["deployment"], 0.5),
+        "ratio.deployment_p99_vs_floor_with_job": pct(ours["deployment"], 0.99) / pct(with_job["deployment"], 0.99),
+        "ratio.throughput_floor_with_job_vs_aiops": with_job["throughput"] / max(ours["throughput"], 1e-9),
     }
 
 
@@ -216,6 +227,7 @@ NOTES = {
     "floor.apply_to_deployment.p50": "plain Kopf handler: {n} ModelDeployments applied back to back, one namespace",
     "floor.cpu_per_object": "operator process CPU time",
     "floor.api_requests_per_object": "all clients, until every pod is up",
+    "floor_with_job.apply_to_deployment.p50": "the same handler also creating a bare Job, run like our validation Job",
     "aiops.apply_to_first_child.p50": "the validation Job",
     "aiops.apply_to_deployment.p50": "made beside the validation Job",
     "aiops.validated_to_next_step.p50": "validation pod Succeeded -> status past Validating: the operator's "
@@ -252,7 +264,7 @@ def main() -> None:
         cp.up(tools=tools)
         api = api_client_for(cp)
         # Room for every validation pod and Triton pod of the run: node size is not what is measured.
-        agent = NodeAgent(api, [NodeSpec(cpu="1024", memory="4Ti", max_pods=(3 * ROUNDS + 2) * N + 100)],
+        agent = NodeAgent(api, [NodeSpec(cpu="1024", memory="4Ti", max_pods=(5 * ROUNDS + 2) * N + 100)],
                           launchers=())
         agent.inject(lambda p: (p.metadata.labels or {}).get("aiops.dev/role") == "validation",
                      succeed(message=VERDICT))
@@ -268,11 +280,15 @@ def main() -> None:
         try:
             install_crds(api)
             rounds = []
-            for r in range(ROUNDS):  # floor and aiops alternate, so slow spells of the machine hit both
-                floor = measure(api, f"floor-{r}", [sys.executable, "-m", "kopf", "run", "--standalone", "-n",
-                                                    f"floor-{r}", str(HERE / "floor_operator.py")], cp.kubeconfig,
-                                Path(state) / f"floor-{r}.log", strip, tools.kubectl, validates=False)
-                rounds.append(figures(floor, aiops(f"ours-{r}", early=True)))
+            for r in range(ROUNDS):  # the floors and aiops alternate, so slow spells of the machine hit all
+                floors = []
+                for label, with_job in (("floor", False), ("floor-job", True)):
+                    os.environ["FLOOR_WITH_JOB"] = "1" if with_job else ""
+                    floors.append(measure(api, f"{label}-{r}", [sys.executable, "-m", "kopf", "run", "--standalone",
+                                                               "-n", f"{label}-{r}", str(HERE / "floor_operator.py")],
+                                          cp.kubeconfig, Path(state) / f"{label}-{r}.log", strip, tools.kubectl,
+                                          validates=False, pods_per_object=2 if with_job else 1))
+                rounds.append(figures(*floors, aiops(f"ours-{r}", early=True)))
             late = aiops("late", early=False)
         finally:
             agent.stop()
