@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 
 from kubernetes import client, config
 
@@ -42,6 +43,16 @@ def owned_by(obj: dict, owner: dict) -> dict:
         "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
     }]
     return obj
+
+
+def vanished(cache: Mapping[tuple[str, str], dict], namespace: str, listed: list[dict],
+             listed_at: int) -> list[tuple[str, str]]:
+    """The (namespace, name) keys of `cache` in `namespace` that a LIST (`listed`, taken at
+    resourceVersion `listed_at`) lacks though they are older than it: deleted while a watch was
+    listing again, which Kopf reports with no DELETED event."""
+    live = {o["metadata"]["name"] for o in listed}
+    return [key for key, obj in cache.items()
+            if key[0] == namespace and key[1] not in live and resource_version(obj) <= listed_at]
 
 
 def resource_version(obj: dict) -> int:

@@ -14,7 +14,7 @@ import json
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.jobs import worker_job
-from aiops.builders.triton import KIND_LABEL, MANAGED_BY, child_name, repository_volume
+from aiops.builders.triton import KIND_LABEL, child_name, repository_volume
 
 SPEC_MOUNT = "/etc/aiops/spec"
 VALIDATION_SET_MOUNT = "/etc/aiops/validation-set"
@@ -41,17 +41,17 @@ def build_validation_objects(md_name: str, spec: ModelDeploymentSpec, version: i
     is too big to travel as an annotation."""
     text = json.dumps(spec.to_wire(), sort_keys=True)
     name = validation_job_name(md_name, version, revision)
-    labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", "app.kubernetes.io/managed-by": MANAGED_BY}
     if len(text.encode()) <= MAX_ANNOTATED_SPEC:
         spec_volume = {"name": "spec", "downwardAPI": {"items": [
             {"path": "spec.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}]}}
         job = build_validation_job(md_name, spec, version, revision, image, spec_volume, ttl_seconds)
         job["spec"]["template"]["metadata"]["annotations"] = {SPEC_ANNOTATION: text}
         return [job]
-    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels},
-                 "data": {"spec.json": text}}
-    return [configmap, build_validation_job(md_name, spec, version, revision, image,
-                                            {"name": "spec", "configMap": {"name": name}}, ttl_seconds)]
+    job = build_validation_job(md_name, spec, version, revision, image,
+                               {"name": "spec", "configMap": {"name": name}}, ttl_seconds)
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": name, "labels": dict(job["metadata"]["labels"])}, "data": {"spec.json": text}}
+    return [configmap, job]
 
 
 def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
@@ -59,8 +59,7 @@ def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, 
     """The Job; `spec_volume` (named "spec") holds the spec as `spec.json`. `ttl_seconds`: how long
     Kubernetes keeps it once finished (its ConfigMap, if any, goes with the ModelDeployment)."""
     name = validation_job_name(md_name, version, revision)
-    labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", VERSION_LABEL: str(version),
-              "app.kubernetes.io/managed-by": MANAGED_BY}
+    labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", VERSION_LABEL: str(version)}
     repository, volumes, mounts, env_from = repository_volume(spec)
     args = [f"--spec={SPEC_MOUNT}/spec.json", f"--repository={repository}", "--result=/dev/termination-log"]
     volumes = [*volumes, spec_volume, {"name": "tmp", "emptyDir": {}}]

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from aiops import metrics
 from aiops.controllers.workqueue import WorkQueue
-from aiops.kube import resource_version
+from aiops.kube import resource_version, vanished
 from aiops.nodes import NodeCache
 from aiops.rollout.kubeio import KubeIO
 
@@ -72,9 +72,7 @@ class ReconcileLoop:
         """Forgets the objects of `namespace` that a LIST (its `items`, taken at resourceVersion
         `listed_at`) lacks though they are older than it: deleted while Kopf's watch was listing
         again, which sends no DELETED for them. Without this such an object is reconciled for good."""
-        live = {o["metadata"]["name"] for o in items}
-        gone = [key for key, body in self.objects.items()
-                if key[0] == namespace and key[1] not in live and resource_version(body) <= listed_at]
+        gone = vanished(self.objects, namespace, items, listed_at)
         for key in gone:
             self.objects.pop(key, None)
             self.queue.forget(key)

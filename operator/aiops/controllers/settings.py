@@ -13,8 +13,6 @@ GROUP = "aiops.dev"
 OWN_CHILDREN = (("batch", "jobs"), ("apps", "deployments"), ("apps", "statefulsets"))
 OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-operator:0.1.0"  # one image: operator and workers
-
-
 VALIDATION_JOB_TTL_SECONDS = 3600
 MIN_VALIDATION_JOB_TTL_SECONDS = 60
 

@@ -11,7 +11,7 @@ when the watch has not shown the Job yet, or shows it finished without a termina
 from __future__ import annotations
 
 from aiops.builders.triton import KIND_LABEL
-from aiops.kube import resource_version
+from aiops.kube import vanished
 
 Key = tuple[str, str]
 
@@ -68,9 +68,7 @@ class JobWatch:
     def drop_vanished(self, namespace: str, jobs: list[dict], listed_at: int) -> set[str]:
         """Forgets the Jobs of `namespace` that a LIST taken at `listed_at` lacks though they are
         older than it (see ReconcileLoop.drop_vanished); returns their owners' names."""
-        live = {j["metadata"]["name"] for j in jobs}
-        gone = [key for key, job in self._jobs.items()
-                if key[0] == namespace and key[1] not in live and resource_version(job) <= listed_at]
+        gone = vanished(self._jobs, namespace, jobs, listed_at)
         owners = {self._jobs[key]["metadata"]["labels"][KIND_LABEL] for key in gone}
         for key in gone:
             self.forget(*key)
