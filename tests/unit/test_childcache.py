@@ -1,38 +1,38 @@
-"""The reconciler's view of Triton Deployments and pods from the watch's indices, and how a periodic
-LIST hides what the watch missed deleting (Kopf keeps such objects in its indices)."""
+"""The reconciler's view of Triton Deployments and pods, kept from the informers' events."""
 
-from aiops.rollout.childcache import IndexedChildren
-
-
-def obj(uid: str, version: int, md: str = "md", name: str = "") -> dict:
-    return {"metadata": {"uid": uid, "name": name or uid, "resourceVersion": str(version),
-                         "labels": {"aiops.dev/modeldeployment": md}}}
+from aiops.rollout.childcache import WatchedChildren, is_triton
 
 
-def test_reads_and_hides_only_what_a_later_list_lacks():
-    deployments = {("ns", "md-triton"): [obj("dep", 10)], ("other", "x-triton"): [obj("dep-x", 10, "x")]}
-    pods = {("ns", "md"): [obj("old", 20), obj("listed", 21), obj("newer", 40)]}
-    children = IndexedChildren(deployments, pods)
-    assert children.deployment("ns", "md-triton")["metadata"]["uid"] == "dep"
-    assert children.namespaces() == {"ns", "other"}
+def obj(name: str, md: str = "md", triton: bool = True) -> dict:
+    labels = {"aiops.dev/modeldeployment": md, **({"app.kubernetes.io/name": "triton"} if triton else {})}
+    return {"metadata": {"namespace": "ns", "name": name, "uid": name, "resourceVersion": "1", "labels": labels}}
 
-    # Listed at 30: "old" was deleted while the watch was away; "newer" came after the list.
-    changed = children.drop_vanished("ns", ([obj("dep", 10)], 30), ([obj("listed", 21)], 30))
-    assert changed == {("ns", "md")}
-    assert [p["metadata"]["uid"] for p in children.pods("ns", "md")] == ["listed", "newer"]
-    assert children.deployment("other", "x-triton") is not None  # another namespace: not judged
 
-    # The Deployment gone too; a second pass reports only what is newly hidden.
-    assert children.drop_vanished("ns", ([], 50), ([obj("listed", 21), obj("newer", 40)], 50)) == {("ns", "md")}
+def test_pods_are_grouped_by_model_deployment_and_deletions_forget():
+    children = WatchedChildren()
+    for name, md in (("a", "md"), ("b", "md"), ("c", "other")):
+        children.observe_pod(obj(name, md), deleted=False)
+    assert [p["metadata"]["name"] for p in children.pods("ns", "md")] == ["a", "b"]
+    newer = obj("a")
+    newer["status"] = {"phase": "Running"}
+    children.observe_pod(newer, deleted=False)
+    assert children.pods("ns", "md")[0]["status"]["phase"] == "Running"
+    # A deletion announced after a re-list carries only the metadata the informer kept: enough.
+    children.observe_pod(obj("a"), deleted=True)
+    children.observe_pod(obj("b"), deleted=True)
+    assert children.pods("ns", "md") == [] and len(children.pods("ns", "other")) == 1
+    assert children.pods("elsewhere", "md") == []
+
+
+def test_deployments_by_name():
+    children = WatchedChildren()
+    children.observe_deployment(obj("md-triton"), deleted=False)
+    assert children.deployment("ns", "md-triton")["metadata"]["uid"] == "md-triton"
+    children.observe_deployment(obj("md-triton"), deleted=True)
     assert children.deployment("ns", "md-triton") is None
-    assert children.drop_vanished("ns", ([], 60), ([obj("listed", 21), obj("newer", 40)], 60)) == set()
 
 
-def test_hidden_uids_are_forgotten_once_kopf_drops_them():
-    pods = {("ns", "md"): [obj("old", 20)]}
-    children = IndexedChildren({}, pods)
-    children.drop_vanished("ns", ([], 30), ([], 30))
-    assert children.pods("ns", "md") == []
-    pods[("ns", "md")] = []
-    children.drop_vanished("ns", ([], 31), ([], 31))
-    assert children._vanished == set()
+def test_only_triton_objects_of_a_model_deployment_count():
+    assert is_triton(obj("p")) and not is_triton(obj("p", triton=False))
+    assert not is_triton({"metadata": {"labels": {"app.kubernetes.io/name": "triton"}}})
+    assert not is_triton({"metadata": {}})

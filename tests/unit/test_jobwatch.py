@@ -74,21 +74,16 @@ def test_forgetting_a_deleted_job_drops_it_before_its_deletion_event():
     assert watch.get("ns", "md-validate-v1") is None
 
 
-def test_a_list_that_lacks_an_older_job_drops_it_and_names_its_owner():
-    """Kopf sends no DELETED for a Job deleted while its watch listed again; the periodic LIST does."""
-    def labelled(name, version, owner="md"):
-        body = job()
-        body["metadata"].update(name=name, resourceVersion=str(version),
-                                labels={"aiops.dev/modeldeployment": owner})
-        return body
-
+def test_a_deletion_announced_by_a_relist_carries_only_metadata_and_is_enough():
+    """After a re-list, the informer announces what vanished with the metadata it kept (no spec,
+    no status): the Job and its pods are forgotten all the same."""
     watch = JobWatch()
-    for body in (labelled("gone", 10), labelled("kept", 11), labelled("newer", 40, owner="other")):
-        watch.observe_job(body, deleted=False)
-    watch.observe_pod({**pod("Succeeded", message="{}"), "metadata": {
-        **pod("Succeeded")["metadata"], "labels": {"job-name": "gone"}}}, deleted=False)
-    # Listed at 30: "gone" was deleted meanwhile; "newer" came after the list.
-    assert watch.drop_vanished("ns", [labelled("kept", 11)], 30) == {"md"}
-    assert watch.get("ns", "gone") is None and watch.get("ns", "kept") and watch.get("ns", "newer")
-    assert watch.drop_vanished("other-ns", [], 99) == set()  # another namespace is not judged
-    assert watch.namespaces() == {"ns"}
+    watch.observe_job(job(), deleted=False)
+    finished = pod("Succeeded", message=json.dumps(VERDICT))
+    finished["metadata"]["labels"] = {"job-name": "md-validate-v1"}
+    watch.observe_pod(finished, deleted=False)
+    known = {k: finished["metadata"].get(k) for k in ("namespace", "name", "uid", "resourceVersion", "labels")}
+    watch.observe_pod({"metadata": known}, deleted=True)
+    assert watch.get("ns", "md-validate-v1")[1] == []
+    watch.observe_job({"metadata": {"namespace": "ns", "name": "md-validate-v1", "labels": {}}}, deleted=True)
+    assert watch.get("ns", "md-validate-v1") is None

@@ -1,8 +1,8 @@
 """Monitoring wiring (seed 2.2): the per-ModelDeployment monitor tasks start with the operator
-and stop with it. The monitor follows ModelDeployments and their Triton pods through its own
-event handlers (Kopf calls every handler of a resource), publishes verdicts into the registry
-that the ModelDeployment controller holds, and that registry enqueues the object when a verdict
-changes: the reconciler alone writes status and acts."""
+and stop with it. The monitor follows ModelDeployments through its own Kopf event handler and
+their Triton pods through a callback on the shared pod informer, publishes verdicts into the
+registry that the ModelDeployment controller holds, and that registry enqueues the object when a
+verdict changes: the reconciler alone writes status and acts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 
 from aiops.api.common import GROUP, VERSION
-from aiops.builders.triton import KIND_LABEL
+from aiops.controllers.watches import shared_watches
 from aiops.monitoring.gpu import NvmlReader
 from aiops.monitoring.monitor import Monitor, PodIndex
 
@@ -26,7 +26,8 @@ async def start_monitoring(memo: kopf.Memo, **_: Any) -> None:
     # is pinned to the (single) GPU node it serves from, so it is opt-in. Triton's own GPU metrics
     # (--allow-gpu-metrics, set by the Deployment builder) are the normal source.
     nvml = NvmlReader() if os.environ.get("AIOPS_MONITOR_NVML") == "1" else None
-    memo.monitor = Monitor(model_deployments.reconciler.verdicts, PodIndex(), nvml=nvml)
+    memo.monitor = monitor = Monitor(model_deployments.reconciler.verdicts, PodIndex(), nvml=nvml)
+    shared_watches(memo).on("pods", lambda kind, pod: monitor.pods.observe(pod, kind == "DELETED"))
 
 
 @kopf.on.cleanup()
@@ -40,8 +41,3 @@ async def stop_monitoring(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
 async def model_deployment_for_monitoring(event: dict, memo: kopf.Memo, **_: Any) -> None:
     memo.monitor.observe(event["object"], event.get("type") == "DELETED")
-
-
-@kopf.on.event("", "v1", "pods", labels={KIND_LABEL: kopf.PRESENT})
-async def triton_pod_for_monitoring(event: dict, memo: kopf.Memo, **_: Any) -> None:
-    memo.monitor.pods.observe(event["object"], event.get("type") == "DELETED")

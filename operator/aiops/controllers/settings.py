@@ -10,8 +10,7 @@ import kopf
 from aiops.builders.triton import MANAGED_BY
 
 GROUP = "aiops.dev"
-OWN_CHILDREN = (("batch", "jobs"), ("apps", "deployments"), ("apps", "statefulsets"))
-OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # what the child informers watch
 DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-operator:0.1.0"  # one image: operator and workers
 VALIDATION_JOB_TTL_SECONDS = 3600
 MIN_VALIDATION_JOB_TTL_SECONDS = 60
@@ -62,12 +61,6 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     # handled pod or Job event ("Handler succeeded"): an API write each. Our controllers post
     # the Events a person needs themselves; Kopf only posts its warnings and errors.
     settings.posting.level = logging.WARNING
-    # Filtered by the API server: only our own Jobs, Deployments and StatefulSets come down the
-    # watches, not every one in the cluster (every builder labels its objects managed-by us).
-    # Pods stay unfiltered: a foreign GPU pod that ends frees GPUs a waiting ModelDeployment may
-    # take (modeldeployment.gpu_pod_changed); ConfigMaps too: VectorIndex sources are the user's.
-    for group, plural in OWN_CHILDREN:
-        settings.watching.label_selectors[group, plural] = OWNED_SELECTOR
     # Reconnect watches periodically: a silently dead connection must not stall the operator.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -1,5 +1,6 @@
-"""TrainingJob handlers: thin. The TrainingJob itself and its step Jobs and pods only enqueue the
-TrainingJob's key; `aiops.trainingrun.reconciler` does the work from the state of the world."""
+"""TrainingJob handlers: thin. The TrainingJob itself (Kopf's watch) and its step Jobs and pods (the
+shared informers) only enqueue the TrainingJob's key; `aiops.trainingrun.reconciler` does the work
+from the state of the world."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aiops.api.registry import TRAINING_JOB
 from aiops.builders.training_job import TRAINING_JOB_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.settings import worker_image
+from aiops.controllers.watches import shared_watches
 from aiops.kube import api_client
 from aiops.rollout.kubeio import KubeIO
 from aiops.trainingrun.reconciler import TrainingJobReconciler
@@ -22,6 +24,14 @@ from aiops.trainingrun.reconciler import TrainingJobReconciler
 async def start(memo: kopf.Memo, **_: Any) -> None:
     reconciler = TrainingJobReconciler(KubeIO(api_client()), worker_image())
     memo.training_jobs = ReconcileLoop("TrainingJob", reconciler, shared_nodes(memo))
+    loop = memo.training_jobs
+
+    def child_changed(kind: str, obj: dict) -> None:
+        if owner := (obj["metadata"].get("labels") or {}).get(TRAINING_JOB_LABEL):
+            loop.enqueue(obj["metadata"]["namespace"], owner)
+
+    shared_watches(memo).on("jobs", child_changed)  # the steps
+    shared_watches(memo).on("pods", child_changed)  # their pods
     memo.training_jobs.start()
     memo.training_jobs.start_checks(TRAINING_JOB.plural)
 
@@ -34,13 +44,3 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, TRAINING_JOB.plural)
 async def training_job_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
     memo.training_jobs.observe(copy.deepcopy(event["object"]), event.get("type") == "DELETED")
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={TRAINING_JOB_LABEL: kopf.PRESENT})
-async def step_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.training_jobs.enqueue(body.metadata.namespace, body.metadata.labels[TRAINING_JOB_LABEL])
-
-
-@kopf.on.event("", "v1", "pods", labels={TRAINING_JOB_LABEL: kopf.PRESENT})
-async def step_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.training_jobs.enqueue(body.metadata.namespace, body.metadata.labels[TRAINING_JOB_LABEL])

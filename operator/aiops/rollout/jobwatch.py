@@ -11,7 +11,6 @@ when the watch has not shown the Job yet, or shows it finished without a termina
 from __future__ import annotations
 
 from aiops.builders.triton import KIND_LABEL
-from aiops.kube import vanished
 
 Key = tuple[str, str]
 
@@ -64,18 +63,6 @@ class JobWatch:
         whatever its last events still say before the deletion's own arrives."""
         self._jobs.pop((namespace, name), None)
         self._pods.pop((namespace, name), None)
-
-    def drop_vanished(self, namespace: str, jobs: list[dict], listed_at: int) -> set[str]:
-        """Forgets the Jobs of `namespace` that a LIST taken at `listed_at` lacks though they are
-        older than it (see ReconcileLoop.drop_vanished); returns their owners' names."""
-        gone = vanished(self._jobs, namespace, jobs, listed_at)
-        owners = {self._jobs[key]["metadata"]["labels"][KIND_LABEL] for key in gone}
-        for key in gone:
-            self.forget(*key)
-        return owners - {""}
-
-    def namespaces(self) -> set[str]:
-        return {ns for ns, _ in self._jobs}
 
     def get(self, namespace: str, name: str) -> tuple[dict, list[dict]] | None:
         """(Job, its pods) as the watch saw them, or None when it has not seen the Job."""

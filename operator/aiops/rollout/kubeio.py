@@ -17,7 +17,6 @@ from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
-from aiops.builders.validation_job import ROLE_LABEL
 from aiops.kube import resource_version
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ def path(kind: str, namespace: str, name: str = "", subresource: str = "") -> st
 
 
 class ChildCache(Protocol):
-    """Triton Deployments and pods as the operator's watch last saw them (Kopf indices in the
+    """Triton Deployments and pods as the operator's informers last saw them (childcache in the
     operator): reads a reconcile triggered by their own events need not ask the API server again."""
 
     def deployment(self, namespace: str, name: str) -> dict | None: ...
@@ -130,26 +129,14 @@ class KubeIO:
             self._run(self._items, path("Pod", namespace), labelSelector=self._triton_selector(md_name)))
         return World(deployment, pods)
 
-    def _listed(self, url: str, selector: str = "") -> tuple[list[dict], int]:
-        body = json.loads(self._request("GET", url, query={"labelSelector": selector} if selector else None))
+    def _listed(self, url: str) -> tuple[list[dict], int]:
+        body = json.loads(self._request("GET", url))
         return body["items"], resource_version(body)
 
-    async def listed(self, url: str, selector: str = "") -> tuple[list[dict], int]:
-        """A LIST's items and the resourceVersion it was taken at (to tell what it predates)."""
-        return await self._run(self._listed, url, selector)
-
     async def list_custom(self, namespace: str, plural: str = PLURAL) -> tuple[list[dict], int]:
-        """Our custom objects of one kind in a namespace (ModelDeployments by default)."""
-        return await self.listed(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
-
-    async def list_validation_jobs(self, namespace: str) -> tuple[list[dict], int]:
-        return await self.listed(path("Job", namespace), f"{KIND_LABEL},{ROLE_LABEL}=validation")
-
-    async def list_triton(self, namespace: str) -> tuple[tuple[list[dict], int], tuple[list[dict], int]]:
-        """Every Triton Deployment and pod of a namespace, each with its list's resourceVersion."""
-        selector = self._triton_selector()
-        return await asyncio.gather(self.listed(path("Deployment", namespace), selector),
-                                    self.listed(path("Pod", namespace), selector))
+        """Our custom objects of one kind in a namespace (ModelDeployments by default), and the
+        resourceVersion the LIST was taken at (to tell what it predates)."""
+        return await self._run(self._listed, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
 
     async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
         """The Deployment's ReplicaSets: only a rollback of the pod template needs them."""

@@ -1,0 +1,93 @@
+"""The built-in kinds the controllers follow (pods, Jobs, Deployments, StatefulSets, ConfigMaps,
+nodes): each is listed and watched once, by an informer (aiops.informer), and every controller
+subscribes callbacks to it in its startup handler. Kopf watches only our own kinds.
+
+The informers start in the last startup handler (aiops.controllers registers it after every
+controller's), and Kopf starts its own watches only after every startup handler has finished: no
+ModelDeployment, TrainingJob or VectorIndex is reconciled before the first list of every child
+kind has been handed out, so no reconcile reads a cache that is still filling (the guarantee
+Kopf's indices used to give)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from aiops.controllers.settings import OWNED_SELECTOR
+from aiops.informer import Callback, Informer
+from aiops.kube import api_client
+from aiops.kubehttp import ApiSession
+
+log = logging.getLogger(__name__)
+
+# plural -> (path prefix, label selector the API server applies, namespaced). Only our own Jobs,
+# Deployments and StatefulSets come down those watches (every builder labels its objects managed-by
+# us). Pods stay unfiltered: a foreign GPU pod that ends frees GPUs a waiting ModelDeployment may
+# take. ConfigMaps too: VectorIndex sources are the user's.
+KINDS: dict[str, tuple[str, str, bool]] = {
+    "pods": ("/api/v1", "", True),
+    "configmaps": ("/api/v1", "", True),
+    "jobs": ("/apis/batch/v1", OWNED_SELECTOR, True),
+    "deployments": ("/apis/apps/v1", OWNED_SELECTOR, True),
+    "statefulsets": ("/apis/apps/v1", OWNED_SELECTOR, True),
+    "nodes": ("/api/v1", "", False),
+}
+GLOB = set("*?[")
+
+
+class Watches:
+    """`namespaces`: what the operator serves (None: all). Plain names get one watch each;
+    patterns ('team-*') one cluster-wide watch that hands out only the matching namespaces."""
+
+    def __init__(self, namespaces: list[str] | None = None):
+        self.namespaces = namespaces or None
+        self._callbacks: dict[str, list[Callback]] = {}
+        self.informers: list[Informer] = []
+        self._api: ApiSession | None = None
+
+    def on(self, plural: str, callback: Callback) -> None:
+        if plural not in KINDS:
+            raise ValueError(f"no informer for {plural!r}; known: {sorted(KINDS)}")
+        self._callbacks.setdefault(plural, []).append(callback)
+
+    def _informers_for(self, api: ApiSession, plural: str) -> list[Informer]:
+        prefix, selector, namespaced = KINDS[plural]
+        if not namespaced or self.namespaces is None:
+            return [Informer(api, prefix, plural, selector=selector)]
+        if any(GLOB & set(ns) for ns in self.namespaces):
+            return [Informer(api, prefix, plural, selector=selector, namespaces=self.namespaces)]
+        return [Informer(api, prefix, plural, namespace=ns, selector=selector) for ns in self.namespaces]
+
+    async def start(self, api: ApiSession) -> None:
+        """Starts an informer per subscribed kind (and namespace) and waits for their first lists."""
+        self._api = api
+        for plural, callbacks in self._callbacks.items():
+            for informer in self._informers_for(api, plural):
+                for callback in callbacks:
+                    informer.subscribe(callback)
+                self.informers.append(informer)
+                informer.start()
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+        log.info("listed %s", ", ".join(sorted(self._callbacks)))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(i.stop() for i in self.informers))
+        if self._api is not None:
+            await self._api.close()
+
+
+def shared_watches(memo: kopf.Memo) -> Watches:
+    """The one set of informers every controller subscribes to; `memo.namespaces` is set by
+    aiops.runner from the operator's --namespace flags."""
+    return memo.setdefault("watches", Watches(memo.get("namespaces")))
+
+
+async def start_watches(memo: kopf.Memo, **_: Any) -> None:
+    await shared_watches(memo).start(ApiSession(api_client().configuration))
+
+
+async def stop_watches(memo: kopf.Memo, **_: Any) -> None:
+    await shared_watches(memo).stop()

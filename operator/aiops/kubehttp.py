@@ -1,0 +1,69 @@
+"""An asyncio HTTP session to the API server, configured and authenticated exactly like
+`aiops.kube.api_client` (same kubeconfig or ServiceAccount, same certificates and token). The
+informers (aiops.informer) stream their watches through it on the operator's event loop."""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+from kubernetes import client
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(f"{status}: {text[:300]}")
+        self.status = status
+
+
+class ApiSession:
+    def __init__(self, configuration: client.Configuration):
+        self.config = configuration
+        self.host = configuration.host.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if not self.host.startswith("https"):
+            return None
+        cfg = self.config
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if not cfg.verify_ssl:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return context
+
+    def headers(self) -> dict[str, str]:
+        """Asked per request: a ServiceAccount token is re-read when it rotates (the client's
+        refresh hook runs inside get_api_key_with_prefix)."""
+        headers = {"Accept": "application/json"}
+        token = self.config.get_api_key_with_prefix("BearerToken", alias="authorization")
+        if token:
+            headers["Authorization"] = token
+        elif self.config.username:
+            headers["Authorization"] = aiohttp.BasicAuth(self.config.username, self.config.password or "").encode()
+        return headers
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """Made on first use, inside the running event loop."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=0),
+                                                  proxy=self.config.proxy or None)
+        return self._session
+
+    async def get(self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """A GET whose body the caller reads (and releases); an error status raises ApiError."""
+        response = await self.session.get(self.host + path, params=params, headers=self.headers(), timeout=timeout)
+        if response.status != 200:
+            text = await response.text()
+            response.release()
+            raise ApiError(response.status, text)
+        return response
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
