@@ -1,4 +1,6 @@
-"""The Kubernetes client the operator's own code uses (Kopf has its own for watching).
+"""The Kubernetes client configuration the operator's own code uses (Kopf has its own for its
+watches): the informers and KubeIO take its host and credentials for their aiohttp sessions
+(aiops.kubehttp); leader election calls it directly.
 
 Configured when first needed, not at import: the kubernetes package reads $KUBECONFIG when it is
 imported, which is too early for tests and tools that point it at a cluster they just started.
@@ -12,7 +14,6 @@ from collections.abc import Mapping
 
 from kubernetes import client, config
 
-POOL_SIZE = 112  # >= the I/O threads of all controllers (72 + 16 + 16) and a few more
 _lock = threading.Lock()
 _clients: dict[str, client.ApiClient] = {}
 
@@ -27,9 +28,6 @@ def api_client() -> client.ApiClient:
                 config.load_incluster_config(client_configuration=cfg)
             else:
                 config.load_kube_config(config_file=key or None, client_configuration=cfg)
-            # One keep-alive connection per I/O thread of every controller (default: 5 x cores):
-            # past the pool's size urllib3 drops connections, and each new one is a TLS handshake.
-            cfg.connection_pool_maxsize = POOL_SIZE
             _clients[key] = client.ApiClient(cfg)
         return _clients[key]
 

@@ -1,13 +1,19 @@
 """An asyncio HTTP session to the API server, configured and authenticated exactly like
 `aiops.kube.api_client` (same kubeconfig or ServiceAccount, same certificates and token). The
-informers (aiops.informer) stream their watches through it on the operator's event loop."""
+informers (aiops.informer) stream their watches through it, and the reconcilers' reads and writes
+(aiops.rollout.kubeio) go through one too, all on the operator's event loop."""
 
 from __future__ import annotations
 
+import json
 import ssl
+from typing import Any
 
 import aiohttp
 from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=30)
 
 
 class ApiError(Exception):
@@ -19,9 +25,12 @@ class ApiError(Exception):
 
 
 class ApiSession:
-    def __init__(self, configuration: client.Configuration):
+    """connections: how many requests may be in flight at once (0: no limit, for watches)."""
+
+    def __init__(self, configuration: client.Configuration, connections: int = 0):
         self.config = configuration
         self.host = configuration.host.rstrip("/")
+        self.connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _ssl(self) -> ssl.SSLContext | None:
@@ -50,8 +59,8 @@ class ApiSession:
     def session(self) -> aiohttp.ClientSession:
         """Made on first use, inside the running event loop."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=0),
-                                                  proxy=self.config.proxy or None)
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self.connections)
+            self._session = aiohttp.ClientSession(connector=connector, proxy=self.config.proxy or None)
         return self._session
 
     async def get(self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
@@ -62,6 +71,20 @@ class ApiSession:
             response.release()
             raise ApiError(response.status, text)
         return response
+
+    async def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
+                      content_type: str = "application/json") -> bytes:
+        """One call, JSON both ways; an error status raises the kubernetes client's ApiException,
+        which the reconcilers already handle (status 404, 409, ...)."""
+        headers = {**self.headers(), "Content-Type": content_type}
+        data = None if body is None else json.dumps(body).encode()
+        async with self.session.request(method, self.host + path, params=params, data=data, headers=headers,
+                                        timeout=REQUEST_TIMEOUT) as response:
+            payload = await response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=response.reason,
+                                   body=payload.decode("utf-8", "replace"))
+            return payload
 
     async def close(self) -> None:
         if self._session is not None:

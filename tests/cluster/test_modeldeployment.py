@@ -111,9 +111,14 @@ def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, w
     ip = pods[0].status.pod_ip
     assert infer(ip) == [2.0, 4.0, 6.0, 8.0]
     # What the periodic check of Kopf's ModelDeployment watch lists (ReconcileLoop.check_against_list).
-    kubeio = KubeIO(kube.api_client, threads=2)
-    listed_mds, mds_at = asyncio.run(kubeio.list_custom(namespace))
-    kubeio.close()
+    async def listed():
+        kubeio = KubeIO(kube.api_client)
+        try:
+            return await kubeio.list_custom(namespace)
+        finally:
+            await kubeio.close()
+
+    listed_mds, mds_at = asyncio.run(listed())
     assert [m["metadata"]["name"] for m in listed_mds] == ["adder"] and mds_at >= resource_version(listed_mds[0])
     # The Service, made once the server started, routes to the ready pod.
     slices = endpoint_slice_lister(kube.api_client)

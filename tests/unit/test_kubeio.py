@@ -20,9 +20,17 @@ class Cache:
 
 def recording_kubeio(cache=None) -> tuple[KubeIO, list]:
     """A KubeIO whose reads record the URL asked for instead of calling a server."""
-    kube, asked = KubeIO(None, threads=2, cache=cache), []
-    kube._get = lambda url, **q: asked.append(url) or {"metadata": {"name": "from-api"}}
-    kube._items = lambda url, **q: asked.append((url, q)) or []
+    kube, asked = KubeIO(None, cache=cache), []
+
+    async def get(url, **q):
+        asked.append(url)
+        return {"metadata": {"name": "from-api"}}
+
+    async def items(url, **q):
+        asked.append((url, q))
+        return []
+
+    kube._get, kube._items = get, items
     return kube, asked
 
 
@@ -35,7 +43,6 @@ def test_paths_of_core_group_and_subresources():
 def test_observe_reads_the_cache_without_calling_the_api():
     kube, asked = recording_kubeio(Cache())
     world = asyncio.run(kube.observe("ns", "md", "md-triton"))
-    kube.close()
     assert (world.deployment, world.pods, asked) == (DEPLOYMENT, [POD], [])
     assert asyncio.run(kube.observe("ns", "other", "other-triton")).deployment is None
 
@@ -43,7 +50,6 @@ def test_observe_reads_the_cache_without_calling_the_api():
 def test_fresh_observe_and_no_cache_read_the_api():
     for kube, asked in (recording_kubeio(Cache()), recording_kubeio(None)):
         world = asyncio.run(kube.observe("ns", "md", "md-triton", fresh=kube.cache is not None))
-        kube.close()
         assert world.deployment == {"metadata": {"name": "from-api"}}
         assert sorted(map(str, asked)) == sorted(map(str, [
             "/apis/apps/v1/namespaces/ns/deployments/md-triton",

@@ -55,7 +55,7 @@ def test_periodic_checks_list_each_namespace_and_stop_with_the_loop(monkeypatch)
         async def flush(self):
             pass
 
-        def close(self):
+        async def close(self):
             pass
 
     async def scenario():

@@ -54,7 +54,7 @@ class ReconcileLoop:
             self._checks.cancel()
         await self.queue.stop()
         await self.reconciler.kube.flush()
-        self.reconciler.kube.close()
+        await self.reconciler.kube.close()
 
     def observe(self, body: dict, deleted: bool) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])

@@ -35,9 +35,9 @@ PLURAL = "modeldeployments"
 WORKERS = 16  # reconciles in flight; most of a reconcile is waiting on the API server
 URGENT_WORKERS = 8  # more, for new and edited objects only: never stuck behind re-checks
 # A new rollout makes its Job and Deployment (and a ConfigMap for a large spec) at once: room for 3 calls per
-# worker (16 threads let only 4 first passes create at a time: apply -> Deployment p50 312 ms
+# worker (16 connections let only 4 first passes create at a time: apply -> Deployment p50 312 ms
 # at 100 objects, 146 ms with 48, bench_reconcile).
-IO_THREADS = 3 * (WORKERS + URGENT_WORKERS)
+CONNECTIONS = 3 * (WORKERS + URGENT_WORKERS)
 
 
 def waiting_for_capacity(loop: ReconcileLoop) -> list[tuple[str, str]]:
@@ -51,7 +51,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
     children = WatchedChildren()
-    kube = KubeIO(api_client(), IO_THREADS, cache=children)
+    kube = KubeIO(api_client(), CONNECTIONS, cache=children)
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl())
     loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS,

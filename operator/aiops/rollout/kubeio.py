@@ -1,5 +1,6 @@
 """The Kubernetes reads and writes of the reconcilers: plain REST calls with JSON dicts both ways,
-run in threads (the client is synchronous) so the operator's event loop never blocks on the network."""
+made on the operator's event loop (aiohttp, aiops.kubehttp), so no call blocks it and none needs a
+thread."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
+import aiohttp
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
 from aiops.kube import resource_version
+from aiops.kubehttp import ApiSession
 
 log = logging.getLogger(__name__)
 PLURAL = "modeldeployments"
@@ -62,56 +63,45 @@ class ChildCache(Protocol):
 
 
 class KubeIO:
-    """threads: calls in flight at once (each holds a pooled connection while it waits).
+    """connections: calls in flight at once (each holds a pooled keep-alive connection).
     cache: where `observe` reads from unless asked for a fresh read (None: always the API)."""
 
-    def __init__(self, api_client: client.ApiClient, threads: int = 16, cache: ChildCache | None = None):
-        self.api = api_client
+    def __init__(self, api_client: client.ApiClient | None, connections: int = 16, cache: ChildCache | None = None):
+        self.api = ApiSession(api_client.configuration, connections) if api_client is not None else None
         self.cache = cache
-        # Our own pool: the default one has cores+4 threads, too few for calls that mostly wait.
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kubeio")
         self._posting: set[asyncio.Task] = set()  # Events being posted behind their reconcile
 
-    def close(self) -> None:
-        """Lets go of the I/O threads; calls still in flight finish on their own."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Closes the connections; the operator is stopping."""
+        if self.api is not None:
+            await self.api.close()
 
-    async def _run(self, fn, *args, **kwargs) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
-
-    def _request(self, method: str, url: str, body: Any = None, query: dict | None = None,
-                 content_type: str = "application/json") -> bytes:
+    async def _request(self, method: str, url: str, body: Any = None, query: dict | None = None,
+                       content_type: str = "application/json") -> bytes:
         """One API call, plain JSON both ways. The client's typed methods validate every body into
         pydantic models and back (a sixth of the operator's GIL time in a py-spy profile of
-        bench_reconcile); only its configuration, authentication and connection pool are used here."""
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        method, full_url, headers, _, _ = self.api.param_serialize(
-            method, url, query_params=list((query or {}).items()), header_params=headers,
-            auth_settings=["BearerToken"])
-        response = self.api.call_api(method, full_url, headers, body)
-        response.read()
-        if not 200 <= response.status <= 299:
-            raise ApiException.from_response(http_resp=response, body=None, data=None)
-        return response.data
+        bench_reconcile), and its synchronous calls needed a thread each (72 of them, and the
+        hand-offs, were another sixth): only its configuration and credentials are used here."""
+        return await self.api.request(method, url, body, query, content_type)
 
-    def _send_unless(self, status: int, method: str, url: str, body: Any = None, **kwargs) -> None:
+    async def _send_unless(self, status: int, method: str, url: str, body: Any = None, **kwargs) -> None:
         """A write where an answer of `status` means done already (409 to a create, 404 to a delete)."""
         try:
-            self._request(method, url, body, **kwargs)
+            await self._request(method, url, body, **kwargs)
         except ApiException as e:
             if e.status != status:
                 raise
 
-    def _get(self, url: str, **query) -> dict | None:
+    async def _get(self, url: str, **query) -> dict | None:
         try:
-            return json.loads(self._request("GET", url, query=query))
+            return json.loads(await self._request("GET", url, query=query))
         except ApiException as e:
             if e.status != 404:
                 raise
             return None
 
-    def _items(self, url: str, **query) -> list[dict]:
-        return json.loads(self._request("GET", url, query=query))["items"]
+    async def _items(self, url: str, **query) -> list[dict]:
+        return json.loads(await self._request("GET", url, query=query))["items"]
 
     # ---- reading ---------------------------------------------------------------------------------
     @staticmethod
@@ -125,50 +115,43 @@ class KubeIO:
         if self.cache is not None and not fresh:
             return World(self.cache.deployment(namespace, deployment_name), self.cache.pods(namespace, md_name))
         deployment, pods = await asyncio.gather(
-            self._run(self._get, path("Deployment", namespace, deployment_name)),
-            self._run(self._items, path("Pod", namespace), labelSelector=self._triton_selector(md_name)))
+            self._get(path("Deployment", namespace, deployment_name)),
+            self._items(path("Pod", namespace), labelSelector=self._triton_selector(md_name)))
         return World(deployment, pods)
-
-    def _listed(self, url: str) -> tuple[list[dict], int]:
-        body = json.loads(self._request("GET", url))
-        return body["items"], resource_version(body)
 
     async def list_custom(self, namespace: str, plural: str = PLURAL) -> tuple[list[dict], int]:
         """Our custom objects of one kind in a namespace (ModelDeployments by default), and the
         resourceVersion the LIST was taken at (to tell what it predates)."""
-        return await self._run(self._listed, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
+        body = json.loads(await self._request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"))
+        return body["items"], resource_version(body)
 
     async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
         """The Deployment's ReplicaSets: only a rollback of the pod template needs them."""
-        return await self._run(self._items, path("ReplicaSet", namespace), labelSelector=self._triton_selector(md_name))
+        return await self._items(path("ReplicaSet", namespace), labelSelector=self._triton_selector(md_name))
 
     async def read_job(self, namespace: str, name: str) -> tuple[dict | None, list[dict]]:
-        def read():
-            job = self._get(path("Job", namespace, name))
-            if job is None:
-                return None, []
-            return job, self._items(path("Pod", namespace), labelSelector=f"job-name={name}")
-
-        return await self._run(read)
+        job = await self._get(path("Job", namespace, name))
+        if job is None:
+            return None, []
+        return job, await self._items(path("Pod", namespace), labelSelector=f"job-name={name}")
 
     async def read(self, kind: str, namespace: str, name: str) -> dict | None:
         """One object by kind, or None when it does not exist."""
-        return await self._run(self._get, path(kind, namespace, name))
+        return await self._get(path(kind, namespace, name))
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict]:
-        return await self._run(self._items, path("Pod", namespace), labelSelector=selector)
+        return await self._items(path("Pod", namespace), labelSelector=selector)
 
     async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]:
         """All unfinished pods and all nodes, cluster-wide: what GPU capacity is computed from."""
-        def read():
-            pods = self._items("/api/v1/pods", fieldSelector="status.phase!=Succeeded,status.phase!=Failed")
-            return pods, self._items("/api/v1/nodes")
-
-        return await self._run(read)
+        pods, nodes = await asyncio.gather(
+            self._items("/api/v1/pods", fieldSelector="status.phase!=Succeeded,status.phase!=Failed"),
+            self._items("/api/v1/nodes"))
+        return pods, nodes
 
     # ---- writing ---------------------------------------------------------------------------------
     async def create_if_missing(self, obj: dict) -> None:
-        await self._run(self._send_unless, 409, "POST", path(obj["kind"], obj["metadata"]["namespace"]), obj)
+        await self._send_unless(409, "POST", path(obj["kind"], obj["metadata"]["namespace"]), obj)
 
     async def apply_deployment(self, obj: dict, existing: dict | None) -> None:
         """Creates the Deployment, or replaces its spec when our template revision changed."""
@@ -177,13 +160,13 @@ class KubeIO:
             await self.create_if_missing(obj)
             return
         patch = {"metadata": {"annotations": obj["metadata"].get("annotations", {})}, "spec": obj["spec"]}
-        await self._run(self._request, "PATCH", path("Deployment", ns, name), patch, content_type=STRATEGIC)
+        await self._request("PATCH", path("Deployment", ns, name), patch, content_type=STRATEGIC)
 
     async def patch_statefulset(self, namespace: str, name: str, patch: dict) -> None:
-        await self._run(self._request, "PATCH", path("StatefulSet", namespace, name), patch, content_type=STRATEGIC)
+        await self._request("PATCH", path("StatefulSet", namespace, name), patch, content_type=STRATEGIC)
 
     async def patch_configmap(self, namespace: str, name: str, patch: dict) -> None:
-        await self._run(self._request, "PATCH", path("ConfigMap", namespace, name), patch, content_type=STRATEGIC)
+        await self._request("PATCH", path("ConfigMap", namespace, name), patch, content_type=STRATEGIC)
 
     async def restore_template(self, existing: dict, replica_set: dict, annotations: dict) -> None:
         """`kubectl rollout undo` for one revision: the ReplicaSet's template back into the Deployment."""
@@ -194,18 +177,18 @@ class KubeIO:
                 {"op": "replace", "path": "/metadata/annotations", "value": {
                     **(existing["metadata"].get("annotations") or {}), **annotations}}]
         meta = existing["metadata"]
-        await self._run(self._request, "PATCH", path("Deployment", meta["namespace"], meta["name"]), body,
+        await self._request("PATCH", path("Deployment", meta["namespace"], meta["name"]), body,
                         content_type=JSON_PATCH)
 
     async def scale_deployment(self, deployment: dict, replicas: int) -> None:
         """Sets the replicas of a Deployment (only its metadata is read); one that is gone is left gone."""
         meta = deployment["metadata"]
-        await self._run(self._send_unless, 404, "PATCH", path("Deployment", meta["namespace"], meta["name"], "scale"),
+        await self._send_unless(404, "PATCH", path("Deployment", meta["namespace"], meta["name"], "scale"),
                         {"spec": {"replicas": replicas}}, content_type=MERGE)
 
     async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
         url = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status"
-        return json.loads(await self._run(self._request, "PATCH", url, {"status": status}, content_type=MERGE))
+        return json.loads(await self._request("PATCH", url, {"status": status}, content_type=MERGE))
 
     async def write_back(self, obj: dict, plural: str, before: dict, status: dict,
                          events: list[tuple[str, str, str]]) -> dict | None:
@@ -235,11 +218,11 @@ class KubeIO:
             await asyncio.wait(list(self._posting), timeout=timeout)
 
     async def list_jobs(self, namespace: str, selector: str) -> list[dict]:
-        return await self._run(self._items, path("Job", namespace), labelSelector=selector)
+        return await self._items(path("Job", namespace), labelSelector=selector)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Deletes a Job and its pods (a stale step of a spec that changed: frees its GPU now)."""
-        await self._run(self._send_unless, 404, "DELETE", path("Job", namespace, name),
+        await self._send_unless(404, "DELETE", path("Job", namespace, name),
                         query={"propagationPolicy": "Background"})
 
     async def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
@@ -255,8 +238,8 @@ class KubeIO:
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
         }
         try:
-            await self._run(self._request, "POST", path("Event", meta["namespace"]), body)
+            await self._request("POST", path("Event", meta["namespace"]), body)
         except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
-        except RuntimeError as e:  # the I/O threads were let go: the operator is stopping
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:  # e.g. the operator is stopping
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e)
