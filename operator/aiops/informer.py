@@ -17,12 +17,12 @@ caches against a LIST every few minutes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 
 import aiohttp
+import orjson
 
 from aiops.kubehttp import ApiError, ApiSession
 
@@ -107,7 +107,7 @@ class Informer:
         timeout = aiohttp.ClientTimeout(total=60)
         while True:
             async with await self.api.get(self.path, params, timeout) as response:
-                page = json.loads(await response.read())
+                page = orjson.loads(await response.read())
             kind = (page.get("kind") or "").removesuffix("List")
             for obj in page.get("items") or []:  # a list's items carry no kind of their own
                 obj.setdefault("kind", kind)
@@ -156,7 +156,7 @@ class Informer:
                 pending = lines.pop()
                 for line in lines:
                     if line.strip():
-                        self._event(json.loads(line))
+                        self._event(orjson.loads(line))
 
     def _event(self, event: dict) -> None:
         kind, obj = event["type"], event["object"]

@@ -5,11 +5,11 @@ informers (aiops.informer) stream their watches through it, and the reconcilers'
 
 from __future__ import annotations
 
-import json
 import ssl
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -77,7 +77,7 @@ class ApiSession:
         """One call, JSON both ways; an error status raises the kubernetes client's ApiException,
         which the reconcilers already handle (status 404, 409, ...)."""
         headers = {**self.headers(), "Content-Type": content_type}
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else orjson.dumps(body)
         async with self.session.request(method, self.host + path, params=params, data=data, headers=headers,
                                         timeout=REQUEST_TIMEOUT) as response:
             payload = await response.read()

@@ -23,6 +23,7 @@ from aiops.builders.triton import KIND_LABEL
 from aiops.controllers.loop import RESYNC_SECONDS, ReconcileLoop, shared_nodes
 from aiops.controllers.settings import validation_job_ttl, worker_image
 from aiops.controllers.watches import Watches, shared_watches
+from aiops.gpupods import GPUPods
 from aiops.kube import api_client
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.nodes import NodeCache
@@ -50,13 +51,13 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     # Monitoring (issue 7): the monitor publishes verdicts here and a changed verdict enqueues
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
-    children = WatchedChildren()
-    kube = KubeIO(api_client(), CONNECTIONS, cache=children)
+    children, gpu_pods = WatchedChildren(), GPUPods(shared_nodes(memo))
+    kube = KubeIO(api_client(), CONNECTIONS, cache=children, capacity=gpu_pods)
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl())
     loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS,
                                                   URGENT_WORKERS)
-    watch_children(shared_watches(memo), loop, children, shared_nodes(memo))
+    watch_children(shared_watches(memo), loop, children, gpu_pods, shared_nodes(memo))
     loop.start()
     memo.children_resync = asyncio.get_running_loop().create_task(resync(loop, memo))
 
@@ -68,7 +69,8 @@ def holds_gpus(pod: dict) -> bool:
                                for name in ((c.get("resources") or {}).get("limits") or {}))
 
 
-def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChildren, nodes: NodeCache) -> None:
+def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChildren, gpu_pods: GPUPods,
+                   nodes: NodeCache) -> None:
     """What each child event does: update the caches the reconciler reads, then enqueue the owner."""
     jobs = loop.reconciler.jobs
 
@@ -81,6 +83,7 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
 
     def pod_changed(kind: str, pod: dict) -> None:
         deleted = kind == "DELETED"
+        gpu_pods.observe(pod, deleted)
         if md := owner(pod):
             jobs.observe_pod(pod, deleted)
             if is_triton(pod):

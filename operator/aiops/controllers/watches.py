@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 
 # plural -> (path prefix, label selector the API server applies, namespaced). Only our own Jobs,
 # Deployments and StatefulSets come down those watches (every builder labels its objects managed-by
-# us). Pods stay unfiltered: a foreign GPU pod that ends frees GPUs a waiting ModelDeployment may
-# take. ConfigMaps too: VectorIndex sources are the user's.
+# us). Pods stay unfiltered and cluster-wide even when the operator serves some namespaces only:
+# GPU capacity counts every pod's GPUs (aiops.gpupods), and a foreign GPU pod that ends frees GPUs
+# a waiting ModelDeployment may take. ConfigMaps are unfiltered too: VectorIndex sources are the
+# user's.
 KINDS: dict[str, tuple[str, str, bool]] = {
-    "pods": ("/api/v1", "", True),
+    "pods": ("/api/v1", "", False),
     "configmaps": ("/api/v1", "", True),
     "jobs": ("/apis/batch/v1", OWNED_SELECTOR, True),
     "deployments": ("/apis/apps/v1", OWNED_SELECTOR, True),

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -62,13 +62,22 @@ class ChildCache(Protocol):
     def pods(self, namespace: str, md_name: str) -> list[dict]: ...
 
 
+class CapacitySource(Protocol):
+    """Unfinished GPU pods and all nodes as the informers last saw them (aiops.gpupods.GPUPods)."""
+
+    async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]: ...
+
+
 class KubeIO:
     """connections: calls in flight at once (each holds a pooled keep-alive connection).
-    cache: where `observe` reads from unless asked for a fresh read (None: always the API)."""
+    cache: where `observe` reads from unless asked for a fresh read (None: always the API).
+    capacity: where the GPU capacity check reads pods and nodes from (None: a LIST of each)."""
 
-    def __init__(self, api_client: client.ApiClient | None, connections: int = 16, cache: ChildCache | None = None):
+    def __init__(self, api_client: client.ApiClient | None, connections: int = 16, cache: ChildCache | None = None,
+                 capacity: CapacitySource | None = None):
         self.api = ApiSession(api_client.configuration, connections) if api_client is not None else None
         self.cache = cache
+        self.capacity = capacity
         self._posting: set[asyncio.Task] = set()  # Events being posted behind their reconcile
 
     async def close(self) -> None:
@@ -94,14 +103,14 @@ class KubeIO:
 
     async def _get(self, url: str, **query) -> dict | None:
         try:
-            return json.loads(await self._request("GET", url, query=query))
+            return orjson.loads(await self._request("GET", url, query=query))
         except ApiException as e:
             if e.status != 404:
                 raise
             return None
 
     async def _items(self, url: str, **query) -> list[dict]:
-        return json.loads(await self._request("GET", url, query=query))["items"]
+        return orjson.loads(await self._request("GET", url, query=query))["items"]
 
     # ---- reading ---------------------------------------------------------------------------------
     @staticmethod
@@ -122,7 +131,7 @@ class KubeIO:
     async def list_custom(self, namespace: str, plural: str = PLURAL) -> tuple[list[dict], int]:
         """Our custom objects of one kind in a namespace (ModelDeployments by default), and the
         resourceVersion the LIST was taken at (to tell what it predates)."""
-        body = json.loads(await self._request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"))
+        body = orjson.loads(await self._request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"))
         return body["items"], resource_version(body)
 
     async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
@@ -144,6 +153,8 @@ class KubeIO:
 
     async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]:
         """All unfinished pods and all nodes, cluster-wide: what GPU capacity is computed from."""
+        if self.capacity is not None:
+            return await self.capacity.gpu_pods_and_nodes()
         pods, nodes = await asyncio.gather(
             self._items("/api/v1/pods", fieldSelector="status.phase!=Succeeded,status.phase!=Failed"),
             self._items("/api/v1/nodes"))
@@ -188,7 +199,7 @@ class KubeIO:
 
     async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
         url = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status"
-        return json.loads(await self._request("PATCH", url, {"status": status}, content_type=MERGE))
+        return orjson.loads(await self._request("PATCH", url, {"status": status}, content_type=MERGE))
 
     async def write_back(self, obj: dict, plural: str, before: dict, status: dict,
                          events: list[tuple[str, str, str]]) -> dict | None:
