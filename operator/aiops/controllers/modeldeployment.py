@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
+from aiops.builders.validation_job import ROLE_LABEL
 from aiops.controllers.loop import RESYNC_SECONDS, ReconcileLoop, shared_nodes
 from aiops.controllers.settings import validation_job_ttl, worker_image
 from aiops.controllers.watches import Watches, shared_watches
@@ -69,13 +70,40 @@ def holds_gpus(pod: dict) -> bool:
                                for name in ((c.get("resources") or {}).get("limits") or {}))
 
 
+TERMINAL = ("Succeeded", "Failed")
+
+
+def wakes_owner(kind: str, obj: dict, owner: dict, owner_active: bool) -> bool:
+    """Whether a child's event can change what its ModelDeployment's reconcile decides. Most of
+    the ~12 events a new object's children cause while it validates cannot, and each woke a pass
+    (10 passes per object in Validating, bench_reconcile): the verdict needs only a finished
+    validation pod or Job, and a first version that is still validating looks at nothing of its
+    Triton Deployment or pods yet (the pass that ends validation reads them from the cache). While
+    the owner is being reconciled every event wakes it: that pass may have just moved it on."""
+    if kind == "DELETED" or owner_active:
+        return True
+    labels = obj["metadata"].get("labels") or {}
+    if labels.get(ROLE_LABEL) == "validation":
+        if obj.get("kind") == "Job":
+            return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                       for c in (obj.get("status") or {}).get("conditions") or [])
+        return (obj.get("status") or {}).get("phase") in TERMINAL
+    status = owner.get("status") or {}
+    return bool(status.get("servingVersion")) or (status.get("rollout") or {}).get("step") != "Validating"
+
+
 def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChildren, gpu_pods: GPUPods,
                    nodes: NodeCache) -> None:
-    """What each child event does: update the caches the reconciler reads, then enqueue the owner."""
+    """What each child event does: update the caches the reconciler reads, then wake the owner
+    when the event can matter to it (wakes_owner)."""
     jobs = loop.reconciler.jobs
 
-    def owner(obj: dict) -> str | None:
-        return (obj["metadata"].get("labels") or {}).get(KIND_LABEL)
+    def wake(kind: str, obj: dict) -> None:
+        md = (obj["metadata"].get("labels") or {}).get(KIND_LABEL)
+        key = (obj["metadata"]["namespace"], md)
+        owner = loop.objects.get(key)
+        if owner is not None and wakes_owner(kind, obj, owner, loop.queue.active(key)):
+            loop.queue.add(key)
 
     def wake_waiting() -> None:
         for key in waiting_for_capacity(loop):
@@ -84,25 +112,25 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
     def pod_changed(kind: str, pod: dict) -> None:
         deleted = kind == "DELETED"
         gpu_pods.observe(pod, deleted)
-        if md := owner(pod):
+        if KIND_LABEL in (pod["metadata"].get("labels") or {}):
             jobs.observe_pod(pod, deleted)
             if is_triton(pod):
                 children.observe_pod(pod, deleted)
-            loop.enqueue(pod["metadata"]["namespace"], md)
+            wake(kind, pod)
         # A GPU pod that finished or went away frees GPUs: wake whatever waits for them.
-        if (deleted or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")) and holds_gpus(pod):
+        if (deleted or (pod.get("status") or {}).get("phase") in TERMINAL) and holds_gpus(pod):
             wake_waiting()
 
     def job_changed(kind: str, job: dict) -> None:
-        if md := owner(job):
+        if KIND_LABEL in (job["metadata"].get("labels") or {}):
             jobs.observe_job(job, kind == "DELETED")
-            loop.enqueue(job["metadata"]["namespace"], md)
+            wake(kind, job)
 
     def deployment_changed(kind: str, deployment: dict) -> None:
-        if md := owner(deployment):
+        if KIND_LABEL in (deployment["metadata"].get("labels") or {}):
             if is_triton(deployment):
                 children.observe_deployment(deployment, kind == "DELETED")
-            loop.enqueue(deployment["metadata"]["namespace"], md)
+            wake(kind, deployment)
 
     def node_changed(kind: str, node: dict) -> None:
         """Nodes joining or changing may make room: wake whatever waits for GPUs."""

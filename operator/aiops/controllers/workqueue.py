@@ -117,6 +117,10 @@ class WorkQueue:
         self._timers.pop(key, None)
         self.add(key)
 
+    def active(self, key: Hashable) -> bool:
+        """Being reconciled right now (a key added now runs once more afterwards)."""
+        return key in self._active
+
     def idle(self) -> bool:
         return not (self._pending or self._active)
 
