@@ -13,7 +13,10 @@ validation.startServerEarly=false, after the Job passed); validation pod Succeed
 leaving Validating (the operator's own reaction time, without the Job's scheduling and run);
 throughputs; the operators' RSS and CPU time. A second floor also creates a bare Job per object,
 run like our validation Job: what an operator that must validate in a Job cannot go below, so the
-Job's own cost shows apart from ours. The floors and ours alternate for BENCH_ROUNDS
+Job's own cost shows apart from ours. A third creates exactly our first pass's objects (our
+Triton Deployment and validation Job, from our builders): the API server, etcd, the controllers
+and every watcher handle objects of that size, so the rest is our operator's own cost. The
+floors and ours alternate for BENCH_ROUNDS
 rounds (3) in one cluster and each figure is the median over the rounds, with its range: this
 machine's noise moves whole runs. BENCH_MDS sets the number of objects (100), BENCH_STATE_DIR
 keeps the logs.
@@ -186,7 +189,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
-def figures(floor: dict, with_job: dict, ours: dict) -> dict[str, float]:
+def figures(floor: dict, with_job: dict, same: dict, ours: dict) -> dict[str, float]:
     """One round's figures (the floors and aiops measured back to back), by name."""
     return {
         "floor.apply_to_deployment.p50": pct(floor["deployment"], 0.5),
@@ -200,6 +203,11 @@ def figures(floor: dict, with_job: dict, ours: dict) -> dict[str, float]:
         "floor_with_job.throughput": with_job["throughput"],
         "floor_with_job.cpu_per_object": with_job["cpu"] * 1000,
         "floor_with_job.api_requests_per_object": with_job["requests"],
+        "floor_same_objects.apply_to_deployment.p50": pct(same["deployment"], 0.5),
+        "floor_same_objects.apply_to_deployment.p99": pct(same["deployment"], 0.99),
+        "floor_same_objects.throughput": same["throughput"],
+        "floor_same_objects.cpu_per_object": same["cpu"] * 1000,
+        "floor_same_objects.api_requests_per_object": same["requests"],
         "aiops.apply_to_first_child.p50": pct(ours["first_child"], 0.5),
         "aiops.apply_to_first_child.p99": pct(ours["first_child"], 0.99),
         "aiops.apply_to_deployment.p50": pct(ours["deployment"], 0.5),
@@ -219,6 +227,9 @@ def figures(floor: dict, with_job: dict, ours: dict) -> dict[str, float]:
         "ratio.deployment_p50_vs_floor_with_job": pct(ours["deployment"], 0.5) / pct(with_job["deployment"], 0.5),
         "ratio.deployment_p99_vs_floor_with_job": pct(ours["deployment"], 0.99) / pct(with_job["deployment"], 0.99),
         "ratio.throughput_floor_with_job_vs_aiops": with_job["throughput"] / max(ours["throughput"], 1e-9),
+        "ratio.deployment_p50_vs_floor_same_objects": pct(ours["deployment"], 0.5) / pct(same["deployment"], 0.5),
+        "ratio.deployment_p99_vs_floor_same_objects": pct(ours["deployment"], 0.99) / pct(same["deployment"], 0.99),
+        "ratio.throughput_floor_same_objects_vs_aiops": same["throughput"] / max(ours["throughput"], 1e-9),
     }
 
 
@@ -228,6 +239,8 @@ NOTES = {
     "floor.cpu_per_object": "operator process CPU time",
     "floor.api_requests_per_object": "all clients, until every pod is up",
     "floor_with_job.apply_to_deployment.p50": "the same handler also creating a bare Job, run like our validation Job",
+    "floor_same_objects.apply_to_deployment.p50": "the same handler creating our own Triton Deployment and "
+                                                  "validation Job, from our builders",
     "aiops.apply_to_first_child.p50": "the validation Job",
     "aiops.apply_to_deployment.p50": "made beside the validation Job",
     "aiops.validated_to_next_step.p50": "validation pod Succeeded -> status past Validating: the operator's "
@@ -256,6 +269,11 @@ def report(rounds: list[dict[str, float]], late: dict) -> None:
     figure("aiops.late.validated_to_next_step.p50", pct(late["reaction"], 0.5), "ms", "incl. creating the Deployment")
 
 
+# Label and the floor_operator.py switch of each floor: plain (the issue's floor), with a bare Job,
+# and with our own objects.
+FLOORS = (("floor", ""), ("floor-job", "FLOOR_WITH_JOB"), ("floor-same", "FLOOR_SAME_OBJECTS"))
+
+
 def main() -> None:
     tools = ensure_toolchain()
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,12 +300,13 @@ def main() -> None:
             rounds = []
             for r in range(ROUNDS):  # the floors and aiops alternate, so slow spells of the machine hit all
                 floors = []
-                for label, with_job in (("floor", False), ("floor-job", True)):
-                    os.environ["FLOOR_WITH_JOB"] = "1" if with_job else ""
+                for label, variant in FLOORS:
+                    for flag in ("FLOOR_WITH_JOB", "FLOOR_SAME_OBJECTS"):
+                        os.environ[flag] = "1" if flag == variant else ""
                     floors.append(measure(api, f"{label}-{r}", [sys.executable, "-m", "kopf", "run", "--standalone",
                                                                "-n", f"{label}-{r}", str(HERE / "floor_operator.py")],
                                           cp.kubeconfig, Path(state) / f"{label}-{r}.log", strip, tools.kubectl,
-                                          validates=False, pods_per_object=2 if with_job else 1))
+                                          validates=False, pods_per_object=2 if variant else 1))
                 rounds.append(figures(*floors, aiops(f"ours-{r}", early=True)))
             late = aiops("late", early=False)
         finally:

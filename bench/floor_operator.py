@@ -3,7 +3,12 @@ for each ModelDeployment, nothing else (no validation, no status).
 
 With FLOOR_WITH_JOB=1 it also creates a bare Job beside the Deployment, labelled like our
 validation Jobs so the simulated node runs its pod the same way: the floor of an operator that
-must validate in a Job, as issue 6 requires, to tell the Job's own cost from the operator's."""
+must validate in a Job, as issue 6 requires, to tell the Job's own cost from the operator's.
+
+With FLOOR_SAME_OBJECTS=1 it creates exactly the objects our first pass creates, from our
+builders: the Triton Deployment and the validation Job, owned by the ModelDeployment. Their size
+is what the API server, etcd, the controllers and every watcher handle for each object: this floor
+tells that cost from our operator's own."""
 
 import os
 
@@ -11,6 +16,13 @@ import kopf
 from kubernetes import client, config
 
 WITH_JOB = os.environ.get("FLOOR_WITH_JOB") == "1"
+SAME_OBJECTS = os.environ.get("FLOOR_SAME_OBJECTS") == "1"
+if SAME_OBJECTS:  # imported up front, as the operator does: not on the first object's clock
+    from aiops.api.modeldeployment import ModelDeploymentSpec
+    from aiops.builders.triton import build_triton_deployment
+    from aiops.builders.validation_job import build_validation_objects, validation_attempt
+    from aiops.kube import owned_by
+    from aiops.rollout.revision import spec_revision
 
 
 @kopf.on.startup()
@@ -20,7 +32,10 @@ def setup(memo: kopf.Memo, **_):
 
 
 @kopf.on.create("aiops.dev", "v1alpha1", "modeldeployments")
-def create(name: str, namespace: str, memo: kopf.Memo, **_):
+def create(name: str, namespace: str, memo: kopf.Memo, body: kopf.Body, **_):
+    if SAME_OBJECTS:
+        create_ours(name, namespace, dict(body), memo)
+        return
     labels = {"app": name}
     memo.apps.create_namespaced_deployment(namespace, {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"{name}-triton"},
@@ -34,3 +49,11 @@ def create(name: str, namespace: str, memo: kopf.Memo, **_):
             "spec": {"backoffLimit": 0, "template": {
                 "metadata": {"labels": job_labels},
                 "spec": {"restartPolicy": "Never", "containers": [{"name": "validate", "image": "worker"}]}}}})
+
+
+def create_ours(name: str, namespace: str, body: dict, memo: kopf.Memo) -> None:
+    spec = ModelDeploymentSpec.from_wire(body["spec"])
+    attempt = validation_attempt(spec_revision(spec), "")
+    memo.apps.create_namespaced_deployment(namespace, owned_by(build_triton_deployment(name, spec, False), body))
+    for job in build_validation_objects(name, spec, spec.model.version, attempt, "worker", 3600):
+        memo.batch.create_namespaced_job(namespace, owned_by(job, body))

@@ -41,13 +41,15 @@ class GPUPods:
         self._nodes = nodes
         self._pods: dict[Key, dict] = {}
 
-    def observe(self, pod: dict, deleted: bool) -> None:
+    def observe(self, pod: dict, deleted: bool) -> bool:
+        """Records a pod event; True when a pod that held GPUs let go of them (finished or gone):
+        what a ModelDeployment waiting for capacity waits for."""
         key = (pod["metadata"].get("namespace"), pod["metadata"]["name"])
         summary = None if deleted else gpu_pod_summary(pod)
         if summary is None:
-            self._pods.pop(key, None)
-        else:
-            self._pods[key] = summary
+            return self._pods.pop(key, None) is not None
+        self._pods[key] = summary
+        return False
 
     async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]:
         """The same answer as KubeIO.gpu_pods_and_nodes, from the caches."""

@@ -40,7 +40,10 @@ def test_capacity_from_the_cache_follows_pod_events():
         return gpu_capacity(listed_nodes, pods, "nvidia.com/gpu").free
 
     assert free() == 1
-    cache.observe(pod("a", gpus=2, phase="Succeeded"), deleted=False)  # finished: its GPUs are free
+    # Finished: its GPUs are free, which is what a ModelDeployment waiting for capacity waits for.
+    assert cache.observe(pod("a", gpus=2, phase="Succeeded"), deleted=False) is True
     assert free() == 3
-    cache.observe({"metadata": {"namespace": "ns", "name": "b"}}, deleted=True)  # as a re-list announces it
+    assert cache.observe(pod("a", gpus=2, phase="Succeeded"), deleted=False) is False  # nothing new freed
+    assert cache.observe({"metadata": {"namespace": "ns", "name": "b"}}, deleted=True) is True  # as a re-list says
     assert free() == 4
+    assert cache.observe(pod("cpu-only"), deleted=True) is False

@@ -63,13 +63,6 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     memo.children_resync = asyncio.get_running_loop().create_task(resync(loop, memo))
 
 
-def holds_gpus(pod: dict) -> bool:
-    """A pod known only by name (announced deleted after a re-list) may have held some."""
-    spec = pod.get("spec")
-    return spec is None or any("gpu" in name for c in spec.get("containers") or []
-                               for name in ((c.get("resources") or {}).get("limits") or {}))
-
-
 TERMINAL = ("Succeeded", "Failed")
 
 
@@ -111,15 +104,13 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
 
     def pod_changed(kind: str, pod: dict) -> None:
         deleted = kind == "DELETED"
-        gpu_pods.observe(pod, deleted)
+        if gpu_pods.observe(pod, deleted):  # a GPU pod finished or went away: wake whatever waits for GPUs
+            wake_waiting()
         if KIND_LABEL in (pod["metadata"].get("labels") or {}):
             jobs.observe_pod(pod, deleted)
             if is_triton(pod):
                 children.observe_pod(pod, deleted)
             wake(kind, pod)
-        # A GPU pod that finished or went away frees GPUs: wake whatever waits for them.
-        if (deleted or (pod.get("status") or {}).get("phase") in TERMINAL) and holds_gpus(pod):
-            wake_waiting()
 
     def job_changed(kind: str, job: dict) -> None:
         if KIND_LABEL in (job["metadata"].get("labels") or {}):
