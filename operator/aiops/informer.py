@@ -101,8 +101,9 @@ class Informer:
                 wait = min(wait * 2, BACKOFF[1])
 
     async def relist(self) -> None:
-        """A full LIST, page by page, that then replaces what is known."""
-        items: list[dict] = []
+        """A full LIST, handed out page by page (a page of full objects in memory at a time, not
+        every pod of the cluster at once), then what it lacks is announced deleted."""
+        listed: set[Key] = set()
         params = self._params(limit=str(PAGE))
         timeout = aiohttp.ClientTimeout(total=60)
         while True:
@@ -112,27 +113,33 @@ class Informer:
             for obj in page.get("items") or []:  # a list's items carry no kind of their own
                 obj.setdefault("kind", kind)
                 obj.setdefault("apiVersion", page.get("apiVersion"))
-            items += page.get("items") or []
+                self._merge(obj, listed)
             more = (page.get("metadata") or {}).get("continue")
             if not more:
                 break
             params = self._params(limit=str(PAGE), **{"continue": more})
-        self.replace(items, page["metadata"]["resourceVersion"])
+        self._forget_unlisted(listed, page["metadata"]["resourceVersion"])
 
     def replace(self, items: list[dict], resource_version: str) -> None:
         """Hands out the difference between a fresh list and what was known."""
-        listed = set()
+        listed: set[Key] = set()
         for obj in items:
-            key = _key(obj)
-            listed.add(key)
-            known = self.known.get(key)
-            if known is not None and known["metadata"]["uid"] != obj["metadata"].get("uid"):
-                self._handle("DELETED", known)  # deleted and made again while we were away
-                known = None
-            if known is None:
-                self._handle("ADDED", obj)
-            elif known["metadata"]["resourceVersion"] != obj["metadata"].get("resourceVersion"):
-                self._handle("MODIFIED", obj)
+            self._merge(obj, listed)
+        self._forget_unlisted(listed, resource_version)
+
+    def _merge(self, obj: dict, listed: set[Key]) -> None:
+        key = _key(obj)
+        listed.add(key)
+        known = self.known.get(key)
+        if known is not None and known["metadata"]["uid"] != obj["metadata"].get("uid"):
+            self._handle("DELETED", known)  # deleted and made again while we were away
+            known = None
+        if known is None:
+            self._handle("ADDED", obj)
+        elif known["metadata"]["resourceVersion"] != obj["metadata"].get("resourceVersion"):
+            self._handle("MODIFIED", obj)
+
+    def _forget_unlisted(self, listed: set[Key], resource_version: str) -> None:
         for key in [k for k in self.known if k not in listed]:
             self._handle("DELETED", self.known[key])
         self.resource_version = resource_version

@@ -1,5 +1,5 @@
 """What an informer hands out from a re-list and from watch events (aiops.informer); the live
-list-and-watch against the API server is tests/cluster/test_informer.py."""
+list-and-watch against the API server is tests/cluster/test_informer_live.py."""
 
 import pytest
 
