@@ -102,10 +102,12 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
         for key in waiting_for_capacity(loop):
             loop.queue.add(key)
 
+    def gpu_pod_changed(kind: str, pod: dict) -> None:
+        if gpu_pods.observe(pod, kind == "DELETED"):  # a GPU pod finished or went away: wake whatever waits for GPUs
+            wake_waiting()
+
     def pod_changed(kind: str, pod: dict) -> None:
         deleted = kind == "DELETED"
-        if gpu_pods.observe(pod, deleted):  # a GPU pod finished or went away: wake whatever waits for GPUs
-            wake_waiting()
         if KIND_LABEL in (pod["metadata"].get("labels") or {}):
             jobs.observe_pod(pod, deleted)
             if is_triton(pod):
@@ -128,6 +130,7 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
         if nodes.observe(node, kind == "DELETED"):
             wake_waiting()
 
+    watches.on("pods", gpu_pod_changed, every_namespace=True)  # every pod's GPUs count
     watches.on("pods", pod_changed)
     watches.on("jobs", job_changed)
     watches.on("deployments", deployment_changed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from fnmatch import fnmatchcase
 from typing import Any
 
 import kopf
@@ -50,10 +51,26 @@ class Watches:
         self.informers: list[Informer] = []
         self._api: ApiSession | None = None
 
-    def on(self, plural: str, callback: Callback) -> None:
+    def on(self, plural: str, callback: Callback, every_namespace: bool = False) -> None:
+        """`callback` gets the kind's events in the namespaces the operator serves; with
+        `every_namespace`, from the whole cluster where the kind is watched cluster-wide (pods,
+        for GPU accounting): a controller's caches of its own children then hold no other
+        namespace's objects."""
         if plural not in KINDS:
             raise ValueError(f"no informer for {plural!r}; known: {sorted(KINDS)}")
+        if not every_namespace and self.namespaces is not None and not KINDS[plural][2]:
+            callback = self._served_only(callback)
         self._callbacks.setdefault(plural, []).append(callback)
+
+    def _served_only(self, callback: Callback) -> Callback:
+        patterns = self.namespaces or []
+
+        def filtered(kind: str, obj: dict) -> None:
+            namespace = obj["metadata"].get("namespace")
+            if namespace is None or any(fnmatchcase(namespace, p) for p in patterns):  # nodes have none
+                callback(kind, obj)
+
+        return filtered
 
     def _informers_for(self, api: ApiSession, plural: str) -> list[Informer]:
         prefix, selector, namespaced = KINDS[plural]
