@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from fnmatch import fnmatchcase
 
 import aiohttp
 import orjson
+from kubernetes.client.rest import ApiException
 
-from aiops.kubehttp import ApiError, ApiSession
+from aiops.kubehttp import ApiSession
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,12 @@ def _known(obj: dict) -> dict:
 
 class Informer:
     """One kind, cluster-wide or in one namespace. `selector`: a label selector the API server
-    applies; `namespaces`: glob patterns an object's namespace must match (for a cluster-wide
-    watch on behalf of patterns like 'team-*'; None: every namespace)."""
+    applies."""
 
-    def __init__(self, api: ApiSession, prefix: str, plural: str, namespace: str = "", selector: str = "",
-                 namespaces: list[str] | None = None):
+    def __init__(self, api: ApiSession, prefix: str, plural: str, namespace: str = "", selector: str = ""):
         self.api = api
         self.path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
         self.selector = selector
-        self.patterns = namespaces
         self.known: dict[Key, dict] = {}
         self.synced = asyncio.Event()  # set once the first list has been handed out
         self.resource_version = ""
@@ -93,9 +90,9 @@ class Informer:
             except Expired:
                 log.info("%s: resourceVersion %s expired; listing again", self.path, self.resource_version)
                 self.resource_version = ""
-            except (TimeoutError, ApiError, aiohttp.ClientError, ValueError, KeyError) as e:
-                log.warning("%s: %s: %s; again in %.1f s", self.path, type(e).__name__, e, wait)
-                if isinstance(e, ApiError) and e.status == 410:
+            except (TimeoutError, ApiException, aiohttp.ClientError, ValueError, KeyError) as e:
+                log.warning("%s: %s: %s; again in %.1f s", self.path, type(e).__name__, str(e).strip(), wait)
+                if isinstance(e, ApiException) and e.status == 410:
                     self.resource_version = ""
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, BACKOFF[1])
@@ -151,7 +148,7 @@ class Informer:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=WATCH_SECONDS + 30)
         try:
             response = await self.api.get(self.path, params, timeout)
-        except ApiError as e:
+        except ApiException as e:
             if e.status == 410:
                 raise Expired from None
             raise
@@ -170,7 +167,7 @@ class Informer:
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise Expired
-            raise ApiError(obj.get("code") or 500, obj.get("message") or str(obj))
+            raise ApiException(status=obj.get("code") or 500, reason=obj.get("message") or str(obj))
         self.resource_version = obj["metadata"]["resourceVersion"]
         if kind != "BOOKMARK":
             self._handle(kind, obj)
@@ -181,8 +178,6 @@ class Informer:
             self.known.pop(key, None)
         else:
             self.known[key] = _known(obj)
-        if self.patterns is not None and not any(fnmatchcase(key[0], p) for p in self.patterns):
-            return
         for callback in self._callbacks:
             try:
                 callback(kind, obj)

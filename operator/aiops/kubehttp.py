@@ -16,14 +16,6 @@ from kubernetes.client.rest import ApiException
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=30)
 
 
-class ApiError(Exception):
-    """The API server answered with an error status."""
-
-    def __init__(self, status: int, text: str):
-        super().__init__(f"{status}: {text[:300]}")
-        self.status = status
-
-
 class ApiSession:
     """connections: how many requests may be in flight at once (0: no limit, for watches)."""
 
@@ -64,12 +56,12 @@ class ApiSession:
         return self._session
 
     async def get(self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """A GET whose body the caller reads (and releases); an error status raises ApiError."""
+        """A GET whose body the caller reads (and releases); an error status raises ApiException."""
         response = await self.session.get(self.host + path, params=params, headers=self.headers(), timeout=timeout)
         if response.status != 200:
             text = await response.text()
             response.release()
-            raise ApiError(response.status, text)
+            raise ApiException(status=response.status, reason=response.reason, body=text[:300])
         return response
 
     async def request(self, method: str, path: str, body: Any = None, params: dict | None = None,

@@ -34,7 +34,7 @@ def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = Tru
             liveness_endpoint=liveness,
             stop_flag=stop_flag,
             # The informers of child kinds (aiops.controllers.watches) serve the same namespaces.
-            memo=kopf.Memo(namespaces=[] if all_namespaces and not namespaces else list(namespaces or [])),
+            memo=kopf.Memo(namespaces=list(namespaces or [])),
         )
 
     if leader_election is None:

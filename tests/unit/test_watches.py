@@ -31,3 +31,17 @@ def test_all_namespaces_and_per_namespace_watches_are_not_filtered_again():
     namespaced.on("jobs", lambda kind, obj: calls.append(obj))
     namespaced._callbacks["jobs"][0]("ADDED", pod("ml"))
     assert len(calls) == 2 and namespaced._callbacks["jobs"][0].__name__ == "<lambda>"
+
+
+def test_namespace_patterns_watch_the_cluster_and_hand_out_only_matching_namespaces():
+    """No per-namespace watch can list 'team-*': one cluster-wide informer, filtered for the callbacks."""
+    seen = []
+    watches = Watches(["team-*"])
+    watches.on("jobs", lambda kind, obj: seen.append(obj["metadata"]["namespace"]))
+    (informer,) = watches._informers_for(None, "jobs")
+    assert informer.path == "/apis/batch/v1/jobs"
+    for callback in watches._callbacks["jobs"]:
+        informer.subscribe(callback)
+    informer.replace([{"metadata": {"namespace": ns, "name": "j", "uid": ns, "resourceVersion": "1"}}
+                      for ns in ("team-x", "other")], "2")
+    assert seen == ["team-x"] and len(informer.known) == 2

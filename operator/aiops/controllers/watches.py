@@ -58,7 +58,7 @@ class Watches:
         namespace's objects."""
         if plural not in KINDS:
             raise ValueError(f"no informer for {plural!r}; known: {sorted(KINDS)}")
-        if not every_namespace and self.namespaces is not None and not KINDS[plural][2]:
+        if not every_namespace and self.namespaces is not None and self._cluster_wide(plural):
             callback = self._served_only(callback)
         self._callbacks.setdefault(plural, []).append(callback)
 
@@ -72,12 +72,15 @@ class Watches:
 
         return filtered
 
+    def _cluster_wide(self, plural: str) -> bool:
+        """One watch of the whole cluster: the kind is watched so everywhere (pods, nodes), the
+        operator serves every namespace, or it serves patterns that no per-namespace watch can list."""
+        return not KINDS[plural][2] or self.namespaces is None or any(GLOB & set(ns) for ns in self.namespaces)
+
     def _informers_for(self, api: ApiSession, plural: str) -> list[Informer]:
-        prefix, selector, namespaced = KINDS[plural]
-        if not namespaced or self.namespaces is None:
+        prefix, selector, _ = KINDS[plural]
+        if self._cluster_wide(plural):
             return [Informer(api, prefix, plural, selector=selector)]
-        if any(GLOB & set(ns) for ns in self.namespaces):
-            return [Informer(api, prefix, plural, selector=selector, namespaces=self.namespaces)]
         return [Informer(api, prefix, plural, namespace=ns, selector=selector) for ns in self.namespaces]
 
     async def start(self, api: ApiSession) -> None:

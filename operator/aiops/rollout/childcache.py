@@ -8,14 +8,15 @@ no longer has."""
 from __future__ import annotations
 
 from aiops.builders.triton import KIND_LABEL
+from aiops.rollout.kubeio import TRITON_NAME
 
 Key = tuple[str, str]
-TRITON_NAME = ("app.kubernetes.io/name", "triton")
+NAME_KEY, NAME_VALUE = TRITON_NAME.split("=")
 
 
 def is_triton(obj: dict) -> bool:
     labels = obj["metadata"].get("labels") or {}
-    return KIND_LABEL in labels and labels.get(TRITON_NAME[0]) == TRITON_NAME[1]
+    return KIND_LABEL in labels and labels.get(NAME_KEY) == NAME_VALUE
 
 
 class WatchedChildren:

@@ -10,15 +10,12 @@ when the watch has not shown the Job yet, or shows it finished without a termina
 
 from __future__ import annotations
 
-from aiops.builders.triton import KIND_LABEL
-
 Key = tuple[str, str]
 
 
 def _slim_job(body: dict) -> dict:
     meta = body["metadata"]
-    return {"metadata": {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
-                         "labels": {KIND_LABEL: (meta.get("labels") or {}).get(KIND_LABEL, "")}},
+    return {"metadata": {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
             "spec": {k: v for k, v in (body.get("spec") or {}).items()
                      if k in ("completions", "parallelism", "backoffLimit")},
             "status": {"conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
