@@ -9,7 +9,8 @@ control plane, not Triton or the worker (bench_rollback and the tests cover thos
 
 Figures: apply -> first child (our validation Job; the floor's Deployment); apply -> Deployment
 (ours: made beside the validation Job by default, and once more with
-validation.startServerEarly=false, after the Job passed); validation pod Succeeded -> the status
+validation.startServerEarly=false, after the Job passed, and once more with each object asking for
+a GPU, so the capacity check runs); validation pod Succeeded -> the status
 leaving Validating (the operator's own reaction time, without the Job's scheduling and run);
 throughputs; the operators' RSS and CPU time. A second floor also creates a bare Job per object,
 run like our validation Job: what an operator that must validate in a Job cannot go below, so the
@@ -53,10 +54,10 @@ VERDICT = json.dumps({"valid": True, "reason": "Validated", "message": "recorded
     "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": ["4"]}]}})
 
 
-def manifest(name: str, early: bool = True) -> dict:
+def manifest(name: str, early: bool = True, gpus: int = 0) -> dict:
     return {"apiVersion": "aiops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
             "spec": {"model": {"name": "adder", "version": 1}, "repository": {"hostPath": {"path": "/srv/models"}},
-                     "resources": {"gpus": 0, "memory": "1Gi"}, "monitoring": {"enabled": False},
+                     "resources": {"gpus": gpus, "memory": "1Gi"}, "monitoring": {"enabled": False},
                      "validation": {"startServerEarly": early}}}
 
 
@@ -124,7 +125,7 @@ def past_validation(md: dict) -> str | None:
 
 
 def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, child_of, kubectl: Path,
-            validates: bool, early: bool = True, pods_per_object: int = 0) -> dict:
+            validates: bool, early: bool = True, pods_per_object: int = 0, gpus: int = 0) -> dict:
     """validates: an aiops operator (a validation pod and a Triton pod per object), not the floor.
     pods_per_object: the pods an object ends with (default: 2 for aiops, 1 for the floor)."""
     pods_per_object = pods_per_object or (2 if validates else 1)
@@ -153,7 +154,7 @@ def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, ch
     for i in range(N):
         name = f"md-{i:03d}"
         custom.create_namespaced_custom_object("aiops.dev", "v1alpha1", namespace, "modeldeployments",
-                                               manifest(name, early))
+                                               manifest(name, early, gpus))
         created[name] = time.monotonic()
     deadline = time.monotonic() + 600
     while (len(deps.seen) < N or (validates and len(acted.seen) < N)) and time.monotonic() < deadline:
@@ -252,7 +253,7 @@ NOTES = {
 }
 
 
-def report(rounds: list[dict[str, float]], late: dict) -> None:
+def report(rounds: list[dict[str, float]], late: dict, gpu: dict) -> None:
     """The median of each figure over the rounds, with the lowest and highest when there are several:
     the machine's noise moves whole rounds, so a single round can be far off either way."""
     for name in rounds[0]:
@@ -267,6 +268,11 @@ def report(rounds: list[dict[str, float]], late: dict) -> None:
            "startServerEarly=false: after the validation Job passed")
     figure("aiops.late.apply_to_deployment.p99", pct(late["deployment"], 0.99), "ms")
     figure("aiops.late.validated_to_next_step.p50", pct(late["reaction"], 0.5), "ms", "incl. creating the Deployment")
+    figure("aiops.gpu.apply_to_deployment.p50", pct(gpu["deployment"], 0.5), "ms",
+           "each object asks for 1 GPU: the capacity check runs before the Deployment is made")
+    figure("aiops.gpu.apply_to_deployment.p99", pct(gpu["deployment"], 0.99), "ms")
+    figure("aiops.gpu.throughput", gpu["throughput"], "obj/s")
+    figure("aiops.gpu.cpu_per_object", gpu["cpu"] * 1000, "ms")
 
 
 # Label and the floor_operator.py switch of each floor: plain (the issue's floor), with a bare Job,
@@ -282,7 +288,8 @@ def main() -> None:
         cp.up(tools=tools)
         api = api_client_for(cp)
         # Room for every validation pod and Triton pod of the run: node size is not what is measured.
-        agent = NodeAgent(api, [NodeSpec(cpu="1024", memory="4Ti", max_pods=(5 * ROUNDS + 2) * N + 100)],
+        agent = NodeAgent(api, [NodeSpec(cpu="1024", memory="4Ti", max_pods=(5 * ROUNDS + 3) * N + 100,
+                                         gpus=N + 3)],
                           launchers=())
         agent.inject(lambda p: (p.metadata.labels or {}).get("aiops.dev/role") == "validation",
                      succeed(message=VERDICT))
@@ -290,10 +297,10 @@ def main() -> None:
         agent.start()
         strip = lambda name, suffix: name[: -len(suffix)] if name.endswith(suffix) else None  # noqa: E731
 
-        def aiops(label: str, early: bool) -> dict:
+        def aiops(label: str, early: bool, gpus: int = 0) -> dict:
             return measure(api, label, [sys.executable, "-m", "aiops", "run", "-n", label, "--metrics-port", "0",
                                         "--liveness", ""], cp.kubeconfig, Path(state) / f"{label}.log", strip,
-                           tools.kubectl, validates=True, early=early)
+                           tools.kubectl, validates=True, early=early, gpus=gpus)
 
         try:
             install_crds(api)
@@ -309,10 +316,11 @@ def main() -> None:
                                           validates=False, pods_per_object=2 if variant else 1))
                 rounds.append(figures(*floors, aiops(f"ours-{r}", early=True)))
             late = aiops("late", early=False)
+            gpu = aiops("gpu", early=True, gpus=1)
         finally:
             agent.stop()
             cp.down()
-    report(rounds, late)
+    report(rounds, late, gpu)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,9 @@ def test_validation_spec_travels_in_a_pod_annotation_unless_too_big():
     spec = ModelDeploymentSpec.from_wire(base)
     [job] = build_validation_objects("md", spec, 3, "abcdef123456", "img")
     pod = job["spec"]["template"]
-    assert ModelDeploymentSpec.from_wire(json.loads(pod["metadata"]["annotations"][SPEC_ANNOTATION])) == spec
+    text = pod["metadata"]["annotations"][SPEC_ANNOTATION]
+    assert ModelDeploymentSpec.from_wire(json.loads(text)) == spec
+    assert json.loads(text) == base  # defaults left out: the text rides on every event of the Job and its pod
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "spec"]
     [item] = volume["downwardAPI"]["items"]
     assert item == {"path": "spec.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}
