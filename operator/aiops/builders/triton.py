@@ -21,6 +21,7 @@ HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_MOUNT = "/models"
 MANAGED_BY = "aiops-operator"
 KIND_LABEL = "aiops.dev/modeldeployment"
+NAME_LABEL, TRITON = "app.kubernetes.io/name", "triton"  # what tells Triton children apart
 RUN_AS_USER = 1000  # the Triton image's non-root `triton-server` user
 
 
@@ -35,7 +36,7 @@ def child_name(owner: str, suffix: str, limit: int = 63) -> str:
 
 def triton_labels(md_name: str) -> dict[str, str]:
     """The selector labels: stable for the object's lifetime (a Deployment selector is immutable)."""
-    return {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": md_name,
+    return {NAME_LABEL: TRITON, "app.kubernetes.io/instance": md_name,
             "app.kubernetes.io/managed-by": MANAGED_BY, KIND_LABEL: md_name}
 
 

@@ -7,16 +7,14 @@ no longer has."""
 
 from __future__ import annotations
 
-from aiops.builders.triton import KIND_LABEL
-from aiops.rollout.kubeio import TRITON_NAME
+from aiops.builders.triton import KIND_LABEL, NAME_LABEL, TRITON
 
 Key = tuple[str, str]
-NAME_KEY, NAME_VALUE = TRITON_NAME.split("=")
 
 
 def is_triton(obj: dict) -> bool:
     labels = obj["metadata"].get("labels") or {}
-    return KIND_LABEL in labels and labels.get(NAME_KEY) == NAME_VALUE
+    return KIND_LABEL in labels and labels.get(NAME_LABEL) == TRITON
 
 
 class WatchedChildren:

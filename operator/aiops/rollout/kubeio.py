@@ -16,13 +16,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
-from aiops.builders.triton import KIND_LABEL
+from aiops.builders.triton import KIND_LABEL, NAME_LABEL, TRITON
 from aiops.kube import resource_version
 from aiops.kubehttp import ApiSession
 
 log = logging.getLogger(__name__)
 PLURAL = "modeldeployments"
-TRITON_NAME = "app.kubernetes.io/name=triton"
+TRITON_NAME = f"{NAME_LABEL}={TRITON}"
 TEMPLATE_ANNOTATION = "aiops.dev/template-revision"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
@@ -71,7 +71,12 @@ class CapacitySource(Protocol):
 class KubeIO:
     """connections: calls in flight at once (each holds a pooled keep-alive connection).
     cache: where `observe` reads from unless asked for a fresh read (None: always the API).
-    capacity: where the GPU capacity check reads pods and nodes from (None: a LIST of each)."""
+    capacity: where the GPU capacity check reads pods and nodes from (None: a LIST of each).
+
+    Calls go through aiops.kubehttp.ApiSession, plain JSON both ways, not the kubernetes client's
+    typed methods: those validate every body into models and back (a sixth of the operator's GIL
+    time in a py-spy profile of bench_reconcile), and their synchronous calls needed a thread each
+    (72 of them, and the hand-offs, were another sixth)."""
 
     def __init__(self, api_client: client.ApiClient | None, connections: int = 16, cache: ChildCache | None = None,
                  capacity: CapacitySource | None = None):
@@ -85,32 +90,24 @@ class KubeIO:
         if self.api is not None:
             await self.api.close()
 
-    async def _request(self, method: str, url: str, body: Any = None, query: dict | None = None,
-                       content_type: str = "application/json") -> bytes:
-        """One API call, plain JSON both ways. The client's typed methods validate every body into
-        pydantic models and back (a sixth of the operator's GIL time in a py-spy profile of
-        bench_reconcile), and its synchronous calls needed a thread each (72 of them, and the
-        hand-offs, were another sixth): only its configuration and credentials are used here."""
-        return await self.api.request(method, url, body, query, content_type)
-
     async def _send_unless(self, status: int, method: str, url: str, body: Any = None, **kwargs) -> None:
         """A write where an answer of `status` means done already (409 to a create, 404 to a delete)."""
         try:
-            await self._request(method, url, body, **kwargs)
+            await self.api.request(method, url, body, **kwargs)
         except ApiException as e:
             if e.status != status:
                 raise
 
     async def _get(self, url: str, **query) -> dict | None:
         try:
-            return orjson.loads(await self._request("GET", url, query=query))
+            return orjson.loads(await self.api.request("GET", url, params=query))
         except ApiException as e:
             if e.status != 404:
                 raise
             return None
 
     async def _items(self, url: str, **query) -> list[dict]:
-        return orjson.loads(await self._request("GET", url, query=query))["items"]
+        return orjson.loads(await self.api.request("GET", url, params=query))["items"]
 
     # ---- reading ---------------------------------------------------------------------------------
     @staticmethod
@@ -131,7 +128,7 @@ class KubeIO:
     async def list_custom(self, namespace: str, plural: str = PLURAL) -> tuple[list[dict], int]:
         """Our custom objects of one kind in a namespace (ModelDeployments by default), and the
         resourceVersion the LIST was taken at (to tell what it predates)."""
-        body = orjson.loads(await self._request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"))
+        body = orjson.loads(await self.api.request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"))
         return body["items"], resource_version(body)
 
     async def replica_sets(self, namespace: str, md_name: str) -> list[dict]:
@@ -171,13 +168,13 @@ class KubeIO:
             await self.create_if_missing(obj)
             return
         patch = {"metadata": {"annotations": obj["metadata"].get("annotations", {})}, "spec": obj["spec"]}
-        await self._request("PATCH", path("Deployment", ns, name), patch, content_type=STRATEGIC)
+        await self.api.request("PATCH", path("Deployment", ns, name), patch, content_type=STRATEGIC)
 
     async def patch_statefulset(self, namespace: str, name: str, patch: dict) -> None:
-        await self._request("PATCH", path("StatefulSet", namespace, name), patch, content_type=STRATEGIC)
+        await self.api.request("PATCH", path("StatefulSet", namespace, name), patch, content_type=STRATEGIC)
 
     async def patch_configmap(self, namespace: str, name: str, patch: dict) -> None:
-        await self._request("PATCH", path("ConfigMap", namespace, name), patch, content_type=STRATEGIC)
+        await self.api.request("PATCH", path("ConfigMap", namespace, name), patch, content_type=STRATEGIC)
 
     async def restore_template(self, existing: dict, replica_set: dict, annotations: dict) -> None:
         """`kubectl rollout undo` for one revision: the ReplicaSet's template back into the Deployment."""
@@ -188,18 +185,18 @@ class KubeIO:
                 {"op": "replace", "path": "/metadata/annotations", "value": {
                     **(existing["metadata"].get("annotations") or {}), **annotations}}]
         meta = existing["metadata"]
-        await self._request("PATCH", path("Deployment", meta["namespace"], meta["name"]), body,
-                        content_type=JSON_PATCH)
+        await self.api.request("PATCH", path("Deployment", meta["namespace"], meta["name"]), body,
+                               content_type=JSON_PATCH)
 
     async def scale_deployment(self, deployment: dict, replicas: int) -> None:
         """Sets the replicas of a Deployment (only its metadata is read); one that is gone is left gone."""
         meta = deployment["metadata"]
         await self._send_unless(404, "PATCH", path("Deployment", meta["namespace"], meta["name"], "scale"),
-                        {"spec": {"replicas": replicas}}, content_type=MERGE)
+                                {"spec": {"replicas": replicas}}, content_type=MERGE)
 
     async def patch_status(self, namespace: str, name: str, status: dict, plural: str = PLURAL) -> dict:
         url = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status"
-        return orjson.loads(await self._request("PATCH", url, {"status": status}, content_type=MERGE))
+        return orjson.loads(await self.api.request("PATCH", url, {"status": status}, content_type=MERGE))
 
     async def write_back(self, obj: dict, plural: str, before: dict, status: dict,
                          events: list[tuple[str, str, str]]) -> dict | None:
@@ -234,7 +231,7 @@ class KubeIO:
     async def delete_job(self, namespace: str, name: str) -> None:
         """Deletes a Job and its pods (a stale step of a spec that changed: frees its GPU now)."""
         await self._send_unless(404, "DELETE", path("Job", namespace, name),
-                        query={"propagationPolicy": "Background"})
+                                params={"propagationPolicy": "Background"})
 
     async def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on `obj`, for `kubectl describe`."""
@@ -249,7 +246,7 @@ class KubeIO:
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
         }
         try:
-            await self._request("POST", path("Event", meta["namespace"]), body)
+            await self.api.request("POST", path("Event", meta["namespace"]), body)
         except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:  # e.g. the operator is stopping
