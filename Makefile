@@ -6,21 +6,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: dev test test-unit bench toolchain crds lint clean down
+.PHONY: dev test test-unit bench toolchain images crds lint clean down
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first and pinned: the CPU wheel on disk, never the multi-GB CUDA build.
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[ml,dev]"
+	$(PY) -m pip install -q -e ".[worker,devenv,dev]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)
 
-# Real control-plane binaries (built once from Debian's source, ~10 min cold), kubectl and helm.
+# Real control-plane and node binaries (built once from Debian's source, ~5-10 min cold), kubectl,
+# helm, and Debian's containerd, runc, CNI plugins, buildah and debootstrap for the real node.
 toolchain: $(STAMP)
 	$(PY) -m aiops dev toolchain
+
+# The container images, built offline from this checkout (as root; cached by their inputs).
+images: toolchain
+	$(PY) -m aiops dev images
 
 dev: toolchain
 	$(PY) -m aiops dev up --foreground --apply examples

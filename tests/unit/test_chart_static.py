@@ -130,7 +130,8 @@ def test_defaults_render_the_operator_locked_down(tools):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
     env = {e["name"]: e for e in c["env"]}
-    assert env["AIOPS_WORKER_IMAGE"]["value"] == c["image"], "the same image runs the workers"
+    assert env["AIOPS_WORKER_IMAGE"]["value"] == "ghcr.io/aiops-operator/aiops-worker:0.1.0", \
+        "the workers run the Dockerfile's worker target, tagged like the operator"
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
     svc = docs[("Service", NAMESPACE, "aiops-operator-metrics")]

@@ -191,7 +191,7 @@ def test_torchscript_export_loads_and_generalises_across_shapes(pipeline):
 
 
 def test_onnx_export_writes_a_valid_model(pipeline):
-    """torch's exporter writes model.onnx (onnx and onnxscript are in the `ml` extra); the file
+    """torch's exporter writes model.onnx (onnx and onnxscript are in the `worker` extra); the file
     passes onnx's checker and the config names the ONNX Runtime platform."""
     import onnx
 

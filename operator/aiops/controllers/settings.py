@@ -11,7 +11,7 @@ from aiops.builders.triton import MANAGED_BY
 
 GROUP = "aiops.dev"
 OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # what the child informers watch
-DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-operator:0.1.0"  # one image: operator and workers
+DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-worker:0.1.0"  # the Dockerfile's worker target
 VALIDATION_JOB_TTL_SECONDS = 3600
 MIN_VALIDATION_JOB_TTL_SECONDS = 60
 

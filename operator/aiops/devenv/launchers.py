@@ -242,7 +242,7 @@ def build_milvus(container: client.V1Container, ctx: LaunchContext) -> LaunchSpe
     with the pod, as the container's filesystem would be)."""
     if importlib.util.find_spec("milvus") is None:
         raise LaunchError("Milvus pods run the PyPI `milvus` package's standalone server, which is "
-                          "not installed: install the project's `ml` extra (pip install -e '.[ml]')")
+                          "not installed: install the project's `devenv` extra (pip install -e '.[devenv]')")
     base = translate_path(MILVUS_DATA_PATH, ctx.mounts)
     if base == MILVUS_DATA_PATH:
         base = os.path.join(ctx.workdir, "var-lib-milvus")

@@ -66,7 +66,7 @@ class MilvusStartError(RuntimeError):
 
 
 def package_dir() -> Path:
-    import milvus  # the PyPI `milvus` package (embedded server); part of the project's `ml` extra
+    import milvus  # the PyPI `milvus` package (embedded server); part of the project's `devenv` extra
 
     return Path(milvus.__file__).resolve().parent
 

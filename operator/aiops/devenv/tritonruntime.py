@@ -17,7 +17,7 @@ Three things make the Python backend work outside NVIDIA's container:
   `<base prefix>/lib` on LD_LIBRARY_PATH (after the wheel's libs) makes the two match.
 - The stub was built against numpy 1.x: with numpy 2 in the environment it loads models but
   reads input tensors wrongly (every element becomes the first) and rejects outputs. The wheel
-  itself requires `numpy<2`, so installing it in the project's environment (the `ml` extra) makes
+  itself requires `numpy<2`, so installing it in the project's environment (the `devenv` extra) makes
   pip resolve numpy 1.26 for the whole venv, here and in CI; `locate_triton_runtime` checks that
   this still holds and says so plainly when it does not.
 """
@@ -45,7 +45,7 @@ def wheel_dir() -> Path:
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         raise TritonUnavailable(f"tritonserver is not installed: pip install '{WHEEL}' "
-                                "(part of the project's `ml` extra: pip install -e '.[ml]')")
+                                "(part of the project's `devenv` extra: pip install -e '.[devenv]')")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

