@@ -136,6 +136,9 @@ class LocalPathProvisioner:
         node = claim.metadata.annotations[SELECTED_NODE]
         path = volume_dir(self.root, claim)
         path.mkdir(parents=True, exist_ok=True)
+        # World-writable, as rancher's helper pod makes it (`mkdir -m 0777`): fsGroup does not
+        # apply to hostPath volumes, and pods run as non-root users of their images' choosing.
+        path.chmod(0o777)
         try:
             self.core.create_persistent_volume(build_volume(claim, path, node))
             log.info("provisioned %s for claim %s/%s at %s", volume_name(claim),
@@ -152,3 +155,22 @@ class LocalPathProvisioner:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+def run_until_signalled(api: client.ApiClient, nodes: list[str], root: Path) -> int:
+    """The provisioner as a process of its own (the real node's): until SIGTERM or SIGINT."""
+    import signal
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    provisioner = LocalPathProvisioner(api, nodes, root, stop)
+    provisioner.ensure_storage_class()
+    threads = [threading.Thread(target=m.run, name=n, daemon=True)
+               for m, n in ((provisioner.claims, "claims"), (provisioner.volumes, "volumes"))]
+    for t in threads:
+        t.start()
+    stop.wait()
+    for t in threads:
+        t.join(timeout=5)
+    return 0
