@@ -41,7 +41,7 @@ def test_dev_foreground_session_is_single_and_stops_cleanly(kube, tmp_path):
     env = {**os.environ, "AIOPS_DEV_DIR": str(tmp_path / "state"),
            "AIOPS_DEV_PORTS": f"{ports.etcd_client},{ports.etcd_peer},{ports.apiserver}"}
     cmd = [sys.executable, "-m", "aiops", "dev", "up", "--foreground", "--apply", str(manifests),
-           "--metrics-port", str(free_port()), "--health-port", str(free_port())]
+           "--node", "simulated", "--metrics-port", str(free_port()), "--health-port", str(free_port())]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
     try:

@@ -1,8 +1,11 @@
-"""`make dev` and `aiops dev up|down`: the control plane, the simulated GPU node, the CRDs and the
-operator, brought up together and torn down together.
+"""`make dev` and `aiops dev up|down`: the control plane, a GPU node, the CRDs and the operator,
+brought up together and torn down together.
 
-Only one dev session runs per state directory: a second `make dev` finds the first (by its lock)
-and says so, instead of starting a second control plane or a second node agent.
+The node is the real one (realnode.py: containerd, kubelet, the operator installed by its Helm
+chart from locally built images) wherever this machine can run it, else the simulated one
+(gpunode.py: pods as local processes, the operator in this process); the first lines say which
+runs and why. Only one dev session runs per state directory: a second `make dev` finds the first
+(by its lock) and says so, instead of starting a second control plane or a second node.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from kubernetes import client, config
 
 from aiops.devenv.controlplane import ControlPlaneError, LocalControlPlane, _alive
 from aiops.devenv.gpunode import NodeAgent, NodeSpec
+from aiops.devenv.realnode import RealNode
 from aiops.devenv.toolchain import ensure_kubectl_helm
 
 
@@ -65,8 +69,17 @@ def _agent_running(cp: LocalControlPlane) -> bool:
     return f.exists() and _alive(int(f.read_text()))
 
 
-def up_background(gpus: int = 3) -> LocalControlPlane:
-    """Starts (or finds) the control plane and a detached node-agent process; installs the CRDs."""
+def up_background(gpus: int = 3, node: str = "auto") -> LocalControlPlane:
+    """Starts (or finds) the control plane and its node, and installs the CRDs: the real node with
+    the operator installed by its chart, or a detached simulated node agent (no operator)."""
+    if choose_node(node) == "real":
+        from aiops.devenv.realcluster import RealCluster
+
+        cluster = RealCluster()
+        cluster.up()
+        install_crds(api_client_for(cluster.cp))
+        cluster.install_operator()
+        return cluster.cp
     cp = LocalControlPlane().up()
     if not _agent_running(cp):
         log = open(cp.state_dir / "logs" / "node-agent.log", "ab")
@@ -80,6 +93,9 @@ def up_background(gpus: int = 3) -> LocalControlPlane:
 
 def down() -> None:
     cp = LocalControlPlane()
+    problems = RealNode(cp).stop()  # nothing to do unless this cluster has the real node
+    for problem in problems:
+        print(f"aiops: could not undo on the host: {problem}", file=sys.stderr)
     f = _agent_pidfile(cp)
     if f.exists():
         pid = int(f.read_text())
@@ -114,10 +130,33 @@ def kubectl_apply(cp: LocalControlPlane, path: str) -> None:
                    env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)})
 
 
-def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = True,
-                   metrics_port: int = 9090, health_port: int = 8080) -> int:
-    """`make dev`: everything in one terminal; Ctrl-C stops what this session started."""
-    cp = LocalControlPlane()
+def choose_node(requested: str) -> str:
+    """"real" or "simulated" for `--node auto|real|simulated`, with the reason printed."""
+    from aiops.devenv.realnode import machine_problems
+
+    if requested == "simulated":
+        print("aiops: simulated GPU node (asked for with --node simulated)", flush=True)
+        return "simulated"
+    problems = machine_problems()
+    orphan = RealNode.stop_orphan() if not problems else None
+    if orphan:
+        print(f"aiops: {orphan}", flush=True)
+    running = RealNode.registered()
+    if running and Path(running["node_dir"]) == RealNode(LocalControlPlane()).paths.root:
+        running = None  # this checkout's own: used again
+    if running and not problems:
+        problems = [f"a real node already runs on this machine (cluster {running['server']}, state in "
+                    f"{running['node_dir']}); one fits a machine"]
+    if not problems:
+        print("aiops: real node (containerd + kubelet + kube-proxy, images built from this checkout)", flush=True)
+        return "real"
+    if requested == "real":
+        raise ControlPlaneError("no real node on this machine: " + "; ".join(problems))
+    print("aiops: SIMULATED GPU node: this machine cannot run the real one: " + "; ".join(problems), flush=True)
+    return "simulated"
+
+
+def _lock_session(cp: LocalControlPlane):
     cp.state_dir.mkdir(parents=True, exist_ok=True)
     lock = open(cp.state_dir / ".dev-session.lock", "w")
     try:
@@ -126,6 +165,50 @@ def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = T
         raise ControlPlaneError(
             "another `make dev` is already running on this checkout; use it (`aiops dev env` "
             "prints its KUBECONFIG) or stop it with Ctrl-C first") from None
+    return lock
+
+
+def run_real_foreground(apply_dirs: list[str], with_operator: bool = True) -> int:
+    """`make dev` on the real node: the operator runs as the chart's pod, its Jobs, Triton and
+    Milvus in containers; the examples are applied fitted to this node. Ctrl-C stops it all and
+    restores the host."""
+    from aiops.devenv.realcluster import RealCluster
+
+    cluster = RealCluster()
+    lock = _lock_session(cluster.cp)  # noqa: F841  (held until this function returns)
+    if cluster.cp.is_running() and cluster.cp.advertise_address is None:
+        print("aiops: stopping this checkout's loopback-only control plane: the real node needs one "
+              "reachable from pods", flush=True)
+        down()
+    try:
+        cluster.up(owner=os.getpid())
+        install_crds(api_client_for(cluster.cp))
+        if with_operator:
+            t0 = time.monotonic()
+            cluster.install_operator()
+            print(f"aiops: operator installed by `helm upgrade --install` in {time.monotonic() - t0:.0f}s "
+                  f"(namespace aiops-system)", flush=True)
+        for path in apply_dirs:
+            changes = cluster.apply_fitted([Path(path)], namespace="default")
+            print(f"aiops: applied {path}, fitted to this node:\n  " + "\n  ".join(changes), flush=True)
+        print(f"\n  export KUBECONFIG={cluster.cp.kubeconfig}\n  kubectl get aiops -A\n", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for problem in cluster.down():
+            print(f"aiops: could not undo on the host: {problem}", file=sys.stderr)
+        print("aiops: real node and control plane stopped; host restored", flush=True)
+    return 0
+
+
+def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = True,
+                   metrics_port: int = 9090, health_port: int = 8080, node: str = "auto") -> int:
+    """`make dev`: everything in one terminal; Ctrl-C stops what this session started."""
+    if choose_node(node) == "real":
+        return run_real_foreground(apply_dirs, with_operator)
+    cp = LocalControlPlane()
+    lock = _lock_session(cp)  # noqa: F841  (held until this function returns)
 
     started_here = not cp.is_running()
     t0 = time.monotonic()
