@@ -6,6 +6,10 @@ from __future__ import annotations
 from aiops.builders.triton import MANAGED_BY
 
 RUN_AS_USER = 10001  # the project image's non-root user (Dockerfile), which the worker Jobs run
+# The short steps on CPU (model validation, data checks, optimization, export): a quarter of a core
+# guaranteed and no CPU limit, so they use what is idle. A whole core each kept them Pending on a
+# small GPU node whose cores the long-running servers already hold.
+STEP_RESOURCES = {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
 
 
 def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list[dict], backoff_limit: int,

@@ -10,11 +10,12 @@ training pod resume from its last checkpoint. Pure functions: spec in, dicts out
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 
 from aiops.api.trainingjob import TrainingJobSpec
-from aiops.builders.jobs import worker_job
+from aiops.builders.jobs import STEP_RESOURCES, worker_job
 from aiops.builders.triton import MANAGED_BY, child_name
 
 TRAINING_JOB_LABEL = "aiops.dev/trainingjob"
@@ -128,7 +129,7 @@ def _repository(spec: TrainingJobSpec) -> tuple[dict, dict]:
 def _resources(spec: TrainingJobSpec, step: str) -> dict:
     if step != "train":
         # Data checks, optimization and export run on CPU: the shared GPU is for training and Milvus.
-        return {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+        return copy.deepcopy(STEP_RESOURCES)
     res = spec.resources
     limits: dict[str, str] = {"memory": str(res.memory)}
     requests: dict[str, str] = {"memory": str(res.memory)}

@@ -9,11 +9,12 @@ a downwardAPI volume, so a version costs one object, not two; a spec too big for
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
-from aiops.builders.jobs import worker_job
+from aiops.builders.jobs import STEP_RESOURCES, worker_job
 from aiops.builders.triton import KIND_LABEL, child_name, repository_volume
 
 SPEC_MOUNT = "/etc/aiops/spec"
@@ -81,7 +82,7 @@ def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, 
         "envFrom": env_from,
         "volumeMounts": mounts,
         # Validation runs Triton on CPU: the serving GPUs are busy serving.
-        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+        "resources": copy.deepcopy(STEP_RESOURCES),
     }
     # A bad model fails the same way twice; infrastructure errors are retried by the reconciler.
     return worker_job(name, labels, container, volumes, backoff_limit=0,
