@@ -138,7 +138,7 @@ INVALID = [
     ),
     (
         "ModelDeployment",
-        {"spec.repository.hostPath.path": "models"},
+        {"spec.repository": {"hostPath": {"path": "models"}}},
         "spec.repository.hostPath.path",
         "should match",
     ),
