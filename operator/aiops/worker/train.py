@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,27 @@ def step_register(args: argparse.Namespace, spec) -> dict[str, Any]:
 STEPS = {"data": step_data, "train": step_train, "optimize": step_optimize, "register": step_register}
 
 
+def require_writable(path: Path, what: str, reason: str) -> None:
+    """Fails the step at once, saying what to do, when a volume it writes is not writable by this
+    pod's user: a hostPath directory that the kubelet created (`DirectoryOrCreate`) is root's and
+    0755, and fsGroup does not apply to hostPath volumes."""
+    if not path.exists() or os.access(path, os.W_OK | os.X_OK):
+        return  # a path that is not there yet is made by the step (a mount always exists)
+    uid, gid = os.getuid(), os.getgid()
+    st = path.stat()
+    found = f"it belongs to uid {st.st_uid}, gid {st.st_gid}, mode {stat.filemode(st.st_mode)}"
+    raise StepFailed(reason, f"{what} ({path}) is not writable by this pod's user (uid {uid}, gid {gid}): {found}. "
+                     f"For a hostPath, create the directory on the node as `install -d -o {uid} -g {gid} -m 0775 "
+                     "<path>`; or use a PersistentVolumeClaim, which the pod's user can write")
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
+        require_writable(Path(args.workspace), "the workspace", "WorkspaceNotWritable")
+        if args.step == "register":
+            require_writable(Path(args.repository), "the model repository", "RepositoryNotWritable")
         result = STEPS[args.step](args, load_spec(args.spec))
     except StepFailed as e:
         result = {"ok": False, "reason": e.reason, "message": str(e), **e.extra}
