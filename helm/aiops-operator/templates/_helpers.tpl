@@ -105,10 +105,11 @@ denied request and on a rule nothing used, apart from a short commented allowlis
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events for `kubectl describe` (the controllers' and Kopf's warnings).
+# Events for `kubectl describe` (the controllers' and Kopf's warnings); listed to read the kubelet's
+# FailedMount on a validation pod whose hostPath model repository does not exist.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end -}}
 
 {{/* What is cluster-wide by nature, whatever the watched namespaces. */}}

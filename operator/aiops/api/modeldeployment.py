@@ -493,6 +493,10 @@ class RolloutProgress(StatusModel):
     next_validation_at: datetime | None = Field(
         default=None, description="While waiting for the version to appear: when validation runs again."
     )
+    wait_reason: str | None = Field(
+        default=None, max_length=64,
+        description="While waiting: WaitingForModel (not in the repository yet) or RepositoryNotFound.",
+    )
     model_config_json: str | None = Field(
         default=None, description="config.pbtxt of the new version as JSON, from the validation Job."
     )

@@ -145,6 +145,10 @@ class KubeIO:
         """One object by kind, or None when it does not exist."""
         return await self._get(path(kind, namespace, name))
 
+    async def mount_failures(self, namespace: str) -> list[dict]:
+        """The kubelet's FailedMount Events on the namespace's pods (why a pod stays ContainerCreating)."""
+        return await self._items(path("Event", namespace), fieldSelector="involvedObject.kind=Pod,reason=FailedMount")
+
     async def list_pods(self, namespace: str, selector: str) -> list[dict]:
         return await self._items(path("Pod", namespace), labelSelector=selector)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from aiops import metrics
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.api.registry import MODEL_DEPLOYMENT
+from aiops.builders.jobs import RUN_AS_USER as WORKER_USER
 from aiops.builders.triton import (
     GRPC_PORT,
     HTTP_PORT,
@@ -37,6 +38,7 @@ from aiops.builders.triton import (
     child_name,
     triton_model_config,
 )
+from aiops.builders.triton import RUN_AS_USER as TRITON_USER
 from aiops.builders.validation_job import (
     build_validation_objects,
     validation_attempt,
@@ -63,6 +65,8 @@ RETRY_ANNOTATION = "aiops.dev/retry"
 # Validation reasons that mean "not there yet" rather than "bad": a training run may still register it.
 NOT_YET_THERE = frozenset({"ModelNotFound", "VersionNotFound"})
 ROLLOUT_POLL = 1.0  # seconds between looks while a rollout step waits on something
+MOUNT_CHECK_AFTER = 15.0  # seconds a validation pod may take to start before its mounts are looked into
+MOUNT_CHECK_EVERY = 10.0
 PODS_SAFETY_LOOK = 30.0  # the longest a rollout waiting on pod events goes without a look
 
 
@@ -128,6 +132,7 @@ class ModelDeploymentReconciler:
         self.verdicts = verdicts  # monitoring (issue 7): the monitor's latest verdict per object
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
         self._revisions: PerGeneration[str] = PerGeneration()
+        self._mount_checks: dict[tuple[str, str], float] = {}  # validation Job -> when its mounts were looked into
 
     # ---- entry point -----------------------------------------------------------------------------
     async def reconcile(self, md: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
@@ -268,6 +273,9 @@ class ModelDeploymentReconciler:
             rollout["validationJob"] = name
             return ROLLOUT_POLL
         if not outcome.finished:
+            missing = await self._repository_not_mountable(ctx, spec, name)
+            if missing:
+                return await self._wait_for_model(ctx, name, "RepositoryNotFound", "Warning", missing)
             return self._validation_pending(spec, rollout, name)
         verdict = outcome.verdict
         if outcome.succeeded and verdict.get("valid"):
@@ -280,22 +288,9 @@ class ModelDeploymentReconciler:
         if verdict.get("reason") in NOT_YET_THERE:
             # A TrainingJob applied with this ModelDeployment (GitOps applies both at once) has not
             # registered the version yet: wait for it within the progress deadline, don't reject it.
-            waits = rollout["modelWaits"] = rollout.get("modelWaits", 0) + 1
-            ctx.condition("Ready", bool(ctx.status.get("servingVersion")), "WaitingForModel",
-                          f"Version {version} is not in the repository yet ({verdict.get('message', '')}); "
-                          f"checking again (attempt {waits}) until the progress deadline.")
-            if waits == 1:
-                ctx.event("Normal", "WaitingForModel", f"Version {version} is not in the repository yet; waiting")
-            await self.kube.delete_job(ctx.namespace, name)  # the next look runs a fresh validation Job
-            self.jobs.forget(ctx.namespace, name)
-            rollout.pop("validationJob", None)
-            if rollout.pop("serverStartedEarly", False):
-                # The wait may be long (a TrainingJob may need these very GPUs): give them back.
-                await self.kube.scale_deployment(self._deployment_ref(ctx), 0)
-            backoff = min(5.0 * 2 ** (waits - 1), 60.0)
-            rollout["nextValidationAt"] = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff)).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")
-            return backoff
+            return await self._wait_for_model(
+                ctx, name, "WaitingForModel", "Normal",
+                f"Version {version} is not in the repository yet ({verdict.get('message', '')})")
         if verdict:
             raise RolloutFailed(verdict.get("reason") or "ValidationFailed",
                                 f"version {version} failed validation: {verdict.get('message', '')}")
@@ -315,6 +310,54 @@ class ModelDeploymentReconciler:
     @staticmethod
     def _deployment_ref(ctx: Ctx) -> dict:
         return {"metadata": {"name": child_name(ctx.name, "triton"), "namespace": ctx.namespace}}
+
+    async def _wait_for_model(self, ctx: Ctx, job_name: str, reason: str, event_type: str, why: str) -> float:
+        """Not the version's fault: it is not there yet. Ready stays as it is (False on a first
+        version), the validation Job goes, and a fresh one looks again after a back-off, until the
+        progress deadline; the GPUs of a server started early are given back meanwhile."""
+        rollout = ctx.status["rollout"]
+        waits = rollout["modelWaits"] = rollout.get("modelWaits", 0) + 1
+        ctx.condition("Ready", bool(ctx.status.get("servingVersion")), reason,
+                      f"{why}; checking again (attempt {waits}) until the progress deadline.")
+        if waits == 1 or reason != rollout.get("waitReason"):
+            ctx.event(event_type, reason, why)
+        rollout["waitReason"] = reason
+        await self.kube.delete_job(ctx.namespace, job_name)  # the next look runs a fresh validation Job
+        self.jobs.forget(ctx.namespace, job_name)
+        rollout.pop("validationJob", None)
+        if rollout.pop("serverStartedEarly", False):
+            # The wait may be long (a TrainingJob may need these very GPUs): give them back.
+            await self.kube.scale_deployment(self._deployment_ref(ctx), 0)
+        backoff = min(5.0 * 2 ** (waits - 1), 60.0)
+        rollout["nextValidationAt"] = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+        return backoff
+
+    async def _repository_not_mountable(self, ctx: Ctx, spec: ModelDeploymentSpec, job_name: str) -> str | None:
+        """Why the validation pod cannot start, when the reason is that its hostPath repository does
+        not exist on the node (the kubelet's FailedMount Event on the pod says so; the pod itself
+        only shows ContainerCreating). Looked into once the pod had time to start, then every few
+        seconds: one LIST of the namespace's FailedMount Events."""
+        repo = spec.repository.host_path
+        if repo is None or _age(ctx.status["rollout"].get("stepStartedAt")) < MOUNT_CHECK_AFTER:
+            return None
+        key = (ctx.namespace, job_name)
+        now = time.monotonic()
+        if now - self._mount_checks.get(key, -MOUNT_CHECK_EVERY) < MOUNT_CHECK_EVERY:
+            return None
+        self._mount_checks[key] = now
+        if len(self._mount_checks) > 1000:
+            self._mount_checks.clear()
+        for event in await self.kube.mount_failures(ctx.namespace):
+            pod = event.get("involvedObject", {}).get("name", "")
+            message = event.get("message", "")
+            if pod.startswith(f"{job_name}-") and "model-repository" in message and "hostPath type check" in message:
+                return (f"The model repository (hostPath {repo.path}) does not exist on the node, so the validation "
+                        f"pod cannot mount it (kubelet: {message}). Create it there, readable by Triton's uid "
+                        f"{TRITON_USER} and writable by uid {WORKER_USER} if a TrainingJob registers into it "
+                        f"(`install -d -o {WORKER_USER} -g {WORKER_USER} -m 0755 {repo.path}`), or correct "
+                        "spec.repository")
+        return None
 
     @staticmethod
     def _validation_pending(spec: ModelDeploymentSpec, rollout: dict, job_name: str) -> float:
