@@ -1,0 +1,128 @@
+"""The platform as a user installs it on the real node: the operator by `helm upgrade --install`
+from the images built here, running as its pod under the chart's ServiceAccount; the three
+examples applied (fitted to this node) until each is Ready, the model trained in a container and
+served by Triton in another, answering over the cluster network; and what a real node exposes
+that the simulated one did not (hostPath ownership, a repository that is not there yet), each
+reported with a reason instead of a timeout. The API server's audit log shows no request of the
+operator's ServiceAccount refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+import yaml
+from e2ehelpers import condition, status_of, wait_until, write_model
+
+from aiops.devenv.realcluster import OPERATOR_NAMESPACE, REPO
+
+pytestmark = pytest.mark.timeout(1800)
+OPERATOR_ACCOUNT = f"system:serviceaccount:{OPERATOR_NAMESPACE}:aiops-aiops-operator"
+
+
+
+
+def test_the_operator_runs_as_its_chart_says(platform, core):
+    pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=aiops-operator").items
+    assert len(pods) == 1 and all(c.ready for c in pods[0].status.container_statuses)
+    # Through the API server to the kubelet (exec), as the pod's own user on a read-only root.
+    uid = platform.run(platform.kubectl, "exec", "-n", OPERATOR_NAMESPACE, pods[0].metadata.name, "--",
+                       "python", "-c", "import os; open('/tmp/x', 'w'); print(os.getuid())").stdout.strip()
+    assert uid == "10001"
+    readonly = platform.run(platform.kubectl, "exec", "-n", OPERATOR_NAMESPACE, pods[0].metadata.name, "--",
+                            "python", "-c", "open('/opt/x', 'w')", check=False)
+    assert readonly.returncode != 0 and "Read-only file system" in readonly.stderr
+
+
+def test_the_examples_become_ready_and_the_model_answers(platform, custom, core, ns):
+    changes = platform.apply_fitted([REPO / "examples"], namespace=ns)
+    print("\nfitted: " + "; ".join(changes))
+
+    def all_ready():
+        tj = status_of(custom, ns, "trainingjobs", "ticket-classifier-v1")
+        vi = status_of(custom, ns, "vectorindexes", "ops-manual")
+        md = status_of(custom, ns, "modeldeployments", "ticket-classifier")
+        for kind, st in (("TrainingJob", tj), ("VectorIndex", vi), ("ModelDeployment", md)):
+            if st.get("phase") in ("Failed", "Invalid"):
+                pytest.fail(f"{kind} {st.get('phase')}: {json.dumps(st, indent=1)[-3000:]}")
+        done = (tj.get("phase") == "Registered" and vi.get("phase") == "Ready"
+                and md.get("phase") == "Ready" and condition(md, "Ready").get("status") == "True")
+        return (tj, vi, md) if done else None
+
+    tj, vi, md = wait_until(all_ready, 1500, "the three examples Ready", interval=5)
+    assert vi["documents"]["ingested"] == 8
+    assert tj["producedModel"]["version"] == 1
+    assert md["servingVersion"] == 1
+    service = core.read_namespaced_service("ticket-classifier-triton", ns)
+    # From the host, through kube-proxy's rules for the ClusterIP, to Triton in its container.
+    server = triton_http.InferenceServerClient(f"{service.spec.cluster_ip}:8000")
+    text = triton_http.InferInput("TEXT", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"I was charged twice for my subscription this month"]], dtype=object))
+    answer = server.infer("ticket-classifier", [text]).as_numpy("LABEL")
+    assert answer.reshape(-1)[0].decode() == "billing"
+
+
+def test_an_unwritable_hostpath_workspace_is_reported_with_the_fix(platform, custom, ns, host_dirs):
+    workspace = host_dirs / "workspace"
+    workspace.mkdir(mode=0o755)  # root's, as the kubelet's DirectoryOrCreate makes it
+    docs = [d for d in yaml.safe_load_all((REPO / "examples" / "trainingjob.yaml").read_text()) if d]
+    for doc in docs:
+        if doc["kind"] == "TrainingJob":
+            doc["spec"]["workspace"] = {"hostPath": {"path": str(workspace)}}
+            doc["spec"]["output"]["repository"] = {"hostPath": {"path": str(host_dirs / "models")}}
+    platform.run(platform.kubectl, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs))
+
+    def failed():
+        st = status_of(custom, ns, "trainingjobs", "ticket-classifier-v1")
+        return st if st.get("phase") == "Failed" else None
+
+    ready = condition(wait_until(failed, 300, "the TrainingJob to fail on its workspace"), "Ready")
+    assert ready["reason"] == "WorkspaceNotWritable"
+    assert "uid 10001" in ready["message"] and "install -d -o 10001 -g 10001" in ready["message"]
+
+
+def test_a_missing_hostpath_repository_waits_with_a_reason_then_serves(platform, custom, ns, host_dirs):
+    repo = host_dirs / "models"
+    doc = next(d for d in yaml.safe_load_all((REPO / "examples" / "modeldeployment.yaml").read_text()) if d)
+    doc["spec"]["repository"] = {"hostPath": {"path": str(repo)}}
+    doc["spec"]["validation"]["samples"] = doc["spec"]["validation"]["samples"][:1]
+    doc["spec"].pop("monitoring", None)
+    fit = platform.node_fit()
+    from aiops.devenv.fit import fit_manifest
+
+    fit_manifest(doc, fit)
+    doc["spec"]["runtime"]["image"] = platform.ref("tritonserver")  # the model needs numpy only
+    platform.run(platform.kubectl, "apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+
+    def waiting():
+        st = status_of(custom, ns, "modeldeployments", "ticket-classifier")
+        assert st.get("phase") not in ("Failed", "Invalid"), st
+        ready = condition(st, "Ready")
+        return ready if ready.get("reason") == "RepositoryNotFound" else None
+
+    ready = wait_until(waiting, 120, "RepositoryNotFound on the ModelDeployment")
+    assert str(repo) in ready["message"] and "install -d" in ready["message"]
+    # The user creates it as the message says and puts the model there: the next look serves it.
+    repo.mkdir(mode=0o755)
+    write_model(repo)
+
+    def serving():
+        st = status_of(custom, ns, "modeldeployments", "ticket-classifier")
+        assert st.get("phase") not in ("Failed", "Invalid"), st
+        return st if st.get("phase") == "Ready" else None
+
+    assert wait_until(serving, 300, "the ModelDeployment Ready once the repository exists")["servingVersion"] == 1
+
+
+def test_no_request_of_the_operator_was_refused(platform):
+    """Every request the operator's ServiceAccount made while it ran in its pod (the examples'
+    rollouts, training and ingest, and the failures above) was allowed by the chart's RBAC."""
+    audit = platform.cp.state_dir / "logs" / "audit.log"
+    events = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+    ours = [e for e in events if e.get("user", {}).get("username") == OPERATOR_ACCOUNT and e.get("objectRef")]
+    assert len(ours) > 50, "the operator's requests are in the audit log"
+    denied = sorted({(e["objectRef"].get("resource"), e["verb"], e["objectRef"].get("namespace", ""))
+                     for e in ours if e.get("annotations", {}).get("authorization.k8s.io/decision") == "forbid"})
+    assert not denied, f"requests the chart's RBAC refused: {denied}"
