@@ -7,23 +7,12 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 
 import pytest
 from e2ehelpers import wait_until
 from kubernetes import client
 
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture
-def ns(core):
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    wait_until(lambda: (core.read_namespaced_service_account("default", name).secrets or None), 30,
-               "the namespace's default ServiceAccount token")
-    yield name
-    core.delete_namespace(name)
 
 
 def pod(name: str, image: str, script: str, limits: dict | None = None, user: int = 1000, **spec) -> dict:
