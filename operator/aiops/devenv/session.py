@@ -180,6 +180,7 @@ def run_real_foreground(apply_dirs: list[str], with_operator: bool = True) -> in
         print("aiops: stopping this checkout's loopback-only control plane: the real node needs one "
               "reachable from pods", flush=True)
         down()
+    started_here = RealNode.registered() is None  # else `aiops dev up` started it: it stays up
     try:
         cluster.up(owner=os.getpid())
         install_crds(api_client_for(cluster.cp))
@@ -196,9 +197,10 @@ def run_real_foreground(apply_dirs: list[str], with_operator: bool = True) -> in
     except KeyboardInterrupt:
         pass
     finally:
-        for problem in cluster.down():
-            print(f"aiops: could not undo on the host: {problem}", file=sys.stderr)
-        print("aiops: real node and control plane stopped; host restored", flush=True)
+        if started_here:
+            for problem in cluster.down():
+                print(f"aiops: could not undo on the host: {problem}", file=sys.stderr)
+            print("aiops: real node and control plane stopped; host restored", flush=True)
     return 0
 
 
