@@ -1,19 +1,26 @@
-"""GPU capacity: how many GPUs of a resource are free on the nodes a workload may use.
+"""Node capacity: whether pods of one shape (GPUs, memory, CPU) fit on the nodes a workload may use.
 
-Pure functions over Node and Pod objects as dicts (what a watch or a list gives), so the operator
-can answer "will this fit?" before it creates pods that would sit Pending, and say by how much it
-does not fit. The scheduler remains the authority; this is the same arithmetic, done early.
+Pure functions over Node objects and pod usages, so the operator can answer "will this fit?"
+before it creates pods that would sit Pending, and say by how much it does not fit. The scheduler
+remains the authority; this is its arithmetic (allocatable minus the effective requests of the
+bound, unfinished pods, per node and per resource), done early.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+# Besides extended resources (GPUs), what the capacity check counts.
+COUNTED = ("memory", "cpu")
+GI = Decimal(2**30)
+_REASONS = {"memory": "InsufficientMemory", "cpu": "InsufficientCPU"}
+CAPACITY_REASONS = ("InsufficientGPU", "InsufficientMemory", "InsufficientCPU")
 
 
 def _get(obj: Any, *path: str, default: Any = None) -> Any:
@@ -24,20 +31,52 @@ def _get(obj: Any, *path: str, default: Any = None) -> Any:
     return obj
 
 
-def pod_request(pod: dict, resource: str) -> int:
-    """What a pod holds of an extended resource: the larger of its containers' sum and any single
-    init container (Kubernetes' effective request). Extended resources only have whole units, and
-    a limit without a request implies an equal request."""
+def counted(resource: str) -> bool:
+    return resource in COUNTED or "/" in resource
 
-    def one(container: dict) -> int:
+
+def pod_requests(pod: dict) -> dict[str, Decimal]:
+    """What a pod holds of each counted resource, as the scheduler reckons it: per resource the
+    larger of its containers' sum and any single init container, plus the pod's overhead. A limit
+    without a request implies an equal request (the API server's defaulting, repeated here for
+    pods that have not been through it)."""
+
+    def one(container: dict) -> dict[str, Decimal]:
         res = container.get("resources") or {}
-        value = (res.get("requests") or {}).get(resource, (res.get("limits") or {}).get(resource))
-        return int(parse_quantity(value)) if value is not None else 0
+        merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        return {name: Decimal(parse_quantity(value)) for name, value in merged.items() if counted(name)}
 
     spec = pod.get("spec") or {}
-    main = sum(one(c) for c in spec.get("containers") or [])
-    init = max((one(c) for c in spec.get("initContainers") or []), default=0)
-    return max(main, init)
+    total: dict[str, Decimal] = {}
+    for container in spec.get("containers") or []:
+        for name, value in one(container).items():
+            total[name] = total.get(name, Decimal(0)) + value
+    for container in spec.get("initContainers") or []:
+        for name, value in one(container).items():
+            total[name] = max(total.get(name, Decimal(0)), value)
+    for name, value in (spec.get("overhead") or {}).items():
+        if counted(name):
+            total[name] = total.get(name, Decimal(0)) + Decimal(parse_quantity(value))
+    return {name: value for name, value in total.items() if value > 0}
+
+
+@dataclass(frozen=True)
+class PodUsage:
+    """A bound or pending pod as capacity sees it: its node (None while unscheduled) and requests."""
+
+    uid: str
+    node: str | None
+    requests: dict[str, Decimal]
+
+
+def pod_usage(pod: dict) -> PodUsage | None:
+    """The usage of an unfinished pod that requests something counted; None otherwise."""
+    if _get(pod, "status", "phase") in TERMINAL_PHASES:
+        return None
+    requests = pod_requests(pod)
+    if not requests:
+        return None
+    return PodUsage(_get(pod, "metadata", "uid", default=""), _get(pod, "spec", "nodeName"), requests)
 
 
 def _tolerated(taint: dict, tolerations: Iterable[dict]) -> bool:
@@ -67,65 +106,88 @@ def node_usable(node: dict, selector: dict[str, str], tolerations: Iterable[dict
                if t.get("effect") in ("NoSchedule", "NoExecute"))
 
 
+def format_amount(resource: str, value: Decimal) -> str:
+    """64Gi, 1.5Gi, 250m, 2: a quantity as a person reads it in a message."""
+    if resource == "memory":
+        return f"{value / GI:.1f}".removesuffix(".0") + "Gi"
+    if value != value.to_integral_value():
+        return f"{int(value * 1000)}m"
+    return str(int(value))
+
+
+def _fit(available: dict[str, Decimal], shape: dict[str, Decimal]) -> int:
+    return min((int(available.get(name, Decimal(0)) // need) for name, need in shape.items()), default=1 << 30)
+
+
 @dataclass(frozen=True)
-class GPUCapacity:
-    """Free GPUs of one resource per usable node."""
+class Capacity:
+    """Per usable node, what is allocatable and free of each resource one pod of `shape` asks for."""
 
-    resource: str
-    free_per_node: dict[str, int] = field(default_factory=dict)
-    allocatable_per_node: dict[str, int] = field(default_factory=dict)
+    shape: dict[str, Decimal]
+    allocatable: dict[str, dict[str, Decimal]]
+    free: dict[str, dict[str, Decimal]]
 
-    @property
-    def free(self) -> int:
-        return sum(self.free_per_node.values())
+    def pods_that_fit(self) -> int:
+        """How many pods of the shape fit now (a pod's resources are all on one node)."""
+        return sum(_fit(free, self.shape) for free in self.free.values())
 
-    @property
-    def allocatable(self) -> int:
-        return sum(self.allocatable_per_node.values())
+    def fits(self, pods: int) -> bool:
+        return self.pods_that_fit() >= pods
 
-    @property
-    def largest_node(self) -> int:
-        """The most GPUs any usable node has at all: a pod asking for more can never run."""
-        return max(self.allocatable_per_node.values(), default=0)
+    def ever_fits(self) -> bool:
+        """Whether one such pod fits on some usable node at all, with nothing else running there."""
+        return any(_fit(allocatable, self.shape) >= 1 for allocatable in self.allocatable.values())
 
-    def pods_that_fit(self, gpus_per_pod: int) -> int:
-        """How many pods of this size fit in the free GPUs (a pod's GPUs are on one node)."""
-        if gpus_per_pod <= 0:
-            return 1 << 30
-        return sum(free // gpus_per_pod for free in self.free_per_node.values())
+    def short_of(self, pods: int) -> str | None:
+        """The resource that keeps `pods` pods from fitting (the scarcest one), or None."""
+        if self.fits(pods):
+            return None
+        fits_by = {name: sum(int(free.get(name, Decimal(0)) // need) for free in self.free.values())
+                   for name, need in self.shape.items()}
+        return min(fits_by, key=lambda name: (fits_by[name], name in COUNTED))
 
-    def fits(self, pods: int, gpus_per_pod: int) -> bool:
-        return self.pods_that_fit(gpus_per_pod) >= pods
+    def reason(self, pods: int) -> str:
+        """InsufficientGPU, InsufficientMemory or InsufficientCPU: the condition reason for `short_of`."""
+        short = self.short_of(pods) or next(iter(self.shape), "")
+        return _REASONS.get(short, "InsufficientGPU")
 
-    def describe(self, pods: int, gpus_per_pod: int) -> str:
+    def describe(self, pods: int) -> str:
         """A sentence for a condition message: what was asked, what is free where."""
-        where = ", ".join(f"{n}: {f} free of {self.allocatable_per_node[n]}"
-                          for n, f in sorted(self.free_per_node.items())) or "no usable node"
-        return (f"needs {pods} pod(s) x {gpus_per_pod} {self.resource}; "
-                f"{self.free} of {self.allocatable} free on usable nodes ({where})")
+        names = sorted(self.shape, key=lambda name: (name in COUNTED, name))
+        asked = ", ".join(f"{format_amount(n, self.shape[n])} {n}" for n in names) or "nothing"
+        where = "; ".join(
+            f"{node}: " + ", ".join(f"{format_amount(n, self.free[node].get(n, Decimal(0)))} of "
+                                    f"{format_amount(n, self.allocatable[node].get(n, Decimal(0)))} {n} free"
+                                    for n in names)
+            for node in sorted(self.free)) or "no usable node"
+        return f"needs {pods} pod(s) x ({asked}); allocatable and free on usable nodes: {where}"
 
 
-def gpu_capacity(nodes: Iterable[dict], pods: Iterable[dict], resource: str,
-                 selector: dict[str, str] | None = None, tolerations: Iterable[dict] = (),
-                 ignore_pod_uids: Iterable[str] = ()) -> GPUCapacity:
-    """Allocatable minus what bound, unfinished pods hold, per usable node.
+def capacity(nodes: Iterable[dict], pods: Iterable[PodUsage], shape: dict[str, Decimal],
+             selector: dict[str, str] | None = None, tolerations: Iterable[dict] = (),
+             ignore_pod_uids: Iterable[str] = ()) -> Capacity:
+    """Allocatable minus what bound, unfinished pods request, per usable node, for the resources
+    of `shape` (a pod's requests, e.g. pod_requests of the pod template).
 
-    `ignore_pod_uids`: pods whose GPUs count as free (e.g. the pods a rollout would replace)."""
-    tolerations = list(tolerations)
-    ignored = set(ignore_pod_uids)
-    allocatable: dict[str, int] = {}
+    `ignore_pod_uids`: pods whose resources count as free (e.g. the pods a rollout would replace).
+    A node that does not offer a resource of the shape at all (a CPU node for a GPU pod) is not
+    usable."""
+    tolerations, ignored = list(tolerations), set(ignore_pod_uids)
+    allocatable: dict[str, dict[str, Decimal]] = {}
     for node in nodes:
         if not node_usable(node, selector or {}, tolerations):
             continue
-        value = (_get(node, "status", "allocatable", default={}) or {}).get(resource)
-        if value is not None:
-            allocatable[node["metadata"]["name"]] = int(parse_quantity(value))
-    used = dict.fromkeys(allocatable, 0)
+        offered = _get(node, "status", "allocatable", default={}) or {}
+        if any(name not in offered for name in shape if "/" in name):
+            continue
+        allocatable[node["metadata"]["name"]] = {name: Decimal(parse_quantity(offered[name]))
+                                                 for name in shape if name in offered}
+    free = {name: dict(values) for name, values in allocatable.items()}
     for pod in pods:
-        node_name = _get(pod, "spec", "nodeName")
-        if node_name not in used or _get(pod, "status", "phase") in TERMINAL_PHASES:
+        if pod.node not in free or pod.uid in ignored:
             continue
-        if _get(pod, "metadata", "uid") in ignored:
-            continue
-        used[node_name] += pod_request(pod, resource)
-    return GPUCapacity(resource, {n: max(0, allocatable[n] - used[n]) for n in allocatable}, allocatable)
+        for name, value in pod.requests.items():
+            if name in free[pod.node]:
+                free[pod.node][name] -= value
+    free = {node: {name: max(Decimal(0), value) for name, value in values.items()} for node, values in free.items()}
+    return Capacity(dict(shape), allocatable, free)

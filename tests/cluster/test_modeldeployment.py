@@ -229,11 +229,60 @@ def test_waits_for_gpus_and_creates_nothing_that_would_sit_pending(kube, namespa
     obj = wait_for(waiting, timeout=90, what="ResourcesAvailable=False")
     message = condition(obj, "ResourcesAvailable")["message"]
     assert condition(obj, "ResourcesAvailable")["reason"] == "InsufficientGPU"
-    assert "needs 1 pod(s) x 2 nvidia.com/gpu" in message and "free" in message
+    assert "needs 1 pod(s) x (2 nvidia.com/gpu, 2Gi memory)" in message and "0 of 2 nvidia.com/gpu free" in message
     assert client.AppsV1Api(kube.api_client).list_namespaced_deployment(namespace).items == []
 
     kube.core.delete_namespaced_pod("gpu-hog", namespace)
     wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving once the GPUs were freed")
+
+
+def test_more_memory_than_any_node_has_waits_and_creates_nothing(kube, namespace, operator, wait_for, repo):
+    """Larger than any node's allocatable memory: no validation Job, no Deployment, a reason with
+    the numbers; lowered to what fits, it rolls out."""
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("big", repo, 1, resources={"gpus": 2, "memory": "512Gi", "memoryRequest": "400Gi"}))
+
+    def waiting():
+        o = mds.get("big")
+        return o if (condition(o, "ResourcesAvailable") or {}).get("reason") == "InsufficientMemory" else None
+
+    obj = wait_for(waiting, timeout=60, what="InsufficientMemory")
+    message = condition(obj, "ResourcesAvailable")["message"]
+    assert "400Gi memory" in message and "of 125Gi memory free" in message, message
+    assert condition(obj, "Ready")["reason"] == "InsufficientMemory"
+    assert obj["status"]["rollout"]["waitReason"] == "InsufficientMemory"
+    time.sleep(2)  # nothing appears a moment later either
+    assert client.BatchV1Api(kube.api_client).list_namespaced_job(namespace).items == []
+    assert client.AppsV1Api(kube.api_client).list_namespaced_deployment(namespace).items == []
+    events = kube.core.list_namespaced_event(namespace, field_selector="reason=InsufficientMemory").items
+    assert len(events) == 1 and "no usable node can hold one Triton pod" in events[0].message
+
+    mds.patch("big", {"spec": {"resources": {"memory": "2Gi", "memoryRequest": None}}})
+    wait_for(serving(mds, "big", 1), timeout=150, what="version 1 serving once it fits")
+
+
+def test_a_validation_pod_the_scheduler_cannot_place_shows_in_status(kube, namespace, operator, wait_for, repo):
+    """The node's memory taken by another pod: the validation Job's pod stays Pending, and the
+    ModelDeployment says why in the scheduler's words within a pass, then validates once there is room."""
+    hog = client.V1Pod(metadata=client.V1ObjectMeta(name="memory-hog"), spec=client.V1PodSpec(containers=[
+        client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(
+            requests={"memory": "124Gi"}))]))
+    kube.core.create_namespaced_pod(namespace, hog)
+    wait_for(lambda: kube.core.read_namespaced_pod("memory-hog", namespace).status.phase == "Running",
+             what="the memory hog running")
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("squeezed", repo, 1, resources={"gpus": 0, "memory": "512Mi"}))
+
+    def waiting():
+        o = mds.get("squeezed")
+        return o if (condition(o, "Ready") or {}).get("reason") == "InsufficientMemory" else None
+
+    obj = wait_for(waiting, timeout=60, what="Ready=False InsufficientMemory from the scheduler")
+    message = condition(obj, "Ready")["message"]
+    assert "waits for the scheduler" in message and "Insufficient memory" in message, message
+    assert obj["status"]["phase"] == "Validating"
+    kube.core.delete_namespaced_pod("memory-hog", namespace, grace_period_seconds=0)
+    wait_for(serving(mds, "squeezed", 1), timeout=150, what="version 1 serving once the memory was freed")
 
 
 def _env_is(name: str, value: str):

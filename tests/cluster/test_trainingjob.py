@@ -55,6 +55,7 @@ def training_job(tmp_path: Path, name: str = "tickets", **spec) -> tuple[dict, d
     # CPU here: the simulated node's shared GPU is a scheduling resource, not a device.
     tj["spec"]["training"]["mixedPrecision"] = "off"
     tj["spec"]["resources"]["memory"] = "4Gi"
+    tj["spec"]["resources"].pop("memoryRequest", None)  # equal to memory
     tj["spec"]["optimization"]["maxQualityDrop"] = 1.0  # the gate's own tests are in tests/unit
     tj["spec"].update(spec)
     return cm, tj
@@ -152,3 +153,37 @@ def test_invalid_data_fails_with_row_numbers_and_stores_nothing(kube, namespace,
     jobs = client.BatchV1Api(kube.api_client).list_namespaced_job(
         namespace, label_selector="aiops.dev/trainingjob=dirty").items
     assert [j.metadata.labels["aiops.dev/step"] for j in jobs] == ["data"]
+
+
+def test_a_step_pod_the_scheduler_cannot_place_shows_in_ready(kube, namespace, operator, wait_for, tmp_path):
+    """The node's memory taken by another pod: the data step's pod stays Pending, and the
+    TrainingJob's Ready says so in the scheduler's words (and once as an Event) until it is placed."""
+    hog = client.V1Pod(metadata=client.V1ObjectMeta(name="memory-hog"), spec=client.V1PodSpec(containers=[
+        client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(
+            requests={"memory": "124Gi"}))]))
+    kube.core.create_namespaced_pod(namespace, hog)
+    wait_for(lambda: kube.core.read_namespaced_pod("memory-hog", namespace).status.phase == "Running",
+             what="the memory hog running")
+    cm, tj = training_job(tmp_path, name="squeezed")
+    kube.core.create_namespaced_config_map(namespace, cm)
+    tjs = CRs(kube, namespace, "trainingjobs")
+    tjs.create(tj)
+
+    def waiting():
+        obj = tjs.get("squeezed")
+        return obj if (condition(obj, "Ready") or {}).get("reason") == "InsufficientMemory" else None
+
+    obj = wait_for(waiting, timeout=60, what="Ready=False InsufficientMemory from the scheduler")
+    assert "waits for the scheduler" in condition(obj, "Ready")["message"]
+    assert "Insufficient memory" in condition(obj, "Ready")["message"]
+    assert obj["status"]["steps"][0]["message"].startswith("waiting for the scheduler")
+    events = kube.core.list_namespaced_event(namespace, field_selector="reason=InsufficientMemory").items
+    assert len(events) == 1
+    kube.core.delete_namespaced_pod("memory-hog", namespace, grace_period_seconds=0)
+
+    def placed():
+        obj = tjs.get("squeezed")
+        return obj if (condition(obj, "Ready") or {}).get("reason") != "InsufficientMemory" else None
+
+    obj = wait_for(placed, timeout=90, what="the step placed once the memory was freed")
+    assert obj["status"]["phase"] != "Failed", obj["status"]

@@ -41,6 +41,7 @@ def test_managed_milvus_ingest_update_and_recall(kube, namespace, service_names,
     cm, vi = example_docs()
     vi = copy.deepcopy(vi)
     vi["spec"]["milvus"]["managed"]["resources"]["memory"] = "4Gi"
+    vi["spec"]["milvus"]["managed"]["resources"].pop("memoryRequest", None)  # equal to memory
     vi["spec"]["embedding"]["resources"]["memory"] = "4Gi"
     vi["spec"]["ingest"].pop("schedule", None)
     vi["spec"]["optimization"]["recall"].update(sampleQueries=5, intervalSeconds=3600)

@@ -4,7 +4,7 @@ import json
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.rollout.history import add_history, reject, rejection
-from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started
+from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started, unschedulable, unschedulable_reason
 from aiops.rollout.revision import spec_revision
 from aiops.rollout.verdict import job_outcome
 
@@ -28,6 +28,16 @@ def test_pod_problems():
     assert unsched.reason == "Unschedulable" and "Insufficient" in unsched.message and not unsched.fatal
     assert crash.fatal
     assert pod_problem(pod(waiting="ContainerCreating")) is None
+
+
+def test_unschedulable_reasons_in_the_capacity_check_s_words():
+    assert unschedulable(pod(phase="Pending", running=False, scheduled=False)) and not unschedulable(pod())
+    assert unschedulable_reason("0/1 nodes are available: 1 Insufficient memory.") == "InsufficientMemory"
+    assert unschedulable_reason("0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory.") \
+        == "InsufficientMemory"
+    assert unschedulable_reason("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.shared.") == "InsufficientGPU"
+    assert unschedulable_reason("0/1 nodes are available: 1 Insufficient cpu.") == "InsufficientCPU"
+    assert unschedulable_reason("0/2 nodes are available: 2 node(s) didn't match node selector.") == "Unschedulable"
 
 
 def test_running_ip_only_for_running_containers():

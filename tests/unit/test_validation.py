@@ -45,6 +45,8 @@ FIELDS = "dataset.schema.fields"
 CASES = [
     # ModelDeployment
     ("ModelDeployment", {"resources.gpus": 4}, "GPUsExceedNodeCapacity", "spec.resources.gpus"),
+    ("ModelDeployment", {"resources.memoryRequest": "65Gi"}, "MemoryRequestAboveLimit",
+     "spec.resources.memoryRequest"),
     (
         "ModelDeployment",
         {"repository": {"persistentVolumeClaim": {"claimName": "m", "subPath": "a/../../etc"}}},
@@ -147,6 +149,8 @@ CASES = [
         "spec.index.params.m",
     ),
     ("VectorIndex", {"index.searchParams.ef": 5}, "SearchEfBelowK", "spec.index.searchParams.ef"),
+    ("VectorIndex", {"embedding.resources.memoryRequest": "9Gi"}, "MemoryRequestAboveLimit",
+     "spec.embedding.resources.memoryRequest"),
     (
         "VectorIndex",
         {"index": {"type": "GPU_CAGRA"}, "milvus.managed.resources.gpus": 0},
@@ -200,6 +204,8 @@ CASES = [
     ),
     # TrainingJob
     ("TrainingJob", {"resources.gpus": 2}, "GPUsExceedNodeCapacity", "spec.resources.gpus"),
+    ("TrainingJob", {"resources.memory": "8Gi", "resources.memoryRequest": "9Gi"}, "MemoryRequestAboveLimit",
+     "spec.resources.memoryRequest"),
     (
         "TrainingJob",
         {"output.repository": {"persistentVolumeClaim": {"claimName": "m", "subPath": "../x"}}},

@@ -188,6 +188,19 @@ def memory_field(default: str) -> Any:
     return Field(default=default, description="Memory limit per pod, as a quantity (e.g. 64Gi).")
 
 
+def memory_request(resources: Any) -> str:
+    """The memory a pod of these resources requests: memoryRequest, else its memory limit."""
+    return str(resources.memory_request if resources.memory_request is not None else resources.memory)
+
+
+def memory_request_field(default: str | None) -> Any:
+    return Field(
+        default=default,
+        description="Memory request per pod: what the scheduler reserves on the node and the "
+        "operator's capacity check counts; at most memory. Unset: equal to memory.",
+    )
+
+
 def cpu_field() -> Any:
     return Field(
         default=None,

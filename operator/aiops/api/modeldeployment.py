@@ -25,6 +25,7 @@ from aiops.api.common import (
     gpu_resource_name_field,
     gpus_field,
     memory_field,
+    memory_request_field,
 )
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -132,6 +133,7 @@ class ModelDeploymentResources(SpecModel):
     gpus: int = gpus_field(2, "GPUs per Triton pod (the seed dedicates GPUs 0 and 1 to serving).")
     gpu_resource_name: str = gpu_resource_name_field(DEFAULT_GPU_RESOURCE)
     memory: Quantity = memory_field("64Gi")
+    memory_request: Quantity | None = memory_request_field(None)
     cpu: Quantity | None = cpu_field()
 
 
@@ -495,7 +497,8 @@ class RolloutProgress(StatusModel):
     )
     wait_reason: str | None = Field(
         default=None, max_length=64,
-        description="While waiting: WaitingForModel (not in the repository yet) or RepositoryNotFound.",
+        description="While waiting: WaitingForModel (not in the repository yet), RepositoryNotFound, or "
+        "InsufficientGPU/InsufficientMemory/InsufficientCPU (no node has room for a Triton pod).",
     )
     model_config_json: str | None = Field(
         default=None, description="config.pbtxt of the new version as JSON, from the validation Job."

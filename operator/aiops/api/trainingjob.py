@@ -27,6 +27,7 @@ from aiops.api.common import (
     gpu_resource_name_field,
     gpus_field,
     memory_field,
+    memory_request_field,
 )
 from aiops.api.vectorindex import DEFAULT_EMBEDDING_MODEL
 
@@ -238,6 +239,7 @@ class TrainingResources(SpecModel):
     )
     gpu_resource_name: str = gpu_resource_name_field(DEFAULT_SHARED_GPU_RESOURCE)
     memory: Quantity = memory_field("32Gi")
+    memory_request: Quantity | None = memory_request_field(None)
     cpu: Quantity | None = cpu_field()
 
 

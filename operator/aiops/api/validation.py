@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import ValidationError
 
 from aiops.api.common import EnvVar, ModelRepository, SpecModel
@@ -121,6 +122,23 @@ def _gpus_fit_a_node(
         )
 
 
+def _memory_rules(field: str, resources: Any) -> Iterator[Problem]:
+    request, limit = resources.memory_request, resources.memory
+    if request is None:
+        return
+    try:
+        above = parse_quantity(str(request)) > parse_quantity(str(limit))
+    except ValueError:  # what the schema's pattern lets through and Kubernetes would refuse itself
+        return
+    if above:
+        yield Problem(
+            f"{field}.memoryRequest",
+            "MemoryRequestAboveLimit",
+            f"requests {request} of memory but is limited to {limit}; Kubernetes refuses a "
+            "request above the limit, so lower memoryRequest or raise memory.",
+        )
+
+
 def _env_rules(field: str, env: list[EnvVar]) -> Iterator[Problem]:
     seen: set[str] = set()
     for i, var in enumerate(env):
@@ -182,6 +200,7 @@ def _model_deployment_rules(md: ModelDeploymentSpec, facts: ClusterFacts) -> Ite
     yield from _gpus_fit_a_node(
         "spec.resources.gpus", md.resources.gpus, md.resources.gpu_resource_name, facts
     )
+    yield from _memory_rules("spec.resources", md.resources)
     yield from _repository_rules("spec.repository", md.repository)
     yield from _env_rules("spec.runtime.env", md.runtime.env)
     yield from _batching_rules(md)
@@ -435,6 +454,9 @@ def _index_param_rules(vi: VectorIndexSpec) -> Iterator[Problem]:
 
 def _gpu_placement_rules(vi: VectorIndexSpec, facts: ClusterFacts) -> Iterator[Problem]:
     managed = vi.milvus.managed
+    if managed is not None:
+        yield from _memory_rules("spec.milvus.managed.resources", managed.resources)
+    yield from _memory_rules("spec.embedding.resources", vi.embedding.resources)
     if vi.index.type.startswith("GPU_") and managed is not None:
         if managed.resources.gpus == 0:
             yield Problem(
@@ -518,6 +540,7 @@ def _training_job_rules(tj: TrainingJobSpec, facts: ClusterFacts) -> Iterator[Pr
     yield from _gpus_fit_a_node(
         "spec.resources.gpus", tj.resources.gpus, tj.resources.gpu_resource_name, facts
     )
+    yield from _memory_rules("spec.resources", tj.resources)
     yield from _repository_rules("spec.output.repository", tj.output.repository)
     if tj.dataset.source.persistent_volume_claim is not None:
         yield from _repository_rules(

@@ -23,6 +23,7 @@ from aiops.api.common import (
     gpu_resource_name_field,
     gpus_field,
     memory_field,
+    memory_request_field,
 )
 
 MILVUS_IMAGE = "milvusdb/milvus:v2.4.15-gpu"
@@ -92,6 +93,7 @@ class MilvusResources(SpecModel):
     )
     gpu_resource_name: str = gpu_resource_name_field(DEFAULT_SHARED_GPU_RESOURCE)
     memory: Quantity = memory_field("32Gi")
+    memory_request: Quantity | None = memory_request_field(None)
     cpu: Quantity | None = cpu_field()
 
 
@@ -216,6 +218,7 @@ class EmbeddingResources(SpecModel):
     )
     gpu_resource_name: str = gpu_resource_name_field(DEFAULT_SHARED_GPU_RESOURCE)
     memory: Quantity = memory_field("8Gi")
+    memory_request: Quantity | None = memory_request_field(None)
     cpu: Quantity | None = cpu_field()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from aiops.api.common import memory_request
 from aiops.api.vectorindex import VectorIndexSpec
 from aiops.builders.jobs import worker_job
 from aiops.builders.milvus import VECTOR_INDEX_LABEL
@@ -57,7 +58,7 @@ def _source(spec: VectorIndexSpec) -> tuple[str, dict, dict]:
 
 def _resources(spec: VectorIndexSpec) -> dict:
     res = spec.embedding.resources
-    requests: dict[str, str] = {"memory": str(res.memory)}
+    requests: dict[str, str] = {"memory": memory_request(res)}
     limits: dict[str, str] = {"memory": str(res.memory)}
     if res.gpus and spec.embedding.device != "cpu":
         requests[res.gpu_resource_name] = limits[res.gpu_resource_name] = str(res.gpus)

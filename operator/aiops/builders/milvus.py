@@ -5,6 +5,7 @@ Pure functions: spec in, dicts out."""
 
 from __future__ import annotations
 
+from aiops.api.common import memory_request
 from aiops.api.vectorindex import ManagedMilvus, VectorIndexSpec
 from aiops.builders.triton import MANAGED_BY, child_name
 
@@ -76,7 +77,7 @@ def build_milvus_service(vi_name: str) -> dict:
 
 def _resources(spec: VectorIndexSpec) -> dict:
     res = spec.milvus.managed.resources
-    requests: dict[str, str] = {"memory": str(res.memory)}
+    requests: dict[str, str] = {"memory": memory_request(res)}
     limits: dict[str, str] = {"memory": str(res.memory)}
     if uses_gpu(spec) and res.gpus:
         requests[res.gpu_resource_name] = limits[res.gpu_resource_name] = str(res.gpus)

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 
+from aiops.api.common import memory_request
 from aiops.api.trainingjob import TrainingJobSpec
 from aiops.builders.jobs import STEP_RESOURCES, worker_job
 from aiops.builders.triton import MANAGED_BY, child_name
@@ -132,7 +133,7 @@ def _resources(spec: TrainingJobSpec, step: str) -> dict:
         return copy.deepcopy(STEP_RESOURCES)
     res = spec.resources
     limits: dict[str, str] = {"memory": str(res.memory)}
-    requests: dict[str, str] = {"memory": str(res.memory)}
+    requests: dict[str, str] = {"memory": memory_request(res)}
     if res.gpus:
         limits[res.gpu_resource_name] = str(res.gpus)
         requests[res.gpu_resource_name] = str(res.gpus)

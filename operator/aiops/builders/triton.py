@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from aiops.api.common import quantity_str
+from aiops.api.common import memory_request, quantity_str
 from aiops.api.modeldeployment import ModelDeploymentSpec
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -91,7 +91,7 @@ def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool
     repository, volumes, mounts, env_from = repository_volume(spec)
     res = spec.resources
     limits = {res.gpu_resource_name: quantity_str(res.gpus), "memory": quantity_str(res.memory)}
-    requests = {"memory": quantity_str(res.memory)}
+    requests = {"memory": quantity_str(memory_request(res))}
     if res.cpu is not None:
         requests["cpu"] = quantity_str(res.cpu)
     if res.gpus == 0:

@@ -21,15 +21,17 @@ from kubernetes.client.rest import ApiException
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL
 from aiops.builders.validation_job import ROLE_LABEL
+from aiops.capacity import CAPACITY_REASONS
 from aiops.controllers.loop import RESYNC_SECONDS, ReconcileLoop, shared_nodes
 from aiops.controllers.settings import validation_job_ttl, worker_image
 from aiops.controllers.watches import Watches, shared_watches
-from aiops.gpupods import GPUPods
 from aiops.kube import api_client
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.nodes import NodeCache
+from aiops.podusage import PodUsages
 from aiops.rollout.childcache import WatchedChildren, is_triton
 from aiops.rollout.kubeio import KubeIO
+from aiops.rollout.pods import unschedulable
 from aiops.rollout.reconciler import ModelDeploymentReconciler
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,11 @@ CONNECTIONS = 3 * (WORKERS + URGENT_WORKERS)
 
 
 def waiting_for_capacity(loop: ReconcileLoop) -> list[tuple[str, str]]:
-    return [k for k, md in loop.objects.items()
-            if ((md.get("status") or {}).get("rollout") or {}).get("step") == "WaitingForCapacity"]
+    def waiting(md: dict) -> bool:
+        rollout = (md.get("status") or {}).get("rollout") or {}
+        return rollout.get("step") == "WaitingForCapacity" or rollout.get("waitReason") in CAPACITY_REASONS
+
+    return [k for k, md in loop.objects.items() if waiting(md)]
 
 
 @kopf.on.startup()
@@ -52,13 +57,13 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     # Monitoring (issue 7): the monitor publishes verdicts here and a changed verdict enqueues
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
-    children, gpu_pods = WatchedChildren(), GPUPods(shared_nodes(memo))
-    kube = KubeIO(api_client(), CONNECTIONS, cache=children, capacity=gpu_pods)
+    children, usages = WatchedChildren(), PodUsages(shared_nodes(memo))
+    kube = KubeIO(api_client(), CONNECTIONS, cache=children, capacity=usages)
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl())
     loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS,
                                                   URGENT_WORKERS)
-    watch_children(shared_watches(memo), loop, children, gpu_pods, shared_nodes(memo))
+    watch_children(shared_watches(memo), loop, children, usages, shared_nodes(memo))
     loop.start()
     memo.children_resync = asyncio.get_running_loop().create_task(resync(loop, memo))
 
@@ -80,12 +85,12 @@ def wakes_owner(kind: str, obj: dict, owner: dict, owner_active: bool) -> bool:
         if obj.get("kind") == "Job":
             return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
                        for c in (obj.get("status") or {}).get("conditions") or [])
-        return (obj.get("status") or {}).get("phase") in TERMINAL
+        return (obj.get("status") or {}).get("phase") in TERMINAL or unschedulable(obj)
     status = owner.get("status") or {}
     return bool(status.get("servingVersion")) or (status.get("rollout") or {}).get("step") != "Validating"
 
 
-def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChildren, gpu_pods: GPUPods,
+def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChildren, usages: PodUsages,
                    nodes: NodeCache) -> None:
     """What each child event does: update the caches the reconciler reads, then wake the owner
     when the event can matter to it (wakes_owner)."""
@@ -102,8 +107,8 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
         for key in waiting_for_capacity(loop):
             loop.queue.add(key)
 
-    def gpu_pod_changed(kind: str, pod: dict) -> None:
-        if gpu_pods.observe(pod, kind == "DELETED"):  # a GPU pod finished or went away: wake whatever waits for GPUs
+    def usage_changed(kind: str, pod: dict) -> None:
+        if usages.observe(pod, kind == "DELETED"):  # a pod finished or went away: wake whatever waits for room
             wake_waiting()
 
     def pod_changed(kind: str, pod: dict) -> None:
@@ -130,7 +135,7 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
         if nodes.observe(node, kind == "DELETED"):
             wake_waiting()
 
-    watches.on("pods", gpu_pod_changed, every_namespace=True)  # every pod's GPUs count
+    watches.on("pods", usage_changed, every_namespace=True)  # every pod's requests count
     watches.on("pods", pod_changed)
     watches.on("jobs", job_changed)
     watches.on("deployments", deployment_changed)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # plural -> (path prefix, label selector the API server applies, namespaced). Only our own Jobs,
 # Deployments and StatefulSets come down those watches (every builder labels its objects managed-by
 # us). Pods stay unfiltered and cluster-wide even when the operator serves some namespaces only:
-# GPU capacity counts every pod's GPUs (aiops.gpupods), and a foreign GPU pod that ends frees GPUs
+# GPU capacity counts every pod's GPUs (aiops.podusage), and a foreign GPU pod that ends frees GPUs
 # a waiting ModelDeployment may take. ConfigMaps are unfiltered too: VectorIndex sources are the
 # user's.
 KINDS: dict[str, tuple[str, str, bool]] = {

@@ -67,6 +67,10 @@ def _scale(resources: dict, fit: NodeFit, role: str, default_memory: str, change
     before = resources.get("memory", default_memory)
     resources["memory"] = fit.memory(before, role)
     changes.append(f"{where}.memory {before} -> {resources['memory']}")
+    if resources.get("memoryRequest") is not None:
+        before_request = str(resources["memoryRequest"])
+        resources["memoryRequest"] = fit.memory(before_request, role)
+        changes.append(f"{where}.memoryRequest {before_request} -> {resources['memoryRequest']}")
     if resources.get("cpu") is not None:
         before_cpu = str(resources["cpu"])
         resources["cpu"] = fit.cpu(before_cpu)

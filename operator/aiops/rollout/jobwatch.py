@@ -26,9 +26,13 @@ def _slim_pod(body: dict) -> dict:
     meta, status = body["metadata"], body.get("status") or {}
     terminated = [{"state": {"terminated": c["state"]["terminated"]}} for c in status.get("containerStatuses") or []
                   if (c.get("state") or {}).get("terminated")]
-    return {"metadata": {"creationTimestamp": meta.get("creationTimestamp"),
+    # The scheduler's verdict while Pending: why a validation pod is not placed goes to status.
+    unplaced = [c for c in status.get("conditions") or []
+                if c.get("type") == "PodScheduled" and c.get("status") == "False"]
+    return {"metadata": {"name": meta.get("name"), "creationTimestamp": meta.get("creationTimestamp"),
                          "ownerReferences": [{"uid": o.get("uid")} for o in meta.get("ownerReferences") or []]},
-            "status": {"phase": status.get("phase") or "Pending", "containerStatuses": terminated}}
+            "status": {"phase": status.get("phase") or "Pending", "containerStatuses": terminated,
+                       "conditions": unplaced}}
 
 
 class JobWatch:

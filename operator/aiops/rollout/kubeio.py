@@ -17,6 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
 from aiops.builders.triton import KIND_LABEL, NAME_LABEL, TRITON
+from aiops.capacity import PodUsage, pod_usage
 from aiops.kube import resource_version
 from aiops.kubehttp import ApiSession
 
@@ -63,15 +64,15 @@ class ChildCache(Protocol):
 
 
 class CapacitySource(Protocol):
-    """Unfinished GPU pods and all nodes as the informers last saw them (aiops.gpupods.GPUPods)."""
+    """Unfinished pods' requests and all nodes as the informers last saw them (aiops.podusage)."""
 
-    async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]: ...
+    async def pod_usages_and_nodes(self) -> tuple[list[PodUsage], list[dict]]: ...
 
 
 class KubeIO:
     """connections: calls in flight at once (each holds a pooled keep-alive connection).
     cache: where `observe` reads from unless asked for a fresh read (None: always the API).
-    capacity: where the GPU capacity check reads pods and nodes from (None: a LIST of each).
+    capacity: where the capacity check reads pods and nodes from (None: a LIST of each).
 
     Calls go through aiops.kubehttp.ApiSession, plain JSON both ways, not the kubernetes client's
     typed methods: those validate every body into models and back (a sixth of the operator's GIL
@@ -152,14 +153,14 @@ class KubeIO:
     async def list_pods(self, namespace: str, selector: str) -> list[dict]:
         return await self._items(path("Pod", namespace), labelSelector=selector)
 
-    async def gpu_pods_and_nodes(self) -> tuple[list[dict], list[dict]]:
-        """All unfinished pods and all nodes, cluster-wide: what GPU capacity is computed from."""
+    async def pod_usages_and_nodes(self) -> tuple[list[PodUsage], list[dict]]:
+        """All unfinished pods' requests and all nodes, cluster-wide: what capacity is computed from."""
         if self.capacity is not None:
-            return await self.capacity.gpu_pods_and_nodes()
+            return await self.capacity.pod_usages_and_nodes()
         pods, nodes = await asyncio.gather(
             self._items("/api/v1/pods", fieldSelector="status.phase!=Succeeded,status.phase!=Failed"),
             self._items("/api/v1/nodes"))
-        return pods, nodes
+        return [u for u in map(pod_usage, pods) if u], nodes
 
     # ---- writing ---------------------------------------------------------------------------------
     async def create_if_missing(self, obj: dict) -> None:

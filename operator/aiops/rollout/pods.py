@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 WAITING_FAILURES = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
@@ -40,6 +41,24 @@ def pod_problem(pod: dict) -> PodProblem | None:
             return PodProblem("Unschedulable", f"pod {_name(pod)} cannot be scheduled: {cond.get('message', '')}",
                               fatal=False)
     return None
+
+
+def unschedulable_reason(message: str) -> str:
+    """The condition reason for a scheduler's FailedScheduling message ("0/1 nodes are available:
+    1 Insufficient memory."): what is short, in the words the capacity check uses."""
+    short = {word.rstrip(".,") for word in re.findall(r"Insufficient (\S+)", message)}
+    if "memory" in short:
+        return "InsufficientMemory"
+    if any("/" in name for name in short):
+        return "InsufficientGPU"
+    if "cpu" in short:
+        return "InsufficientCPU"
+    return "Unschedulable"
+
+
+def unschedulable(pod: dict) -> bool:
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def pod_running_ip(pod: dict) -> str | None:

@@ -44,7 +44,7 @@ from aiops.builders.validation_job import (
     validation_attempt,
     validation_job_name,
 )
-from aiops.capacity import gpu_capacity
+from aiops.capacity import CAPACITY_REASONS, Capacity, capacity, pod_requests
 from aiops.conditions import get_condition, set_condition
 from aiops.kube import owned_by
 from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
@@ -53,7 +53,7 @@ from aiops.rollout.deadlines import seconds_left, stalled
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
-from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip, pod_started
+from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip, pod_started, unschedulable_reason
 from aiops.rollout.revision import spec_revision, template_revision
 from aiops.rollout.verdict import job_outcome
 from aiops.triton.client import TritonError, TritonServer
@@ -65,6 +65,7 @@ RETRY_ANNOTATION = "aiops.dev/retry"
 # Validation reasons that mean "not there yet" rather than "bad": a training run may still register it.
 NOT_YET_THERE = frozenset({"ModelNotFound", "VersionNotFound"})
 ROLLOUT_POLL = 1.0  # seconds between looks while a rollout step waits on something
+CAPACITY_POLL = 15.0  # seconds between capacity checks while waiting for room (node and pod events come sooner)
 MOUNT_CHECK_AFTER = 15.0  # seconds a validation pod may take to start before its mounts are looked into
 MOUNT_CHECK_EVERY = 10.0
 PODS_SAFETY_LOOK = 30.0  # the longest a rollout waiting on pod events goes without a look
@@ -249,10 +250,11 @@ class ModelDeploymentReconciler:
         attempt = validation_attempt(rollout["revision"], (ctx.md["metadata"].get("annotations") or {}).get(
             RETRY_ANNOTATION, ""))
         name = validation_job_name(ctx.name, version, attempt)
-        outcome = None
+        outcome, pods = None, []
         if rollout.get("validationJob"):  # looked up once this rollout made it; a new one goes straight to creating
             watched = self.jobs.get(ctx.namespace, name)
             outcome = job_outcome(*watched) if watched else None
+            pods = watched[1] if watched else []
             if outcome is None or (outcome.finished and outcome.exit_code is None):
                 # Not in the watch yet, or finished there before its pod's last state: ask the API server.
                 job, pods = await self.kube.read_job(ctx.namespace, name)
@@ -260,6 +262,9 @@ class ModelDeploymentReconciler:
         if outcome is None:
             wait = -_age(rollout.get("nextValidationAt"))
             if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
+                return wait
+            wait = await self._fits_no_node(ctx, spec)
+            if wait is not None:
                 return wait
             # All at once (each tolerates "already exists", so a lost status write is harmless):
             # a Job's pod that mounts a spec ConfigMap waits in the kubelet until it exists.
@@ -273,6 +278,7 @@ class ModelDeploymentReconciler:
             rollout["validationJob"] = name
             return ROLLOUT_POLL
         if not outcome.finished:
+            self._validation_unschedulable(ctx, name, pods)
             missing = await self._repository_not_mountable(ctx, spec, name)
             if missing:
                 return await self._wait_for_model(ctx, name, "RepositoryNotFound", "Warning", missing)
@@ -304,7 +310,7 @@ class ModelDeploymentReconciler:
         rollout = ctx.status["rollout"]
         if not spec.validation.start_server_early or ctx.status.get("servingVersion") or rollout.get("modelWaits"):
             return False
-        fits, _, _ = await self._capacity(spec, World(None, [], observed=False), None, False)
+        fits, _, _, _ = await self._capacity(spec, World(None, [], observed=False), None, False)
         return fits
 
     @staticmethod
@@ -360,6 +366,26 @@ class ModelDeploymentReconciler:
         return None
 
     @staticmethod
+    def _validation_unschedulable(ctx: Ctx, job_name: str, pods: list[dict]) -> None:
+        """A validation pod the scheduler cannot place (the node's memory taken by others, say)
+        shows in status with the scheduler's own message, and once as an Event; the pass after it
+        is placed clears the wait."""
+        rollout = ctx.status["rollout"]
+        waiting = next((p for p in map(pod_problem, pods) if p and p.reason == "Unschedulable"), None)
+        if waiting is None:
+            if rollout.get("waitReason") in (*CAPACITY_REASONS, "Unschedulable"):
+                rollout.pop("waitReason")
+                ctx.condition("Ready", bool(ctx.status.get("servingVersion")), "Validating",
+                              f"Version {rollout['version']} is being validated (Job {job_name}).")
+            return
+        reason = unschedulable_reason(waiting.message)
+        message = f"Validation Job {job_name} waits for the scheduler: {waiting.message}"
+        if rollout.get("waitReason") != reason:
+            ctx.event("Warning", reason, message)
+            rollout["waitReason"] = reason
+        ctx.condition("Ready", bool(ctx.status.get("servingVersion")), reason, message)
+
+    @staticmethod
     def _validation_pending(spec: ModelDeploymentSpec, rollout: dict, job_name: str) -> float:
         if _age(rollout["stepStartedAt"]) > spec.validation.timeout_seconds:
             raise RolloutFailed("ValidationTimeout", f"validating version {rollout['version']} took longer than "
@@ -380,23 +406,25 @@ class ModelDeploymentReconciler:
         current = world.deployment
         current_rev = ((current or {}).get("metadata", {}).get("annotations") or {}).get(TEMPLATE_ANNOTATION)
         if current is None or current_rev != revision or current["spec"].get("replicas") != spec.replicas:
-            fits, surge, message = await self._capacity(spec, world, current, current_rev != revision)
+            fits, surge, reason, message = await self._capacity(spec, world, current, current_rev != revision)
             if not fits:
-                if rollout["step"] != "WaitingForCapacity":
-                    ctx.event("Warning", "InsufficientGPU", message)
+                if rollout["step"] != "WaitingForCapacity" or rollout.get("waitReason") != reason:
+                    ctx.event("Warning", reason, message)
                     self._step(ctx, "WaitingForCapacity", "Pending")
-                ctx.condition("ResourcesAvailable", False, "InsufficientGPU", message)
-                ctx.condition("Ready", bool(ctx.status.get("servingVersion")), "InsufficientGPU",
-                              f"Version {rollout['version']} waits for GPUs: {message}")
-                return 15.0  # node and pod events wake us sooner
+                    rollout["waitReason"] = reason
+                ctx.condition("ResourcesAvailable", False, reason, message)
+                ctx.condition("Ready", bool(ctx.status.get("servingVersion")), reason,
+                              f"Version {rollout['version']} waits for room on a node: {message}")
+                return CAPACITY_POLL  # node and pod events wake us sooner
             desired, revision = self._desired_deployment(ctx, spec, surge)
             rollout["templateChanged"] = current is not None and current_rev != revision
             await self.kube.apply_deployment(desired, current)
-            ctx.condition("ResourcesAvailable", True, "GPUsAvailable", message)
+            rollout.pop("waitReason", None)
+            ctx.condition("ResourcesAvailable", True, "ResourcesFit", message)
             if rollout["step"] != "Deploying":
                 self._step(ctx, "Deploying", "Deploying")
             return ROLLOUT_POLL
-        ctx.condition("ResourcesAvailable", True, "GPUsAvailable", "The Triton pods have their GPUs.")
+        ctx.condition("ResourcesAvailable", True, "ResourcesFit", "The Triton pods have their GPUs and memory.")
         pods = self._current_pods(world, revision)
         for pod in pods:
             problem = pod_problem(pod)
@@ -425,25 +453,48 @@ class ModelDeploymentReconciler:
         self._step(ctx, "Loading", "Deploying")
         return 0.0
 
+    async def _room(self, spec: ModelDeploymentSpec, own_pods: list[dict] = ()) -> Capacity:
+        """Room on the usable nodes for Triton pods of this spec (their GPUs, memory and CPU);
+        `own_pods` count as free (the pods a rollout replaces in place)."""
+        template = build_triton_deployment(child_name("x", "triton"), spec, False)["spec"]["template"]
+        usages, nodes = await self.kube.pod_usages_and_nodes()
+        tolerations = [{"key": spec.resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+        return capacity(nodes, usages, pod_requests(template), spec.node_selector, tolerations,
+                        [p["metadata"]["uid"] for p in own_pods])
+
     async def _capacity(self, spec: ModelDeploymentSpec, world: World, current: dict | None,
-                        template_changes: bool) -> tuple[bool, bool, str]:
-        """(fits, surge possible, message). A new Deployment needs all its pods' GPUs; a template
-        change needs one extra pod's GPUs to surge, else replaces pods one at a time in place."""
-        res = spec.resources
-        if res.gpus == 0:
-            return True, True, "no GPUs requested"
-        pods, nodes = await self.kube.gpu_pods_and_nodes()
-        tolerations = [{"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
-        cap = gpu_capacity(nodes, pods, res.gpu_resource_name, spec.node_selector, tolerations)
+                        template_changes: bool) -> tuple[bool, bool, str, str]:
+        """(fits, surge possible, reason, message). A new Deployment needs all its pods' room; a
+        template change needs one extra pod's to surge, else replaces pods one at a time in place."""
+        cap = await self._room(spec)
         if current is None:
-            return cap.fits(spec.replicas, res.gpus), False, cap.describe(spec.replicas, res.gpus)
+            return cap.fits(spec.replicas), False, cap.reason(spec.replicas), cap.describe(spec.replicas)
         extra = max(0, spec.replicas - len([p for p in world.pods if not p["metadata"].get("deletionTimestamp")]))
-        if template_changes and cap.fits(extra + 1, res.gpus):
-            return True, True, cap.describe(extra + 1, res.gpus) + "; surging one new pod beside the old ones"
-        # Replacing in place frees each old pod's GPUs before its successor is scheduled.
-        own = [p["metadata"]["uid"] for p in world.pods]
-        freed = gpu_capacity(nodes, pods, res.gpu_resource_name, spec.node_selector, tolerations, own)
-        return freed.fits(spec.replicas, res.gpus), False, freed.describe(spec.replicas, res.gpus)
+        if template_changes and cap.fits(extra + 1):
+            return True, True, "", cap.describe(extra + 1) + "; surging one new pod beside the old ones"
+        # Replacing in place frees each old pod's resources before its successor is scheduled.
+        freed = await self._room(spec, world.pods)
+        return freed.fits(spec.replicas), False, freed.reason(spec.replicas), freed.describe(spec.replicas)
+
+    async def _fits_no_node(self, ctx: Ctx, spec: ModelDeploymentSpec) -> float | None:
+        """Before anything of a rollout is created: a Triton pod that no usable node could hold
+        even empty (more memory or GPUs than any node's allocatable) waits here, with the numbers,
+        until a node that can hold it joins or changes (node events wake us). Nothing is created,
+        not even the validation Job."""
+        rollout = ctx.status["rollout"]
+        cap = await self._room(spec)
+        if cap.ever_fits():
+            if rollout.get("waitReason") in CAPACITY_REASONS:
+                rollout.pop("waitReason")
+            return None
+        reason, message = cap.reason(1), "no usable node can hold one Triton pod: " + cap.describe(1)
+        if rollout.get("waitReason") != reason:
+            ctx.event("Warning", reason, message)
+            rollout["waitReason"] = reason
+        ctx.condition("ResourcesAvailable", False, reason, message)
+        ctx.condition("Ready", bool(ctx.status.get("servingVersion")), reason,
+                      f"Version {rollout['version']} waits for a node it fits on: {message}")
+        return CAPACITY_POLL
 
     @staticmethod
     def _current_pods(world: World, revision: str) -> list[dict]:

@@ -27,10 +27,11 @@ from aiops.builders.training_job import (
     spec_hash,
     step_job_name,
 )
-from aiops.conditions import set_condition
+from aiops.capacity import CAPACITY_REASONS
+from aiops.conditions import get_condition, set_condition
 from aiops.kube import owned_by
 from aiops.rollout.kubeio import KubeIO
-from aiops.rollout.pods import pod_problem
+from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.trainingrun.results import (
     STEP_NAMES,
@@ -150,9 +151,19 @@ class TrainingJobReconciler:
             for step_name in STEP_NAMES[step]:
                 set_step(status, step_name, "Running", now)
             waiting = next((p for p in map(pod_problem, pods) if p and p.reason == "Unschedulable"), None)
+            ready = get_condition(status.get("conditions"), "Ready") or {}
             if waiting:
                 set_step(status, STEP_NAMES[step][0], "Running", now, f"waiting for the scheduler: {waiting.message}")
+                reason = unschedulable_reason(waiting.message)
+                if ready.get("reason") != reason:
+                    events.append(("Warning", reason, f"Job {job_name} waits for the scheduler: {waiting.message}"))
+                status["conditions"] = set_condition(
+                    status.get("conditions"), "Ready", False, reason,
+                    f"{STEP_NAMES[step][0]}: Job {job_name} waits for the scheduler: {waiting.message}", generation)
                 return PENDING_POLL
+            if ready.get("reason") in (*CAPACITY_REASONS, "Unschedulable"):
+                status["conditions"] = set_condition(status.get("conditions"), "Ready", False, "Running",
+                                                     f"{STEP_NAMES[step][0]}: Job {job_name} is running.", generation)
             set_step(status, STEP_NAMES[step][0], "Running", now, f"Job {job_name} is running")
             return None
         result = outcome.verdict
