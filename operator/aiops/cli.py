@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--apply", action="append", default=[], help="kubectl apply this dir once up")
     up.add_argument("--node", choices=["auto", "real", "simulated"], default="auto",
                     help="the real node (containerd + kubelet) where this machine can run it, else simulated")
-    up.add_argument("--gpus", type=int, default=3, help="GPUs of the simulated node (seed: 3)")
+    up.add_argument("--gpus", type=int, default=2,
+                    help="whole GPUs of the simulated node, beside the shared one (seed: 2, as gpuLayout)")
     up.add_argument("--no-operator", action="store_true", help="with --foreground: no operator")
     up.add_argument("--metrics-port", type=int, default=9090, help="operator /metrics port (0: off)")
     up.add_argument("--health-port", type=int, default=8080, help="operator /healthz port")
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_parser("down", help="stop everything `up` started").set_defaults(func=_cmd_dev_down)
     dev.add_parser("env", help="print the KUBECONFIG export line").set_defaults(func=_cmd_dev_env)
     agent = dev.add_parser("node-agent", help="run the simulated GPU node in the foreground")
-    agent.add_argument("--gpus", type=int, default=3)
+    agent.add_argument("--gpus", type=int, default=2)
     agent.set_defaults(func=_cmd_dev_node_agent)
     dp = dev.add_parser("device-plugin", help="fake NVIDIA device plugins for a real kubelet, until SIGTERM/SIGINT")
     dp.add_argument("--socket-dir", default="/var/lib/kubelet/device-plugins",

@@ -62,7 +62,7 @@ def test_dev_foreground_session_is_single_and_stops_cleanly(kube, tmp_path):
         nodes = subprocess.run([str(kube.tools.kubectl), "get", "node", "aiops-gpu-0", "-o",
                                 "jsonpath={.status.allocatable.nvidia\\.com/gpu}"],
                                env=kenv, capture_output=True, text=True)
-        assert nodes.stdout == "3", nodes.stderr
+        assert nodes.stdout == "2", nodes.stderr
 
         second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1

@@ -27,9 +27,9 @@ def is_ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def test_node_advertises_three_gpus_and_stays_ready(kube):
+def test_node_advertises_the_gpu_layout_and_stays_ready(kube):
     node = kube.core.read_node(NODE)
-    assert node.status.allocatable["nvidia.com/gpu"] == "3"
+    assert node.status.allocatable["nvidia.com/gpu"] == "2" and node.status.allocatable["nvidia.com/gpu.shared"] == "2"
     assert node.status.capacity["memory"] == "128Gi"
     ready = next(c for c in node.status.conditions if c.type == "Ready")
     assert ready.status == "True"

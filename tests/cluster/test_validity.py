@@ -78,12 +78,12 @@ def test_preferred_batch_above_max_is_invalid_until_fixed(kube, namespace, opera
 
 def test_more_gpus_than_any_node_has(kube, namespace, operator, wait_for):
     md = example("modeldeployment.yaml")
-    md["spec"]["resources"]["gpus"] = 4  # the simulated node has 3
+    md["spec"]["resources"]["gpus"] = 4  # the simulated node has 2 whole GPUs
     cr = CR(kube, namespace, "modeldeployments")
     cr.create(md)
     cond = wait_for(valid_condition(cr, md["metadata"]["name"], "False"), what="Valid=False")
     assert cond["reason"] == "GPUsExceedNodeCapacity"
-    assert "4" in cond["message"] and "3" in cond["message"]
+    assert "4" in cond["message"] and "offers 2" in cond["message"]
 
 
 def test_vector_index_dimension_mismatch(kube, namespace, operator, wait_for):

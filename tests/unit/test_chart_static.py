@@ -22,6 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from aiops import metrics
 from aiops.api.common import DEFAULT_SHARED_GPU_RESOURCE
+from aiops.devenv.deviceplugin import GpuLayout
 from aiops.devenv.toolchain import ensure_kubectl_helm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +47,8 @@ ALL_FEATURES = {
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
                 "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}},
     "grafanaDashboard": {"namespace": "monitoring", "annotations": {"grafana_folder": "AI platform"}},
-    "timeSlicing": {"namespace": "nvidia-device-plugin", "sharedResourceName": "nvidia.com/gpu-shared",
-                    "replicas": 4, "devices": [2]},
+    "gpuLayout": {"devicePlugin": {"namespace": "nvidia-device-plugin", "runtimeClassName": ""},
+                  "instances": [{"name": "all-shared", "devices": "all", "replicas": 4}]},
 }
 
 
@@ -109,7 +110,7 @@ def test_helm_lint_strict(tools, tmp_path):
 def test_defaults_render_the_operator_locked_down(tools):
     docs = index(template(tools))
     assert {k[0] for k in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                                    "ConfigMap"}
+                                    "ConfigMap", "DaemonSet"}
     assert not any(k[0] in ("ServiceMonitor", "PrometheusRule", "Role") for k in docs)
     dep = docs[("Deployment", NAMESPACE, "aiops-operator")]
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
@@ -149,15 +150,36 @@ def test_cluster_roles_have_no_wildcards_and_no_write_on_nodes(tools):
                 assert rule["verbs"] == ["get"], "secrets: read one by name, never list them all"
 
 
-def test_the_time_slicing_config_shares_a_gpu_between_two_pods(tools):
-    cm = index(template(tools))[("ConfigMap", NAMESPACE, "aiops-time-slicing")]
-    config = yaml.safe_load(cm["data"]["any"])
-    assert config["version"] == "v1"
-    sharing = config["sharing"]["timeSlicing"]
-    # nvidia.com/gpu.shared is what the plugin's renameByDefault advertises: the API's default.
-    assert DEFAULT_SHARED_GPU_RESOURCE == "nvidia.com/gpu.shared"
-    assert sharing["renameByDefault"] is True
-    assert sharing["resources"] == [{"name": "nvidia.com/gpu", "replicas": 2}]
+def test_the_gpu_layout_is_two_plugin_instances_that_advertise_the_seed_split(tools):
+    """GPUs 0-1 whole, GPU 2 in two replicas, as NVIDIA's plugin reads the rendered DaemonSets
+    and config files; the dev environment's node advertises the same layout, from the same values."""
+    docs = template(tools)
+    layout = GpuLayout.from_rendered(docs)
+    assert layout == GpuLayout.seed() == GpuLayout.from_values(
+        yaml.safe_load((CHART / "values.yaml").read_text())["gpuLayout"])
+    advertised = {i.advertised_resource: len(layout.devices(i)) for i in layout.instances}
+    assert advertised == {"nvidia.com/gpu": 2, DEFAULT_SHARED_GPU_RESOURCE: 2}
+    by_name = index(docs)
+    for instance, visible in (("whole", "0,1"), ("shared", "2")):
+        ds = by_name[("DaemonSet", NAMESPACE, f"aiops-operator-gpu-{instance}")]
+        pod = ds["spec"]["template"]["spec"]
+        (plugin,) = pod["containers"]
+        assert {e["name"]: e["value"] for e in plugin["env"]}["NVIDIA_VISIBLE_DEVICES"] == visible
+        # Unprivileged, or the runtime would show it every GPU whatever NVIDIA_VISIBLE_DEVICES says.
+        assert plugin["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert not plugin["securityContext"].get("privileged") and pod["automountServiceAccountToken"] is False
+        assert pod["runtimeClassName"] == "nvidia"
+        # Never selected by the operator's Deployment or metrics Service.
+        assert ds["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "nvidia-device-plugin"
+
+
+def test_two_instances_of_one_kind_are_refused(tools, tmp_path):
+    values = {"gpuLayout": {"instances": [{"name": "a", "devices": "0", "replicas": 1},
+                                          {"name": "b", "devices": "1", "replicas": 1}]}}
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = helm(tools, "template", "x", str(CHART), "-f", str(path), check=False)
+    assert result.returncode != 0 and "two instances advertise nvidia.com/gpu" in result.stderr
 
 
 def test_dashboard_is_valid_json_on_existing_metrics(tools):
@@ -213,11 +235,14 @@ def test_all_features(tools, tmp_path):
     assert all("{{ $labels" in a["annotations"]["summary"] or a["alert"] == "AiopsOperatorDown" for a in alerts)
 
     assert ("ConfigMap", "monitoring", "aiops-operator-dashboard") in docs
-    ts = docs[("ConfigMap", "nvidia-device-plugin", "aiops-time-slicing")]
-    sharing = yaml.safe_load(ts["data"]["any"])["sharing"]["timeSlicing"]
-    assert sharing["renameByDefault"] is False
-    assert sharing["resources"] == [{"name": "nvidia.com/gpu", "rename": "nvidia.com/gpu-shared", "replicas": 4,
-                                     "devices": [2]}]
+    plugin = docs[("DaemonSet", "nvidia-device-plugin", "aiops-operator-gpu-all-shared")]["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in plugin
+    config = yaml.safe_load(docs[("ConfigMap", "nvidia-device-plugin", "aiops-operator-gpu-all-shared")]["data"]
+                            ["config.yaml"])
+    assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
+    layout = GpuLayout.from_rendered(list(docs.values()))
+    assert [(i.advertised_resource, len(layout.devices(i))) for i in layout.instances] == [
+        (DEFAULT_SHARED_GPU_RESOURCE, 12)]
 
 
 def test_a_cluster_wide_install_binds_the_namespaced_rules_cluster_wide(tools):
@@ -235,8 +260,8 @@ def test_a_cluster_wide_install_binds_the_namespaced_rules_cluster_wide(tools):
     ("image.digest=latest", "digest"),
     ("replicas=2", "replicas"),  # a typo of replicaCount: unknown keys are refused
     ("watchNamespaces={Bad_Namespace}", "watchNamespaces"),
-    ("timeSlicing.replicas=1", "replicas"),
-    ("timeSlicing.sharedResourceName=gpu", "sharedResourceName"),
+    ("gpuLayout.instances[0].replicas=0", "replicas"),
+    ("gpuLayout.instances[1].devices=GPU 2", "devices"),
     ("leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
     ("logLevel=chatty", "logLevel"),
     ("metrics.serviceMonitor.interval=often", "interval"),

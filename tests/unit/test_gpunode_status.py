@@ -113,7 +113,7 @@ def test_unknown_behaviour_is_rejected():
 def test_default_node_is_the_seed_machine():
     node = NodeSpec()
     cap = node.capacity()
-    assert cap["nvidia.com/gpu"] == "3" and cap["memory"] == "128Gi"
+    assert cap["nvidia.com/gpu"] == "2" and cap["memory"] == "128Gi"
     assert all(isinstance(v, str) for v in cap.values())  # SSA on 1.20 rejects bare numbers
     assert node.all_labels()["nvidia.com/gpu.present"] == "true"
     shared = NodeSpec(extended_resources={"nvidia.com/gpu.shared": "2"}).capacity()

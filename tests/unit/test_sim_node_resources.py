@@ -1,20 +1,26 @@
-"""What the simulated node advertises: whole GPUs plus the time-sliced shared GPU."""
+"""What the simulated node advertises: the chart's GPU layout, and allocatable memory below capacity."""
 
 from aiops.api.common import DEFAULT_SHARED_GPU_RESOURCE
+from aiops.devenv.deviceplugin import GpuLayout
 from aiops.devenv.gpunode import NodeSpec
 
 
-def test_default_node_adds_the_shared_gpu_to_the_three_whole_ones():
+def test_default_node_advertises_what_the_chart_s_gpu_layout_advertises():
+    layout = GpuLayout.seed()
+    advertised = {i.advertised_resource: str(len(layout.devices(i))) for i in layout.instances}
     cap = NodeSpec().capacity()
-    assert cap["nvidia.com/gpu"] == "3" and cap[DEFAULT_SHARED_GPU_RESOURCE] == "2"
+    assert {k: v for k, v in cap.items() if k.startswith("nvidia.com/")} == advertised
+    assert advertised == {"nvidia.com/gpu": "2", DEFAULT_SHARED_GPU_RESOURCE: "2"}
     labels = NodeSpec().all_labels()
+    assert labels["nvidia.com/gpu.count"] == str(len(layout.gpus))
     assert labels["nvidia.com/gpu.replicas"] == "2"
     assert labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
 
 
-def test_time_sliced_node_is_what_the_device_plugin_really_advertises():
-    cap = NodeSpec.time_sliced(name="seed").capacity()
-    assert cap["nvidia.com/gpu"] == "2" and cap[DEFAULT_SHARED_GPU_RESOURCE] == "2"
+def test_allocatable_memory_is_capacity_less_the_reservations():
+    node = NodeSpec()
+    assert node.capacity()["memory"] == "128Gi" and node.allocatable()["memory"] == f"{125 * 1024}Mi"
+    assert node.allocatable()["nvidia.com/gpu"] == node.capacity()["nvidia.com/gpu"]
 
 
 def test_no_shared_gpu_when_turned_off():

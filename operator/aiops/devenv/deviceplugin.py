@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import yaml
 
 from aiops.api.common import DEFAULT_GPU_RESOURCE
 from aiops.devenv.deviceplugin_api import API_VERSION, DevicePluginApi, load_api
@@ -70,6 +71,8 @@ REPLICA_SEPARATOR = "::"  # NVIDIA's AnnotatedID: <uuid>::<replica>
 DEVICE_ID_STRATEGIES = ("uuid", "index")
 REGISTER_TIMEOUT_SECONDS = 5.0  # NVIDIA's dial timeout for the kubelet's socket
 
+# The chart's values: their gpuLayout is what the seed's node advertises, here as there.
+CHART_VALUES = Path(__file__).resolve().parents[3] / "helm" / "aiops-operator" / "values.yaml"
 SEED_GPU_PRODUCT = "NVIDIA RTX 4000 Ada Generation"  # as NVML names it
 SEED_GPU_MEMORY_MIB = 20475
 
@@ -149,13 +152,54 @@ class GpuLayout:
 
     @classmethod
     def seed(cls, node_name: str = "aiops-gpu-0") -> GpuLayout:
-        """The seed's node: GPUs 0 and 1 whole for Triton, GPU 2 time-sliced into 2 replicas for
-        Milvus and training."""
-        gpus = tuple(Gpu(i, fake_gpu_uuid(node_name, i)) for i in range(3))
-        return cls(gpus, (
-            PluginInstance(DEFAULT_GPU_RESOURCE, (0, 1)),
-            PluginInstance(DEFAULT_GPU_RESOURCE, (2,), replicas=2, rename_by_default=True),
-        ))
+        """The seed's node (3 GPUs) with the chart's default gpuLayout: the one description of
+        what the real node advertises, read from helm/aiops-operator/values.yaml."""
+        values = yaml.safe_load(CHART_VALUES.read_text())
+        return cls.from_values(values["gpuLayout"], node_name)
+
+    @classmethod
+    def from_values(cls, gpu_layout: dict, node_name: str = "aiops-gpu-0", gpus: int = 3) -> GpuLayout:
+        """The layout the chart's `gpuLayout` values give on a node of `gpus` GPUs: one plugin
+        instance per entry, as the chart's DaemonSets run NVIDIA's plugin (see
+        templates/gpu-device-plugins.yaml): whole GPUs as nvidia.com/gpu, time-sliced ones as
+        nvidia.com/gpu.shared."""
+        node_gpus = tuple(Gpu(i, fake_gpu_uuid(node_name, i)) for i in range(gpus))
+        return cls(node_gpus, tuple(
+            PluginInstance(DEFAULT_GPU_RESOURCE, _visible_indexes(entry["devices"], node_gpus),
+                           replicas=int(entry["replicas"]), rename_by_default=int(entry["replicas"]) > 1)
+            for entry in gpu_layout["instances"]))
+
+    @classmethod
+    def from_rendered(cls, manifests: list[dict], node_name: str = "aiops-gpu-0", gpus: int = 3) -> GpuLayout:
+        """The layout NVIDIA's plugin would advertise from rendered manifests (`helm template`):
+        each DaemonSet running the plugin, with its container's NVIDIA_VISIBLE_DEVICES and the
+        config file from its ConfigMap, read as the plugin reads them (api/config/v1: a
+        `sharing.timeSlicing` resource with replicas > 1 is shared, renamed `.shared` with
+        renameByDefault; without sharing, whole GPUs as nvidia.com/gpu)."""
+        node_gpus = tuple(Gpu(i, fake_gpu_uuid(node_name, i)) for i in range(gpus))
+        config_maps = {(d["metadata"].get("namespace"), d["metadata"]["name"]): d
+                       for d in manifests if d and d.get("kind") == "ConfigMap"}
+        instances = []
+        for ds in (d for d in manifests if d and d.get("kind") == "DaemonSet"):
+            pod = ds["spec"]["template"]["spec"]
+            plugin = next((c for c in pod["containers"] if "k8s-device-plugin" in c.get("image", "")), None)
+            if plugin is None:
+                continue
+            env = {e["name"]: e.get("value") for e in plugin.get("env") or []}
+            config_file = next(a.split("=", 1)[1] for a in plugin.get("args") or [] if a.startswith("--config-file="))
+            mount = next(m for m in plugin["volumeMounts"] if config_file.startswith(m["mountPath"] + "/"))
+            volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+            cm = config_maps[(ds["metadata"].get("namespace"), volume["configMap"]["name"])]
+            config = yaml.safe_load(cm["data"][config_file.rsplit("/", 1)[1]])
+            if (config.get("flags", {}).get("plugin") or {}).get("deviceIDStrategy", "uuid") != "uuid":
+                raise ValueError(f"{ds['metadata']['name']}: deviceIDStrategy must be uuid for a GPU subset")
+            sliced = ((config.get("sharing") or {}).get("timeSlicing") or {})
+            resources = sliced.get("resources") or []
+            replicas = max((int(r.get("replicas", 1)) for r in resources), default=1)
+            instances.append(PluginInstance(
+                DEFAULT_GPU_RESOURCE, _visible_indexes(env.get(VISIBLE_DEVICES_ENV, "all"), node_gpus),
+                replicas=replicas, rename_by_default=bool(sliced.get("renameByDefault"))))
+        return cls(node_gpus, tuple(instances))
 
     def gpu(self, index: int) -> Gpu:
         return next(g for g in self.gpus if g.index == index)
@@ -171,6 +215,22 @@ class GpuLayout:
             devices += [PluginDevice(f"{gpu.uuid}{REPLICA_SEPARATOR}{r}", gpu, plugin_index)
                         for r in range(instance.replicas)]
         return devices
+
+
+def _visible_indexes(devices: str, gpus: Sequence[Gpu]) -> tuple[int, ...]:
+    """Host GPU indexes from an NVIDIA_VISIBLE_DEVICES value: "all", indexes, or GPU UUIDs."""
+    if devices.strip() == "all":
+        return tuple(g.index for g in gpus)
+    by_uuid = {g.uuid: g.index for g in gpus}
+    indexes = []
+    for item in (d.strip() for d in devices.split(",")):
+        if item.isdigit():
+            indexes.append(int(item))
+        elif item in by_uuid:
+            indexes.append(by_uuid[item])
+        else:
+            raise ValueError(f"NVIDIA_VISIBLE_DEVICES {devices!r}: no GPU {item!r} on this node")
+    return tuple(indexes)
 
 
 def _check_layout(layout: GpuLayout) -> None:

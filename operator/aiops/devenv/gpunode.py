@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.quantity import parse_quantity
 
 from aiops.api.common import DEFAULT_SHARED_GPU_RESOURCE
 from aiops.devenv.kubeletevents import record_event
@@ -68,35 +69,29 @@ WATCH_SECONDS = 2  # a watch request's lifetime: bounds how long `stop()` waits 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One simulated node; the default is the seed's machine: 3 GPUs, 128 GiB, plus the shared
-    GPU as the NVIDIA device plugin's time-slicing with a renamed resource advertises it
-    (`nvidia.com/gpu.shared: 2`, two replicas of one GPU, for Milvus and training).
+    """One simulated node; the default is the seed's machine (3 GPUs, 128 GiB) advertising what
+    the chart's gpuLayout makes NVIDIA's device plugin advertise there: GPUs 0 and 1 whole
+    (`nvidia.com/gpu: 2`), GPU 2 as two time-sliced replicas (`nvidia.com/gpu.shared: 2`, for Milvus
+    and training). tests/unit/test_sim_node_resources.py holds the default to the chart's layout.
 
-    Why the default keeps `nvidia.com/gpu: 3` on top of the 2 shared replicas: the tests and
-    examples written so far fill the node with 2 + 1 whole GPUs, and ModelDeployment's capacity
-    check counts 3. The device plugin itself cannot advertise one GPU both whole and shared, so
-    the default over-advertises GPU 2 by one whole GPU; `NodeSpec.time_sliced()` is the faithful
-    layout (2 whole + 2 shared) for tests that must see exactly what the real node offers."""
+    Allocatable memory is the capacity less what a kubelet keeps for the system and its eviction
+    threshold (`reserved_memory`), as on a real node; the rest of allocatable equals capacity."""
 
     name: str = "aiops-gpu-0"
-    gpus: int = 3
+    gpus: int = 2  # whole GPUs, as the plugin instance without sharing advertises them
     gpu_resource: str = "nvidia.com/gpu"
     gpu_product: str = "NVIDIA-RTX-4000-Ada-Generation"
     gpu_memory_mib: int = 20475
+    physical_gpus: int = 3  # GPU feature discovery's nvidia.com/gpu.count: every GPU of the machine
     cpu: str = "32"
     memory: str = "128Gi"
+    reserved_memory: str = "3Gi"  # --system-reserved + --kube-reserved + the eviction threshold
     max_pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
     shared_gpus: int = 2  # replicas of the time-sliced GPU (0: no shared resource)
     shared_gpu_resource: str = DEFAULT_SHARED_GPU_RESOURCE
     # Other extended resources, e.g. {"example.com/fpga": "1"}.
     extended_resources: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def time_sliced(cls, **kwargs) -> NodeSpec:
-        """The seed's node as a time-slicing device plugin config really advertises it: GPUs 0
-        and 1 whole, GPU 2 as 2 replicas of the shared resource."""
-        return cls(**{"gpus": 2, "shared_gpus": 2, **kwargs})
 
     def capacity(self) -> dict[str, str]:
         # Quantities as strings: server-side apply on 1.20 rejects bare numbers.
@@ -105,6 +100,10 @@ class NodeSpec:
                 "ephemeral-storage": "2Ti", self.gpu_resource: str(self.gpus),
                 **shared, **self.extended_resources}
 
+    def allocatable(self) -> dict[str, str]:
+        memory = parse_quantity(self.memory) - parse_quantity(self.reserved_memory)
+        return {**self.capacity(), "memory": f"{int(memory) // 2**20}Mi"}
+
     def all_labels(self) -> dict[str, str]:
         # GPU feature discovery's labels; with time-slicing it adds the replica count and strategy.
         sharing = {"nvidia.com/gpu.replicas": str(self.shared_gpus),
@@ -112,7 +111,8 @@ class NodeSpec:
         return {
             "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64", "nvidia.com/gpu.present": "true",
-            "nvidia.com/gpu.product": self.gpu_product, "nvidia.com/gpu.count": str(self.gpus),
+            "nvidia.com/gpu.product": self.gpu_product,
+            "nvidia.com/gpu.count": str(max(self.physical_gpus, self.gpus)),
             "nvidia.com/gpu.memory": str(self.gpu_memory_mib), **sharing, **self.labels,
         }
 
@@ -349,7 +349,7 @@ class NodeAgent:
                    ("PIDPressure", "False", "KubeletHasSufficientPID"),
                    ("Ready", "True", "KubeletReady")]
         status = {
-            "capacity": node.capacity(), "allocatable": node.capacity(),
+            "capacity": node.capacity(), "allocatable": node.allocatable(),
             "conditions": [{"type": t, "status": s, "reason": r, "message": "simulated by aiops",
                             "lastHeartbeatTime": now, "lastTransitionTime": now} for t, s, r in healthy],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},

@@ -90,13 +90,16 @@ class RealCluster:
 
     # ---- the platform ------------------------------------------------------------------------
     def operator_values(self) -> list[str]:
-        """Helm --set flags that point the chart at the local images."""
+        """Helm --set flags that point the chart at the local images. The chart's GPU device
+        plugins stay off: the node's own plugin (aiops.devenv.deviceplugin) advertises the same
+        gpuLayout from the chart's values, on GPUs that NVIDIA's plugin could not find here."""
         operator, worker = self.ref("operator"), self.ref("worker")
         repo, _, tag = operator.rpartition(":")
         w_repo, _, w_tag = worker.rpartition(":")
         return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
                 "--set", "image.pullPolicy=Never",
-                "--set", f"workerImage.repository={w_repo}", "--set", f"workerImage.tag={w_tag}"]
+                "--set", f"workerImage.repository={w_repo}", "--set", f"workerImage.tag={w_tag}",
+                "--set", "gpuLayout.devicePlugin.enabled=false"]
 
     def install_operator(self, *extra: str, namespace: str = OPERATOR_NAMESPACE, release: str = RELEASE,
                          timeout: str = "180s") -> subprocess.CompletedProcess:

@@ -69,7 +69,7 @@ def _agent_running(cp: LocalControlPlane) -> bool:
     return f.exists() and _alive(int(f.read_text()))
 
 
-def up_background(gpus: int = 3, node: str = "auto") -> LocalControlPlane:
+def up_background(gpus: int = 2, node: str = "auto") -> LocalControlPlane:
     """Starts (or finds) the control plane and its node, and installs the CRDs: the real node with
     the operator installed by its chart, or a detached simulated node agent (no operator)."""
     if choose_node(node) == "real":
@@ -111,7 +111,7 @@ def dev_node_agent(cp: LocalControlPlane, gpus: int) -> NodeAgent:
     return NodeAgent(api_client_for(cp), [NodeSpec(gpus=gpus)], volumes_root=cp.state_dir / "volumes")
 
 
-def run_node_agent(gpus: int = 3) -> int:
+def run_node_agent(gpus: int = 2) -> int:
     cp = LocalControlPlane()
     if not cp.is_running():
         raise ControlPlaneError("the local control plane is not running: `aiops dev up` first")
@@ -204,7 +204,7 @@ def run_real_foreground(apply_dirs: list[str], with_operator: bool = True) -> in
     return 0
 
 
-def run_foreground(apply_dirs: list[str], gpus: int = 3, with_operator: bool = True,
+def run_foreground(apply_dirs: list[str], gpus: int = 2, with_operator: bool = True,
                    metrics_port: int = 9090, health_port: int = 8080, node: str = "auto") -> int:
     """`make dev`: everything in one terminal; Ctrl-C stops what this session started."""
     if choose_node(node) == "real":
