@@ -27,10 +27,20 @@ from aiops.devenv.session import install_crds
 HOST_DIRS = Path("/var/lib/aiops-e2e")
 
 
+# The modules in the order they run: the kustomize install comes and goes before the chart's
+# operator is installed (two operators must never reconcile the same objects), and the audit of
+# the operator's requests reads what all the others made it do.
+MODULE_ORDER = ("test_node", "test_kustomize", "test_platform", "test_rollouts", "test_audit")
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "/tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
+    ours = [item for item in items if "/tests/e2e/" in str(item.fspath)]
+    for item in ours:
+        item.add_marker(pytest.mark.e2e)
+    rank = {name: i for i, name in enumerate(MODULE_ORDER)}
+    ours.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))
+    others = [item for item in items if item not in ours]
+    items[:] = others + ours
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +90,10 @@ def ns(core):
                "the namespace's default ServiceAccount token")
     yield name
     core.delete_namespace(name)
+    # Gone before the next test: its pods' memory and GPUs must be free again, and a namespace that
+    # never finishes terminating (a finalizer nobody removes) is a defect worth failing on.
+    wait_until(lambda: name not in {n.metadata.name for n in core.list_namespace().items}, 300,
+               f"namespace {name} to be deleted")
 
 
 @pytest.fixture

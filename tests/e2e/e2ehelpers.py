@@ -11,7 +11,10 @@ import pytest
 from kubernetes import client
 
 
-def wait_until(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+def wait_until(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.5,
+               detail: Callable[[], Any] | None = None) -> Any:
+    """Polls fn until it returns something truthy; on timeout fails with what was awaited, the
+    last value seen and, if given, `detail()` (e.g. the object's status)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -22,7 +25,8 @@ def wait_until(fn: Callable[[], Any], timeout: float, what: str, interval: float
         except client.ApiException as e:
             last = f"ApiException {e.status} {e.reason}"
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+            extra = f"\n{detail()!r}" if detail else ""
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}{extra}")
         time.sleep(interval)
 
 

@@ -32,14 +32,25 @@ def overlay(real):
                     "newTag": operator.rpartition(":")[2]}],
         "patches": [{"target": {"kind": "Deployment", "name": "aiops-operator"}, "patch": json.dumps([
             {"op": "replace", "path": "/spec/template/spec/containers/0/env/0",
-             "value": {"name": "AIOPS_WORKER_IMAGE", "value": worker}}])}],
+             "value": {"name": "AIOPS_WORKER_IMAGE", "value": worker}}])}] + [
+            # The node's own plugin advertises the same gpuLayout on GPUs NVIDIA's could not find.
+            {"target": {"kind": "DaemonSet", "name": f"aiops-operator-gpu-{instance}"},
+             "patch": yaml.safe_dump({"$patch": "delete", "apiVersion": "apps/v1", "kind": "DaemonSet",
+                                      "metadata": {"name": f"aiops-operator-gpu-{instance}"}})}
+            for instance in ("whole", "shared")],
     }))
     real.run(real.kubectl, "apply", "-k", str(directory))
     yield directory
     rendered = real.run(real.kubectl, "kustomize", str(directory)).stdout
     keep = ("CustomResourceDefinition", "Namespace")  # the CRDs hold every test's objects
     docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] not in keep]
-    real.run(real.kubectl, "delete", "--wait=true", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+    # Foreground: the operator's pod is gone, not just its Deployment, before the chart's comes.
+    real.run(real.kubectl, "delete", "--wait=true", "--cascade=foreground", "-f", "-",
+             input=yaml.safe_dump_all(docs), check=False)
+    core = client.CoreV1Api(real.api())
+    wait_until(lambda: not core.list_namespaced_pod(
+        "aiops-system", label_selector="app.kubernetes.io/instance=aiops-operator").items, 120,
+        "the kustomize install's operator pod gone")
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -9,8 +9,12 @@ import statistics
 import time
 
 import pytest
+import yaml
 from e2ehelpers import wait_until
 from kubernetes import client
+
+from aiops.devenv.deviceplugin import GpuLayout
+from aiops.devenv.realcluster import CHART
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -40,11 +44,16 @@ def run_to_completion(core, ns: str, body: dict, timeout: float = 120) -> str:
 
 
 def test_node_is_ready_with_the_seed_gpus(real, core):
+    """The GPUs as the chart's rendered device-plugin DaemonSets and configs make NVIDIA's plugin
+    advertise them on the seed's node: GPUs 0-1 whole, GPU 2 as two shared replicas."""
     node = core.read_node(real.node.name)
     assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
     assert node.status.node_info.container_runtime_version.startswith("containerd://")
-    assert node.status.allocatable["nvidia.com/gpu"] == "2"
-    assert node.status.allocatable["nvidia.com/gpu.shared"] == "2"
+    rendered = real.run(real.helm, "template", "aiops", str(CHART), "-n", "aiops-system").stdout
+    layout = GpuLayout.from_rendered([d for d in yaml.safe_load_all(rendered) if d])
+    expected = {i.advertised_resource: str(len(layout.devices(i))) for i in layout.instances}
+    assert expected == {"nvidia.com/gpu": "2", "nvidia.com/gpu.shared": "2"}
+    assert {k: v for k, v in node.status.allocatable.items() if k.startswith("nvidia.com/")} == expected
     capacity, allocatable = (int(client.ApiClient().sanitize_for_serialization(x)["memory"].removesuffix("Ki"))
                              for x in (node.status.capacity, node.status.allocatable))
     assert allocatable < capacity, "the kubelet reserves memory for the system, as a real node does"

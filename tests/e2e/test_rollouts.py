@@ -20,13 +20,13 @@ from kubernetes import client
 from pymilvus import MilvusClient
 
 from aiops.devenv.fit import fit_manifest
-from aiops.devenv.realcluster import OPERATOR_NAMESPACE, REPO
+from aiops.devenv.realcluster import OPERATOR_NAMESPACE, RELEASE, REPO
 
 pytestmark = pytest.mark.timeout(1200)
 
 
 def operator_pod(core) -> client.V1Pod:
-    pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=aiops-operator").items
+    pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
     assert len(pods) == 1, [p.metadata.name for p in pods]
     return pods[0]
 
@@ -51,11 +51,19 @@ def wait_restarted(core, before: int) -> None:
 
 
 def classify(core, ns: str, text: bytes) -> str:
+    """The served model's answer through its Service. Ready in status means the pod is ready; the
+    endpoint reaching kube-proxy's rules takes a moment more, as on any cluster."""
     ip = core.read_namespaced_service("ticket-classifier-triton", ns).spec.cluster_ip
     request = triton_http.InferInput("TEXT", [1, 1], "BYTES")
     request.set_data_from_numpy(np.array([[text]], dtype=object))
-    answer = triton_http.InferenceServerClient(f"{ip}:8000").infer("ticket-classifier", [request])
-    return answer.as_numpy("LABEL").reshape(-1)[0].decode()
+
+    def answer():
+        try:
+            return triton_http.InferenceServerClient(f"{ip}:8000").infer("ticket-classifier", [request])
+        except ConnectionRefusedError:
+            return None
+
+    return wait_until(answer, 30, "the Service to answer").as_numpy("LABEL").reshape(-1)[0].decode()
 
 
 def model_deployment(platform, repo) -> dict:
@@ -84,7 +92,8 @@ def test_versions_swap_in_place_through_a_sigkill_and_a_bad_version_is_rejected(
             return st if ok else None
         return check
 
-    wait_until(serving(1), 300, "version 1 serving")
+    md_status = lambda: status_of(custom, ns, "modeldeployments", "ticket-classifier")  # noqa: E731
+    wait_until(serving(1), 300, "version 1 serving", detail=md_status)
     assert classify(core, ns, b"I was charged twice") == "billing"
 
     md["spec"]["model"]["version"] = 2
@@ -93,7 +102,7 @@ def test_versions_swap_in_place_through_a_sigkill_and_a_bad_version_is_rejected(
                .get("version") == 2, 60, "the rollout of version 2 to start", interval=0.1)
     restarts = kill_operator(platform, core)
     wait_restarted(core, restarts)
-    st = wait_until(serving(2), 300, "version 2 serving after the operator was killed mid-rollout")
+    st = wait_until(serving(2), 300, "version 2 serving after the operator was killed mid-rollout", detail=md_status)
     assert classify(core, ns, b"I was charged twice") == "billing"
     assert st["history"][0]["version"] == 2  # newest first
 
@@ -104,7 +113,7 @@ def test_versions_swap_in_place_through_a_sigkill_and_a_bad_version_is_rejected(
         st = status_of(custom, ns, "modeldeployments", "ticket-classifier")
         return st if 3 in st.get("rejectedVersions", []) else None
 
-    st = wait_until(rejected, 300, "version 3 rejected")
+    st = wait_until(rejected, 300, "version 3 rejected", detail=md_status)
     assert st["servingVersion"] == 2
     assert condition(st, "Ready")["status"] == "True", "version 2 still serves"
     assert classify(core, ns, b"I was charged twice") == "billing"
