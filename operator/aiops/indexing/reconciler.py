@@ -35,7 +35,7 @@ from aiops.indexing.probe import IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube import owned_by
 from aiops.rollout.kubeio import KubeIO
-from aiops.rollout.pods import pod_problem
+from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.validity import judge_spec
 
@@ -184,6 +184,8 @@ class VectorIndexReconciler:
         problem = next((p for p in map(pod_problem, pods) if p), None)
         reason, message = (problem.reason, problem.message) if problem else \
             ("Starting", f"Milvus standalone is starting ({len(pods)} pod(s), none ready yet).")
+        if reason == "Unschedulable":  # InsufficientMemory etc., in the capacity check's words
+            reason = unschedulable_reason(message)
         if ctx.condition("MilvusReady", False, reason, message) and problem:
             ctx.event("Warning", reason, message)
         return None
@@ -275,7 +277,8 @@ class VectorIndexReconciler:
             ctx.status["lastIngest"].setdefault("startTime", now_iso())
             waiting = next((p for p in map(pod_problem, pods) if p and p.reason == "Unschedulable"), None)
             ctx.condition("Ingested", last.get("outcome") == "Succeeded" and "Unknown",
-                          "Ingesting", waiting.message if waiting else f"Ingest Job {job_name} is running.")
+                          unschedulable_reason(waiting.message) if waiting else "Ingesting",
+                          waiting.message if waiting else f"Ingest Job {job_name} is running.")
             return NOT_READY_POLL if waiting else None
         self._record_ingest(ctx, job_name, key, outcome)
         return delay
