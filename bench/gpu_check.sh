@@ -1,0 +1,2 @@
+#!/bin/sh
+exec "$(dirname "$0")/../.venv/bin/python" "$(dirname "$0")/gpu_check.py" "$@"
