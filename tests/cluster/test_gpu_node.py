@@ -11,12 +11,12 @@ from aiops.devenv.gpunode import CRASH_LOOP, NEVER_READY, exit_with, succeed
 NODE = "aiops-gpu-0"
 
 
-def gpu_pod(name: str, gpus: int, labels: dict | None = None) -> client.V1Pod:
+def gpu_pod(name: str, gpus: int, labels: dict | None = None, resource: str = "nvidia.com/gpu") -> client.V1Pod:
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels=labels or {"app": name}),
         spec=client.V1PodSpec(containers=[client.V1Container(
             name="main", image="example/triton:1",
-            resources=client.V1ResourceRequirements(limits={"nvidia.com/gpu": str(gpus)}))]))
+            resources=client.V1ResourceRequirements(limits={resource: str(gpus)}))]))
 
 
 def read_pod(kube, ns, name) -> client.V1Pod:
@@ -39,9 +39,10 @@ def test_node_advertises_the_gpu_layout_and_stays_ready(kube):
 
 
 def test_scheduler_binds_gpu_pods_until_gpus_run_out(kube, namespace, wait_for):
-    """2 + 1 GPUs fit the seed's node; a further 1-GPU pod stays Pending, and says why."""
+    """Triton's 2 whole GPUs and Milvus's shared slice fit the seed's node; a further whole-GPU
+    pod stays Pending, and says why."""
     kube.core.create_namespaced_pod(namespace, gpu_pod("triton", 2))
-    kube.core.create_namespaced_pod(namespace, gpu_pod("milvus", 1))
+    kube.core.create_namespaced_pod(namespace, gpu_pod("milvus", 1, resource="nvidia.com/gpu.shared"))
     for name in ("triton", "milvus"):
         pod = wait_for(lambda n=name: (p := read_pod(kube, namespace, n)).spec.node_name == NODE
                        and is_ready(p) and p, what=f"{name} bound to {NODE} and Ready")
@@ -59,8 +60,8 @@ def test_scheduler_binds_gpu_pods_until_gpus_run_out(kube, namespace, wait_for):
     extra = read_pod(kube, namespace, "extra")
     assert extra.spec.node_name is None and extra.status.phase == "Pending"
 
-    # Freeing a GPU lets the real scheduler place the waiting pod.
-    kube.core.delete_namespaced_pod("milvus", namespace)
+    # Freeing whole GPUs lets the real scheduler place the waiting pod.
+    kube.core.delete_namespaced_pod("triton", namespace)
     wait_for(lambda: is_ready(read_pod(kube, namespace, "extra")), timeout=60,
              what="the extra pod scheduled and Ready after a GPU was freed")
 

@@ -113,7 +113,7 @@ def _serve_the_produced_model(kube, namespace, wait_for, tmp_path, obj):
     # The produced version is what a ModelDeployment serves (examples/modeldeployment.yaml).
     md = next(d for d in example_docs("modeldeployment.yaml") if d["kind"] == "ModelDeployment")
     md["spec"]["repository"] = {"hostPath": {"path": str(tmp_path / "models")}}
-    md["spec"]["resources"].update(memory="4Gi", cpu="1")
+    md["spec"]["resources"].update(memory="4Gi", memoryRequest="4Gi", cpu="1")
     md["spec"]["monitoring"] = {"enabled": False}
     mds = CRs(kube, namespace, "modeldeployments")
     mds.create(md)
