@@ -130,6 +130,20 @@ def wait_for() -> Callable[..., Any]:
 
 
 @pytest.fixture
+def memory_hog(kube: KubeEnv, namespace: str, wait_for) -> Callable[[], None]:
+    """A running pod that requests 124Gi of the simulated node's 125Gi allocatable memory, so the
+    next pod asking for 2Gi cannot be placed ("Insufficient memory"); call the returned function
+    to free the memory."""
+    hog = client.V1Pod(metadata=client.V1ObjectMeta(name="memory-hog"), spec=client.V1PodSpec(containers=[
+        client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(
+            requests={"memory": "124Gi"}))]))
+    kube.core.create_namespaced_pod(namespace, hog)
+    wait_for(lambda: kube.core.read_namespaced_pod("memory-hog", namespace).status.phase == "Running",
+             what="the memory hog running")
+    return lambda: kube.core.delete_namespaced_pod("memory-hog", namespace, grace_period_seconds=0)
+
+
+@pytest.fixture
 def operator(kube: KubeEnv, crds_installed, namespace: str):
     """The operator, watching only this test's namespace, in this process."""
     from kopf.testing import KopfRunner

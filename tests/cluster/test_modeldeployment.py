@@ -261,15 +261,10 @@ def test_more_memory_than_any_node_has_waits_and_creates_nothing(kube, namespace
     wait_for(serving(mds, "big", 1), timeout=150, what="version 1 serving once it fits")
 
 
-def test_a_validation_pod_the_scheduler_cannot_place_shows_in_status(kube, namespace, operator, wait_for, repo):
+def test_a_validation_pod_the_scheduler_cannot_place_shows_in_status(kube, namespace, operator, wait_for, repo,
+                                                                     memory_hog):
     """The node's memory taken by another pod: the validation Job's pod stays Pending, and the
     ModelDeployment says why in the scheduler's words within a pass, then validates once there is room."""
-    hog = client.V1Pod(metadata=client.V1ObjectMeta(name="memory-hog"), spec=client.V1PodSpec(containers=[
-        client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(
-            requests={"memory": "124Gi"}))]))
-    kube.core.create_namespaced_pod(namespace, hog)
-    wait_for(lambda: kube.core.read_namespaced_pod("memory-hog", namespace).status.phase == "Running",
-             what="the memory hog running")
     mds = MDs(kube, namespace)
     mds.create(md_manifest("squeezed", repo, 1, resources={"gpus": 0, "memory": "512Mi"}))
 
@@ -281,7 +276,7 @@ def test_a_validation_pod_the_scheduler_cannot_place_shows_in_status(kube, names
     message = condition(obj, "Ready")["message"]
     assert "waits for the scheduler" in message and "Insufficient memory" in message, message
     assert obj["status"]["phase"] == "Validating"
-    kube.core.delete_namespaced_pod("memory-hog", namespace, grace_period_seconds=0)
+    memory_hog()  # frees the memory
     wait_for(serving(mds, "squeezed", 1), timeout=150, what="version 1 serving once the memory was freed")
 
 

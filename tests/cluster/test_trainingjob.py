@@ -155,15 +155,10 @@ def test_invalid_data_fails_with_row_numbers_and_stores_nothing(kube, namespace,
     assert [j.metadata.labels["aiops.dev/step"] for j in jobs] == ["data"]
 
 
-def test_a_step_pod_the_scheduler_cannot_place_shows_in_ready(kube, namespace, operator, wait_for, tmp_path):
+def test_a_step_pod_the_scheduler_cannot_place_shows_in_ready(kube, namespace, operator, wait_for, tmp_path,
+                                                              memory_hog):
     """The node's memory taken by another pod: the data step's pod stays Pending, and the
     TrainingJob's Ready says so in the scheduler's words (and once as an Event) until it is placed."""
-    hog = client.V1Pod(metadata=client.V1ObjectMeta(name="memory-hog"), spec=client.V1PodSpec(containers=[
-        client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(
-            requests={"memory": "124Gi"}))]))
-    kube.core.create_namespaced_pod(namespace, hog)
-    wait_for(lambda: kube.core.read_namespaced_pod("memory-hog", namespace).status.phase == "Running",
-             what="the memory hog running")
     cm, tj = training_job(tmp_path, name="squeezed")
     kube.core.create_namespaced_config_map(namespace, cm)
     tjs = CRs(kube, namespace, "trainingjobs")
@@ -179,7 +174,7 @@ def test_a_step_pod_the_scheduler_cannot_place_shows_in_ready(kube, namespace, o
     assert obj["status"]["steps"][0]["message"].startswith("waiting for the scheduler")
     events = kube.core.list_namespaced_event(namespace, field_selector="reason=InsufficientMemory").items
     assert len(events) == 1
-    kube.core.delete_namespaced_pod("memory-hog", namespace, grace_period_seconds=0)
+    memory_hog()  # frees the memory
 
     def placed():
         obj = tjs.get("squeezed")

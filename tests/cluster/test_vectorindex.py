@@ -94,15 +94,9 @@ def test_managed_milvus_ingest_update_and_recall(kube, namespace, service_names,
     assert len(jobs) == 2  # one per source version, never a duplicate
 
 
-def test_a_milvus_pod_the_scheduler_cannot_place_says_why(kube, namespace, operator, wait_for):
+def test_a_milvus_pod_the_scheduler_cannot_place_says_why(kube, namespace, operator, wait_for, memory_hog):
     """The node's memory taken by another pod: Milvus's pod stays Pending, and MilvusReady names
     the short resource in the capacity check's words, with the scheduler's message."""
-    hog = client.V1Pod(metadata=client.V1ObjectMeta(name="memory-hog"), spec=client.V1PodSpec(containers=[
-        client.V1Container(name="c", image="hog", resources=client.V1ResourceRequirements(
-            requests={"memory": "124Gi"}))]))
-    kube.core.create_namespaced_pod(namespace, hog)
-    wait_for(lambda: kube.core.read_namespaced_pod("memory-hog", namespace).status.phase == "Running",
-             what="the memory hog running")
     cm, vi = example_docs()
     vi["spec"]["milvus"]["managed"]["resources"].update(memory="4Gi", memoryRequest="2Gi")
     kube.core.create_namespaced_config_map(namespace, cm)
