@@ -408,10 +408,11 @@ class ModelDeploymentReconciler:
         if current is None or current_rev != revision or current["spec"].get("replicas") != spec.replicas:
             fits, surge, reason, message = await self._capacity(spec, world, current, current_rev != revision)
             if not fits:
-                if rollout["step"] != "WaitingForCapacity" or rollout.get("waitReason") != reason:
+                if rollout.get("waitReason") != reason:
                     ctx.event("Warning", reason, message)
-                    self._step(ctx, "WaitingForCapacity", "Pending")
                     rollout["waitReason"] = reason
+                if rollout["step"] != "WaitingForCapacity":
+                    self._step(ctx, "WaitingForCapacity", "Pending")
                 ctx.condition("ResourcesAvailable", False, reason, message)
                 ctx.condition("Ready", bool(ctx.status.get("servingVersion")), reason,
                               f"Version {rollout['version']} waits for room on a node: {message}")
@@ -456,7 +457,7 @@ class ModelDeploymentReconciler:
     async def _room(self, spec: ModelDeploymentSpec, own_pods: list[dict] = ()) -> Capacity:
         """Room on the usable nodes for Triton pods of this spec (their GPUs, memory and CPU);
         `own_pods` count as free (the pods a rollout replaces in place)."""
-        template = build_triton_deployment(child_name("x", "triton"), spec, False)["spec"]["template"]
+        template = build_triton_deployment("capacity-check", spec, False)["spec"]["template"]
         usages, nodes = await self.kube.pod_usages_and_nodes()
         tolerations = [{"key": spec.resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
         return capacity(nodes, usages, pod_requests(template), spec.node_selector, tolerations,
