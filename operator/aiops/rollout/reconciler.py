@@ -263,7 +263,8 @@ class ModelDeploymentReconciler:
             wait = -_age(rollout.get("nextValidationAt"))
             if wait > 0:  # waiting for the model to appear: events must not hurry the back-off
                 return wait
-            wait = await self._fits_no_node(ctx, spec)
+            room = await self._room(spec)  # one look serves both questions below
+            wait = self._fits_no_node(ctx, room)
             if wait is not None:
                 return wait
             # All at once (each tolerates "already exists", so a lost status write is harmless):
@@ -271,7 +272,7 @@ class ModelDeploymentReconciler:
             # The Deployment goes first: its image pull and server start are the longest wait.
             creates = build_validation_objects(ctx.name, spec, version, attempt, self.worker_image,
                                                self.validation_job_ttl)
-            if await self._starts_early(ctx, spec):
+            if self._starts_early(ctx, spec, room):
                 creates.insert(0, self._desired_deployment(ctx, spec, surge=False)[0])
                 rollout["serverStartedEarly"] = True
             await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates))
@@ -303,15 +304,15 @@ class ModelDeploymentReconciler:
         raise RolloutFailed("ValidationError", f"validation Job {name} failed without a verdict "
                             f"(exit code {outcome.exit_code}): {outcome.detail}")
 
-    async def _starts_early(self, ctx: Ctx, spec: ModelDeploymentSpec) -> bool:
+    @staticmethod
+    def _starts_early(ctx: Ctx, spec: ModelDeploymentSpec, room: Capacity) -> bool:
         """Whether this rollout creates the Triton Deployment beside its validation Job: a first
         version (nothing serves, so its Deployment is new), not after a wait for the model, and
         only when its GPUs are free now (else the pods would sit Pending)."""
         rollout = ctx.status["rollout"]
         if not spec.validation.start_server_early or ctx.status.get("servingVersion") or rollout.get("modelWaits"):
             return False
-        fits, _, _, _ = await self._capacity(spec, World(None, [], observed=False), None, False)
-        return fits
+        return room.fits(spec.replicas)
 
     @staticmethod
     def _deployment_ref(ctx: Ctx) -> dict:
@@ -477,13 +478,13 @@ class ModelDeploymentReconciler:
         freed = await self._room(spec, world.pods)
         return freed.fits(spec.replicas), False, freed.reason(spec.replicas), freed.describe(spec.replicas)
 
-    async def _fits_no_node(self, ctx: Ctx, spec: ModelDeploymentSpec) -> float | None:
+    @staticmethod
+    def _fits_no_node(ctx: Ctx, cap: Capacity) -> float | None:
         """Before anything of a rollout is created: a Triton pod that no usable node could hold
         even empty (more memory or GPUs than any node's allocatable) waits here, with the numbers,
         until a node that can hold it joins or changes (node events wake us). Nothing is created,
         not even the validation Job."""
         rollout = ctx.status["rollout"]
-        cap = await self._room(spec)
         if cap.ever_fits():
             if rollout.get("waitReason") in CAPACITY_REASONS:
                 rollout.pop("waitReason")
