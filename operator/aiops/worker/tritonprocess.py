@@ -86,6 +86,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _spawn_options(argv: list[str]) -> tuple[list[str], dict]:
+    """`argv` run so that it dies with the worker. util-linux's `setpriv` (in every Debian and
+    Ubuntu image) sets the signal and execs, so Popen needs no `preexec_fn`: Python code in a
+    forked child of a process with gRPC's threads can abort before the exec."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--pdeathsig", "TERM", "--", *argv], {}
+    return argv, {"preexec_fn": _die_with_parent}
+
+
 class LocalTriton:
     """`async with LocalTriton(repo, scratch) as server:` — `server`, a `TritonServer` client, is
     ready; on the way out the server is stopped, whatever happened inside."""
@@ -119,9 +129,10 @@ class LocalTriton:
                 *launch.options, *self.extra_args]
         with open(self.log_file, "ab") as log:
             # Its own session, so stop() can signal the server and its stubs as one group.
+            argv, options = _spawn_options(argv)
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env={**os.environ, **dict(launch.env)}, cwd=self.scratch,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+                                    start_new_session=True, **options)
 
     async def _wait_ready(self, client: TritonServer) -> None:
         """Until the server answers ready; raises TritonStartError if it exits first."""
