@@ -3,7 +3,8 @@
     bench/gpu_check.sh [--device cuda|cpu] [--quick] [--budget-s S]
 
 1. NVML through the monitoring adapter (`aiops.monitoring.gpu.NvmlReader` on nvidia-ml-py): per
-   device its name, UUID, utilisation and memory, and the same device again by its UUID.
+   device its name, UUID, and utilisation and memory read by UUID as monitoring reads a serving
+   pod's devices; a UUID the machine lacks reads as nothing.
 2. Embeddings: the worker's embedder with the packaged MiniLM on the device against the CPU on
    the same passages: documents/s of each and the cosine of the two vectors of each passage.
 3. Training: the TrainingJob's built-in task on the device, mixed precision "auto" (bf16 where
@@ -110,13 +111,16 @@ def nvml_section(run: CheckRun, nvml, required: bool) -> None:
         handle = nvml.nvmlDeviceGetHandleByIndex(i)
         name, uuid = str(nvml.nvmlDeviceGetName(handle)), str(nvml.nvmlDeviceGetUUID(handle))
         run.figure(f"nvml.gpu{i}.name", name, "", uuid)
-        reading = reader.read([i])
-        if reading is None:
-            run.check(f"nvml.gpu{i}.reader", False, "NvmlReader.read answered None (see the log line above)")
+        reading = reader.read([uuid]).get(uuid)
+        if reading is None or reading.utilization is None or reading.memory_used_bytes is None:
+            run.check(f"nvml.gpu{i}.reader", False, f"NvmlReader.read([{uuid}]) answered {reading}")
             continue
-        run.figure(f"nvml.gpu{i}.utilization", 100.0 * reading.utilization, "%", "NvmlReader.read([i])")
+        run.figure(f"nvml.gpu{i}.utilization", 100.0 * reading.utilization, "%", "NvmlReader.read([uuid])")
         run.figure(f"nvml.gpu{i}.memory_used", reading.memory_used_bytes / 2**30, "GiB",
-                   f"of {reading.memory_total_bytes / 2**30:.1f} GiB ({reading.memory_percent:.1f}%)")
+                   f"of {reading.memory_total_bytes / 2**30:.1f} GiB "
+                   f"({100.0 * reading.memory_used_bytes / reading.memory_total_bytes:.1f}%)")
+        run.check(f"nvml.gpu{i}.not_found_is_absent", reader.read(["GPU-00000000-0000-0000-0000-000000000000"]) == {},
+                  "a UUID this machine does not have reads as nothing, never another device")
         by_uuid = nvml.nvmlDeviceGetHandleByUUID(uuid)
         index_back, uuid_back = nvml.nvmlDeviceGetIndex(by_uuid), str(nvml.nvmlDeviceGetUUID(by_uuid))
         run.check(f"nvml.gpu{i}.by_uuid", (index_back, uuid_back) == (i, uuid),

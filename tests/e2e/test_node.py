@@ -1,10 +1,12 @@
 """The real node itself: containers run, the kubelet admits GPU pods by the device plugin's
-resources, cluster DNS answers cluster names (and NXDOMAIN for missing ones inside the cluster
-domain), local-path volumes are writable by non-root pods, and `kubectl logs` reaches the kubelet
-through the API server's client certificate."""
+resources and reports their GPUs through its PodResources API, cluster DNS answers cluster names
+(and NXDOMAIN for missing ones inside the cluster domain), local-path volumes are writable by
+non-root pods, and `kubectl logs` reaches the kubelet through the API server's client
+certificate."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 
@@ -15,6 +17,7 @@ from kubernetes import client
 
 from aiops.devenv.deviceplugin import GpuLayout
 from aiops.devenv.realcluster import CHART
+from aiops.monitoring.podresources import PodResources
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -89,6 +92,12 @@ def test_gpus_are_admitted_by_the_kubelet_with_nvidia_visible_devices(real, core
     hold = pod("hold", image, "import time; time.sleep(600)", {"nvidia.com/gpu": "2"})
     core.create_namespaced_pod(ns, hold)
     wait_until(lambda: core.read_namespaced_pod("hold", ns).status.phase == "Running", 60, "the GPU holder")
+    # The kubelet's record of the assignment, as monitoring reads it: the holder's two GPUs by UUID.
+    reader = PodResources(real.node.paths.kubelet_root / "pod-resources" / "kubelet.sock")
+    try:
+        assert asyncio.run(reader.assigned()).get((ns, "hold")) == set(whole)
+    finally:
+        reader.close()
     core.create_namespaced_pod(ns, pod("extra", image, "print(1)", {"nvidia.com/gpu": "1"}))
 
     def unschedulable() -> str | None:

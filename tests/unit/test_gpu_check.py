@@ -38,7 +38,9 @@ class FakeNvml:
         return i
 
     def nvmlDeviceGetHandleByUUID(self, uuid):
-        found = next(i for i, d in enumerate(self.devices) if d[1] == uuid)
+        found = next((i for i, d in enumerate(self.devices) if d[1] == uuid), None)
+        if found is None:
+            raise self.NVMLError("Not Found")  # pynvml's NVMLError_NotFound
         return self.uuid_points_to.get(uuid, found)
 
     def nvmlDeviceGetIndex(self, h):
@@ -67,7 +69,8 @@ def test_nvml_section_reports_each_device_and_finds_it_again_by_uuid(capsys):
     assert run.figures["nvml.gpu0.name"] == "NVIDIA H200" and run.units["nvml.gpu1.name"][1] == "GPU-bbbb"
     assert run.figures["nvml.gpu0.utilization"] == 40.0 and run.figures["nvml.gpu1.utilization"] == 0.0
     assert run.figures["nvml.gpu0.memory_used"] == 2.0 and "of 8.0 GiB (25.0%)" in run.units["nvml.gpu0.memory_used"][1]
-    assert run.failed == [] and set(run.checks) == {"nvml.available", "nvml.gpu0.by_uuid", "nvml.gpu1.by_uuid"}
+    assert run.failed == [] and set(run.checks) == {"nvml.available", "nvml.gpu0.by_uuid", "nvml.gpu1.by_uuid",
+                                                    "nvml.gpu0.not_found_is_absent", "nvml.gpu1.not_found_is_absent"}
     assert "nvml.gpu0.name" in capsys.readouterr().out  # printed as measured
 
     crossed = gpu_check.CheckRun()

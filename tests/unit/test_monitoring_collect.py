@@ -8,8 +8,8 @@ import asyncio
 import json
 
 from aiops.api.modeldeployment import Monitoring
-from aiops.monitoring.gpu import NvmlReader, gpu_usage
-from aiops.monitoring.scrape import GpuReading, ModelCounters, parse_triton_metrics
+from aiops.monitoring.gpu import UNKNOWN, NvmlReader, gpu_usage
+from aiops.monitoring.scrape import GpuDevice, ModelCounters, parse_triton_metrics
 from aiops.monitoring.verdict import STATUS_REFRESH, MonitoringVerdict, VerdictRegistry
 from aiops.monitoring.window import SlidingWindow, stats_from_snapshot, weighted_quantile
 
@@ -50,7 +50,7 @@ def test_parser_reads_counters_summaries_and_gpus():
     assert (c.success, c.failure, c.inferences, c.duration_us) == (90, 10, 100, 250000)
     assert c.summary_us == {"p50": 2000, "p95": 6000}  # NaN: unknown, left out
     assert page.models[("adder", 2)].success == 7
-    assert page.gpu.utilization == 0.6 and page.gpu.memory_percent == 20.0
+    assert page.gpus == {"GPU-a": GpuDevice("GPU-a", 0.5, 5e9, 2e10), "GPU-b": GpuDevice("GPU-b", 0.7, 3e9, 2e10)}
 
 
 def test_window_takes_differences_and_survives_a_pod_restart():
@@ -80,11 +80,15 @@ def test_weighted_quantile():
 
 
 class FakeNvml:
+    """pynvml at the library boundary: devices by UUID -> (util %, used, total); nvmlInit fails
+    with no devices at all, as on a machine without the driver."""
+
     class NVMLError(Exception):
         pass
 
-    def __init__(self, devices=None):
+    def __init__(self, devices: dict | None = None):
         self.devices = devices
+        self.asked: list[str] = []
 
     def nvmlInit(self):
         if self.devices is None:
@@ -93,24 +97,47 @@ class FakeNvml:
     def nvmlDeviceGetCount(self):
         return len(self.devices)
 
-    def nvmlDeviceGetHandleByIndex(self, i):
-        return self.devices[i]
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        self.asked.append(uuid)
+        if uuid not in self.devices:
+            raise self.NVMLError("Not Found")  # pynvml's NVMLError_NotFound
+        return uuid
 
     def nvmlDeviceGetUtilizationRates(self, h):
-        return type("U", (), {"gpu": h[0]})
+        return type("U", (), {"gpu": self.devices[h][0]})
 
     def nvmlDeviceGetMemoryInfo(self, h):
-        return type("M", (), {"used": h[1], "total": h[2]})
+        return type("M", (), {"used": self.devices[h][1], "total": self.devices[h][2]})
 
 
-def test_gpu_figures_come_from_triton_then_nvml_and_are_otherwise_unknown():
-    assert gpu_usage([GpuReading(0.5, 1, 4)]).source == "triton"
-    usage = gpu_usage([GpuReading()], NvmlReader(FakeNvml([(40, 2, 10), (60, 3, 10)])))
-    assert (usage.utilization_percent, usage.memory_percent, usage.source) == (50.0, 25.0, "nvml")
-    absent = gpu_usage([GpuReading()], NvmlReader(FakeNvml(None)))
-    assert (absent.utilization_percent, absent.memory_percent, absent.source) == (None, None, "unknown")
-    real = gpu_usage([GpuReading()], NvmlReader())  # this machine has no GPU: unknown, not 0
-    assert real.utilization_percent is None or real.source == "nvml"
+# The seed's node: Triton holds GPUs 0 and 1, training keeps GPU 2 busy.
+HOST = {"GPU-0": (30, 4, 20), "GPU-1": (50, 6, 20), "GPU-2": (100, 19, 20)}
+
+
+def test_triton_pages_give_each_pod_its_own_devices_counted_once():
+    pods = [{"GPU-0": GpuDevice("GPU-0", 0.3, 4, 20)}, {"GPU-1": GpuDevice("GPU-1", 0.5, 6, 20)},
+            {"GPU-1": GpuDevice("GPU-1", 0.5, 6, 20)}]  # a second server on the same device
+    usage = gpu_usage(pods)
+    assert (usage.utilization_percent, usage.memory_percent) == (40.0, 25.0)
+    assert (usage.source, usage.devices) == ("triton", ("GPU-0", "GPU-1"))
+
+
+def test_nvml_reads_only_the_devices_the_pods_hold_never_the_host():
+    nvml = FakeNvml(HOST)
+    usage = gpu_usage([{}], {"GPU-0", "GPU-1"}, NvmlReader(nvml))  # the kubelet's assignment, no Triton figures
+    assert (usage.utilization_percent, usage.memory_percent, usage.source) == (40.0, 25.0, "nvml")
+    assert usage.devices == ("GPU-0", "GPU-1") and sorted(nvml.asked) == ["GPU-0", "GPU-1"]  # GPU-2 never read
+    # Triton's figures win; NVML fills only what a page lacks, for that device.
+    partial = gpu_usage([{"GPU-0": GpuDevice("GPU-0", 0.9)}], (), NvmlReader(FakeNvml(HOST)))
+    assert (partial.utilization_percent, partial.memory_percent, partial.source) == (90.0, 20.0, "triton+nvml")
+
+
+def test_gpu_figures_without_a_readable_device_are_unknown_not_zero():
+    assert gpu_usage([{}], (), NvmlReader(FakeNvml(HOST))) == UNKNOWN  # no device known: nothing read
+    assert gpu_usage([{}], {"GPU-elsewhere"}, NvmlReader(FakeNvml(HOST))) == UNKNOWN  # another node's GPU
+    assert gpu_usage([{}], {"GPU-0"}, NvmlReader(FakeNvml(None))) == UNKNOWN  # no driver
+    assert gpu_usage([{}], {"GPU-0"}, NvmlReader()) == UNKNOWN  # this machine: no NVIDIA driver
+    assert UNKNOWN.utilization_percent is None and UNKNOWN.memory_percent is None and UNKNOWN.source is None
 
 
 def test_registry_enqueues_on_state_changes_only():

@@ -10,6 +10,7 @@ import asyncio
 import pytest
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
+from aiops.monitoring.gpu import NvmlReader
 from aiops.monitoring.monitor import Monitor, PodIndex, Target
 from aiops.monitoring.testbed import MetricsTriton, set_faults, write_fault_model
 from aiops.monitoring.verdict import VerdictRegistry
@@ -41,7 +42,7 @@ class Clock:
 class Bed:
     """A monitor on one real server, a hand-driven clock, and a traffic generator."""
 
-    def __init__(self, triton: MetricsTriton, md: ModelDeploymentSpec):
+    def __init__(self, triton: MetricsTriton, md: ModelDeploymentSpec, **monitor_args):
         self.triton, self.md, self.clock = triton, md, Clock()
         self.queued: list = []
         self.pods = PodIndex()
@@ -49,7 +50,7 @@ class Bed:
                                                                                     "adder"}},
                            "status": {"phase": "Running", "podIP": "127.0.0.1"}}, False)
         self.monitor = Monitor(VerdictRegistry(self.queued.append), self.pods, clock=self.clock,
-                               metrics_port=triton.metrics_port, http_port=triton.http_port)
+                               metrics_port=triton.metrics_port, http_port=triton.http_port, **monitor_args)
         self.monitor.targets[KEY] = Target("adder", 1, md.monitoring, tuple(md.validation.samples))
 
     async def traffic(self, n: int) -> None:
@@ -154,5 +155,40 @@ def test_thin_traffic_is_topped_up_with_probes_and_summaries_are_used(tmp_path):
             assert last.reason == "WithinLimits", last.message
             assert last.snapshot["latencySource"] == "summary" and last.snapshot["accuracy"] == 1.0
             assert "gpuUtilizationPercent" not in last.snapshot  # CPU: unknown, not 0
+
+    run(go())
+
+
+class Assigned:
+    """The kubelet's device assignment as PodResources answers it (its client has its own tests
+    against a gRPC server and, in the e2e tier, the real kubelet)."""
+
+    def __init__(self, assignment):
+        self.assignment = assignment
+
+    async def assigned(self):
+        return self.assignment
+
+    def close(self):
+        pass
+
+
+def test_gpu_figures_are_the_serving_pods_own_devices(tmp_path):
+    from test_monitoring_collect import HOST, FakeNvml
+
+    md = spec()
+
+    async def go():
+        async for triton, _ in _scenario(tmp_path):
+            nvml = FakeNvml(HOST)  # GPU-2 is training's, at 100%: never in the serving pod's figures
+            bed = Bed(triton, md, nvml=NvmlReader(nvml),
+                      pod_resources=Assigned({("ns", "p0"): {"GPU-0", "GPU-1"}, ("ns", "trainer"): {"GPU-2"}}))
+            try:
+                v = await bed.tick(5)
+            finally:
+                await bed.close()
+            assert v.snapshot["gpuUtilizationPercent"] == 40.0 and v.snapshot["memoryUsagePercent"] == 25.0
+            assert v.snapshot["gpuDevices"] == ["GPU-0", "GPU-1"] and v.snapshot["gpuSource"] == "nvml"
+            assert "GPU-2" not in nvml.asked
 
     run(go())

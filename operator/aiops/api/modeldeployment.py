@@ -441,6 +441,17 @@ class MetricsSnapshot(StatusModel):
         description="Where the percentiles come from: Triton's latency summaries (exact over Triton's own "
         "window; --metrics-config=summary_latencies=true) or its counters (percentiles of per-interval means).",
     )
+    gpu_source: Literal["triton", "nvml", "triton+nvml"] | None = Field(
+        default=None,
+        description="Where the GPU figures come from: the serving pods' Triton metrics (nv_gpu_*), NVML read by "
+        "device UUID where the operator sees the GPUs, or both. Absent: no GPU figure could be read.",
+    )
+    gpu_devices: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="UUIDs of the GPUs the serving pods hold (as the device plugin assigned them) that the GPU "
+        "figures cover.",
+    )
     interval_latencies_ms: list[float] = Field(
         default_factory=list,
         max_length=64,

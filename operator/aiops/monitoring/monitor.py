@@ -23,6 +23,7 @@ from aiops.builders.triton import HTTP_PORT, KIND_LABEL, METRICS_PORT
 from aiops.monitoring.accuracy import probes_needed, score
 from aiops.monitoring.analysis import Damper, Finding, Judgement, baseline_worthy, judge
 from aiops.monitoring.gpu import GpuReader, gpu_usage
+from aiops.monitoring.podresources import PodResources
 from aiops.monitoring.scrape import Scraper
 from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
 from aiops.monitoring.window import SlidingWindow, WindowStats, stats_from_snapshot
@@ -185,12 +186,14 @@ def _set(gauge, labels: tuple[str, ...], value: float | None) -> None:
 
 class Monitor:
     def __init__(self, registry: VerdictRegistry, pods: PodIndex | None = None, scraper: Scraper | None = None,
-                 nvml: GpuReader | None = None, clock: Callable[[], float] = time.time,
+                 nvml: GpuReader | None = None, pod_resources: PodResources | None = None,
+                 clock: Callable[[], float] = time.time,
                  triton_timeout: float = 5.0, metrics_port: int = METRICS_PORT, http_port: int = HTTP_PORT):
         self.registry = registry
         self.pods = pods or PodIndex()
         self.scraper = scraper or Scraper(triton_timeout)
-        self.nvml = nvml  # None: GPU figures only from Triton's page (see controllers.monitoring)
+        self.nvml = nvml  # None: GPU figures only from Triton's pages (see controllers.monitoring)
+        self.pod_resources = pod_resources  # None: the pods' GPUs only as their Triton pages name them
         self.clock = clock
         self.triton_timeout = triton_timeout
         self.metrics_port, self.http_port = metrics_port, http_port
@@ -252,6 +255,8 @@ class Monitor:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         await self.scraper.close()
+        if self.pod_resources is not None:
+            self.pod_resources.close()
 
     # ---- the loop --------------------------------------------------------------------------------
     async def _loop(self, key: Key) -> None:
@@ -299,7 +304,9 @@ class Monitor:
         # restarted and is waiting for the reconciler to load the model would fail every probe).
         serving = [s for s in good if (target.model, target.version) in s.models]
         state.window.add_counters(now, {s.pod: s.models[(target.model, target.version)] for s in serving})
-        state.window.gpu = gpu_usage([s.gpu for s in good], self.nvml if good else None)
+        assigned = await self.pod_resources.assigned() if self.pod_resources is not None and pods else {}
+        held = {uuid for pod in pods for uuid in assigned.get((key[0], pod), ())}
+        state.window.gpu = gpu_usage([s.gpus for s in good], held, self.nvml)
         stats = state.window.stats(now)
         count = probes_needed(stats.requests, target.monitoring.min_samples, len(target.samples))
         servers = self._servers(key, [pods[s.pod] for s in serving])

@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 SUMMARY = "nv_inference_request_summary_us"
 SUMMARY_QUANTILES = {"0.5": "p50", "0.95": "p95", "0.99": "p99"}
+GPU_FAMILIES = {"nv_gpu_utilization": "utilization", "nv_gpu_memory_used_bytes": "memory_used_bytes",
+                "nv_gpu_memory_total_bytes": "memory_total_bytes"}
 
 
 @dataclass
@@ -44,17 +46,26 @@ class ModelCounters:
         return self.success + self.failure
 
 
-@dataclass
-class GpuReading:
-    utilization: float | None = None  # 0..1, mean over the pod's GPUs
+@dataclass(frozen=True)
+class GpuDevice:
+    """One GPU's figures, keyed by its UUID: the ID NVIDIA's device plugin assigns (with
+    `deviceIDStrategy: uuid`) and puts in the container's NVIDIA_VISIBLE_DEVICES, so a Triton pod
+    reports exactly its own devices. None is unknown."""
+
+    uuid: str
+    utilization: float | None = None  # 0..1
     memory_used_bytes: float | None = None
     memory_total_bytes: float | None = None
 
+    def merged(self, other: GpuDevice) -> GpuDevice:
+        """Each figure from self where known, else from `other` (same device, second source)."""
+        return GpuDevice(self.uuid, *(mine if mine is not None else theirs for mine, theirs in (
+            (self.utilization, other.utilization), (self.memory_used_bytes, other.memory_used_bytes),
+            (self.memory_total_bytes, other.memory_total_bytes))))
+
     @property
-    def memory_percent(self) -> float | None:
-        if self.memory_used_bytes is None or not self.memory_total_bytes:
-            return None
-        return 100.0 * self.memory_used_bytes / self.memory_total_bytes
+    def complete(self) -> bool:
+        return None not in (self.utilization, self.memory_used_bytes, self.memory_total_bytes)
 
 
 @dataclass
@@ -64,7 +75,7 @@ class PodScrape:
     pod: str
     at: float
     models: dict[tuple[str, int], ModelCounters] = field(default_factory=dict)
-    gpu: GpuReading = field(default_factory=GpuReading)
+    gpus: dict[str, GpuDevice] = field(default_factory=dict)  # by UUID
     error: str | None = None
 
 
@@ -75,20 +86,13 @@ def _counter(sample_name: str, family: str) -> bool:
 
 def parse_triton_metrics(text: str, pod: str = "", at: float | None = None) -> PodScrape:
     out = PodScrape(pod, time.time() if at is None else at)
-    gpu_util: list[float] = []
-    mem_used: list[float] = []
-    mem_total: list[float] = []
+    gpus: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             labels = s.labels
-            if family.name == "nv_gpu_utilization":
-                gpu_util.append(s.value)
-                continue
-            if family.name == "nv_gpu_memory_used_bytes":
-                mem_used.append(s.value)
-                continue
-            if family.name == "nv_gpu_memory_total_bytes":
-                mem_total.append(s.value)
+            if family.name in GPU_FAMILIES:
+                if labels.get("gpu_uuid") and s.value == s.value:  # NaN: unknown
+                    gpus.setdefault(labels["gpu_uuid"], {})[GPU_FAMILIES[family.name]] = s.value
                 continue
             if "model" not in labels or not labels.get("version", "").isdigit():
                 continue
@@ -106,8 +110,7 @@ def parse_triton_metrics(text: str, pod: str = "", at: float | None = None) -> P
             # a quantile of NaN (NaN != NaN) means no observation in Triton's window: unknown, skipped
             elif s.name == SUMMARY and labels.get("quantile") in SUMMARY_QUANTILES and s.value == s.value:
                 c.summary_us[SUMMARY_QUANTILES[labels["quantile"]]] = s.value
-    out.gpu = GpuReading(sum(gpu_util) / len(gpu_util) if gpu_util else None,
-                         sum(mem_used) if mem_used else None, sum(mem_total) if mem_total else None)
+    out.gpus = {uuid: GpuDevice(uuid, **figures) for uuid, figures in gpus.items()}
     return out
 
 

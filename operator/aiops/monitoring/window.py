@@ -20,10 +20,11 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from aiops.monitoring.gpu import GpuUsage
+from aiops.monitoring.gpu import UNKNOWN
 from aiops.monitoring.scrape import ModelCounters
 
 MAX_INTERVAL_SAMPLES = 64  # per-interval means kept in status for the baseline test
+MAX_GPU_DEVICES = 16  # GPUs named in status (a node has at most 8 or 16)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class WindowStats:
     interval_means_ms: list[float] = field(default_factory=list)
     gpu_utilization_percent: float | None = None
     memory_usage_percent: float | None = None
+    gpu_source: str | None = None
+    gpu_devices: tuple[str, ...] = ()
     passed: int = 0
     scored: int = 0
     probes: int = 0
@@ -77,7 +80,8 @@ class WindowStats:
                 "inferenceTimeP99Ms": _r(self.p99_ms), "gpuUtilizationPercent": _r(self.gpu_utilization_percent),
                 "memoryUsagePercent": _r(self.memory_usage_percent), "accuracy": _r(self.accuracy, 4),
                 "errorRate": _r(self.error_rate, 5), "scored": self.scored, "probes": self.probes,
-                "latencySource": self.latency_source,
+                "latencySource": self.latency_source, "gpuSource": self.gpu_source,
+                "gpuDevices": list(self.gpu_devices[:MAX_GPU_DEVICES]),
                 "intervalLatenciesMs": [_r(v) for v in self.interval_means_ms[-MAX_INTERVAL_SAMPLES:]]}
         return {k: v for k, v in body.items() if v is not None and v != []}
 
@@ -116,7 +120,7 @@ class SlidingWindow:
         self.probes: deque[tuple[float, int]] = deque()
         self.last: dict[str, ModelCounters] = {}
         self.summaries: dict[str, dict[str, float]] = {}
-        self.gpu = GpuUsage(None, None, "unknown")
+        self.gpu = UNKNOWN
 
     def add_counters(self, at: float, pods: dict[str, ModelCounters]) -> Interval:
         """One collection: each pod's cumulative counters for this model version."""
@@ -175,6 +179,7 @@ class SlidingWindow:
             st.p50_ms, st.p95_ms, st.p99_ms = (weighted_quantile(means, weights, q) for q in (0.5, 0.95, 0.99))
         st.gpu_utilization_percent = self.gpu.utilization_percent
         st.memory_usage_percent = self.gpu.memory_percent
+        st.gpu_source, st.gpu_devices = self.gpu.source, self.gpu.devices
         st.scored = len(self.scores)
         st.passed = sum(p for _, p in self.scores)
         st.probes = sum(n for _, n in self.probes)
@@ -192,6 +197,7 @@ def stats_from_snapshot(snapshot: dict, window_seconds: int) -> WindowStats:
         p99_ms=snapshot.get("inferenceTimeP99Ms"), latency_source=snapshot.get("latencySource"),
         interval_means_ms=list(snapshot.get("intervalLatenciesMs") or []),
         gpu_utilization_percent=snapshot.get("gpuUtilizationPercent"),
-        memory_usage_percent=snapshot.get("memoryUsagePercent"),
+        memory_usage_percent=snapshot.get("memoryUsagePercent"), gpu_source=snapshot.get("gpuSource"),
+        gpu_devices=tuple(snapshot.get("gpuDevices") or ()),
         passed=round(accuracy * scored) if accuracy is not None else 0, scored=scored if accuracy is not None else 0,
         probes=int(snapshot.get("probes") or 0))
