@@ -48,7 +48,7 @@ def run_to_completion(core, ns: str, body: dict, timeout: float = 120) -> str:
 
 def test_node_is_ready_with_the_seed_gpus(real, core):
     """The GPUs as the chart's rendered device-plugin DaemonSets and configs make NVIDIA's plugin
-    advertise them on the seed's node: GPUs 0-1 whole, GPU 2 as two shared replicas."""
+    advertise them on the reference node: GPUs 0-1 whole, GPU 2 as two shared replicas."""
     node = core.read_node(real.node.name)
     assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
     assert node.status.node_info.container_runtime_version.startswith("containerd://")
