@@ -1,4 +1,4 @@
-"""Performance monitoring (seed 2.2): how fast a degradation is caught, how often noise raises a
+"""Performance monitoring: how fast a degradation is caught, how often noise raises a
 false alarm, and what watching 200 ModelDeployments costs.
 
 - Detection delay, real: the monitor's own scheduler (one asyncio task per object) on the real

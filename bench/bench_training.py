@@ -1,11 +1,11 @@
 """The TrainingJob task on CPU with the real packaged MiniLM: what optimization buys and what
 gradient checkpointing costs, each measured in one run.
 
-1. Optimized vs original (seed 4.1): a classifier trained on the synthetic topic set, then pruned
+1. Optimized vs original: a classifier trained on the synthetic topic set, then pruned
    to 30% and quantized to int8 (`aiops.training.optimize`). Size on disk (whole model and Linear
    layers alone), latency at batch 1 and 32 (medians over alternating rounds, so both models see
    the same machine load), validation accuracy delta.
-2. Training (seed 4.2): throughput with and without gradient checkpointing, and the peak memory of
+2. Training: throughput with and without gradient checkpointing, and the peak memory of
    each, in fresh subprocesses (max RSS over the RSS after loading; tracemalloc does not see
    torch's allocator; torch.cuda.max_memory_allocated is used instead where CUDA exists), plus the
    exact bytes autograd saved for backward per step. All six encoder layers train here with

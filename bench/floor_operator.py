@@ -3,7 +3,7 @@ for each ModelDeployment, nothing else (no validation, no status).
 
 With FLOOR_WITH_JOB=1 it also creates a bare Job beside the Deployment, labelled like our
 validation Jobs so the simulated node runs its pod the same way: the floor of an operator that
-must validate in a Job, as issue 6 requires, to tell the Job's own cost from the operator's.
+must validate in a Job, as the operator does, to tell the Job's own cost from the operator's.
 
 With FLOOR_SAME_OBJECTS=1 it creates exactly the objects our first pass creates, from our
 builders: the Triton Deployment and the validation Job, owned by the ModelDeployment. Their size

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="the work that runs in Job pods").add_subparsers(
         dest="worker_command", required=True)
-    vm = worker.add_parser("validate-model", help="validate a model version before it serves (seed 2.1 step 1)")
+    vm = worker.add_parser("validate-model", help="validate a model version before it serves")
     vm.add_argument("--spec", required=True, help="the ModelDeployment spec as JSON or YAML (a mounted ConfigMap)")
     vm.add_argument("--repository", required=True, help="the mounted Triton model repository")
     vm.add_argument("--validation-set", help="JSON Lines file of the spec's validation set, if any")
@@ -217,9 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the JSON verdict goes (the container's termination message)")
     vm.set_defaults(func=_cmd_worker_validate_model)
     # Listed for --help only: `main` hands these their argv before this parser sees it.
-    worker.add_parser("train", help="data validation, training, optimization and export of a TrainingJob "
-                      "(seed 3.1, 4.1)")
-    worker.add_parser("embed", help="ingest documents into a VectorIndex: embed and upsert (seed 3.2)")
+    worker.add_parser("train", help="data validation, training, optimization and export of a TrainingJob")
+    worker.add_parser("embed", help="ingest documents into a VectorIndex: embed and upsert")
 
     kc = sub.add_parser("kubectl", help="kubectl against the local control plane")
     kc.add_argument("rest", nargs=argparse.REMAINDER)

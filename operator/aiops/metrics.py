@@ -14,7 +14,7 @@ ROLLOUT_PHASE_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
 ROLLBACKS_TOTAL = Counter("aiops_rollbacks_total", "ModelDeployment rollbacks, by the cause.", ["reason"])
 
-# ---- Performance monitoring of ModelDeployments (seed 2.2) -----------------------------------
+# ---- Performance monitoring of ModelDeployments -----------------------------------
 # One series per ModelDeployment and serving version, refreshed every monitoring interval. A value
 # the monitor does not know (no GPU metrics, no traffic and no samples to probe with) has no
 # series at all, never a 0; the series of a version that stopped serving are removed.

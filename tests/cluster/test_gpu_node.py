@@ -39,7 +39,7 @@ def test_node_advertises_the_gpu_layout_and_stays_ready(kube):
 
 
 def test_scheduler_binds_gpu_pods_until_gpus_run_out(kube, namespace, wait_for):
-    """Triton's 2 whole GPUs and Milvus's shared slice fit the seed's node; a further whole-GPU
+    """Triton's 2 whole GPUs and Milvus's shared slice fit the reference node; a further whole-GPU
     pod stays Pending, and says why."""
     kube.core.create_namespaced_pod(namespace, gpu_pod("triton", 2))
     kube.core.create_namespaced_pod(namespace, gpu_pod("milvus", 1, resource="nvidia.com/gpu.shared"))

@@ -1,4 +1,4 @@
-"""The shared GPU on the simulated node: the seed's layout, scheduled by the real scheduler.
+"""The shared GPU on the simulated node: the reference node's layout, scheduled by the real scheduler.
 
 GPUs 0 and 1 serve inference (Triton), GPU 2 is time-sliced into 2 replicas of
 `nvidia.com/gpu.shared` for Milvus and training, as the NVIDIA device plugin's time-slicing with a

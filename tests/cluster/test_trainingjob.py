@@ -73,7 +73,7 @@ def test_data_to_registered_model_that_a_model_deployment_serves(kube, namespace
     tjs = CRs(kube, namespace, "trainingjobs")
     batch = client.BatchV1Api(kube.api_client)
 
-    # The training step's Job asks for the shared GPU and the seed's memory, and gets scheduled.
+    # The training step's Job asks for the shared GPU and the reference memory, and gets scheduled.
     def train_job():
         jobs = batch.list_namespaced_job(
             namespace, label_selector="aiops.dev/trainingjob=tickets,aiops.dev/step=train").items

@@ -63,7 +63,7 @@ class FakeKubelet:
 
 @contextlib.asynccontextmanager
 async def node(socket_dir: Path):
-    """A fake kubelet and the seed's plugins registered with it."""
+    """A fake kubelet and the reference node's plugins registered with it."""
     kubelet = await FakeKubelet(socket_dir).start()
     plugins = DevicePlugins(SEED, socket_dir, poll_seconds=0.02, retry_seconds=0.05)
     stop = asyncio.Event()

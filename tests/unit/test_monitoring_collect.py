@@ -110,7 +110,7 @@ class FakeNvml:
         return type("M", (), {"used": self.devices[h][1], "total": self.devices[h][2]})
 
 
-# The seed's node: Triton holds GPUs 0 and 1, training keeps GPU 2 busy.
+# The reference node: Triton holds GPUs 0 and 1, training keeps GPU 2 busy.
 HOST = {"GPU-0": (30, 4, 20), "GPU-1": (50, 6, 20), "GPU-2": (100, 19, 20)}
 
 

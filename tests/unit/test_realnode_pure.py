@@ -165,7 +165,7 @@ def test_examples_are_fitted_to_a_small_node_and_local_images():
         vi["spec"]["embedding"]["resources"])]
     # The long-running servers and one step of each Job fit the node's allocatable together.
     assert sum(memory) + 2 * GI <= 22905988 * 1024
-    assert memory[0] == 2 * memory[1] == 2 * memory[2], "the seed's 64/32/32 split is kept"
+    assert memory[0] == 2 * memory[1] == 2 * memory[2], "the reference 64/32/32 split is kept"
     assert md["spec"]["resources"]["cpu"] == "450m"
     assert docs["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"]
     assert fit_manifest({"kind": "ConfigMap", "apiVersion": "v1"}, fit) == []

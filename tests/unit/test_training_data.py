@@ -1,5 +1,5 @@
 """The `data` step of `aiops worker train`: collection, preprocessing, every validation rule, and
-content-addressed dataset versions (seed 3.1). Pure Python, no torch."""
+content-addressed dataset versions. Pure Python, no torch."""
 
 from __future__ import annotations
 

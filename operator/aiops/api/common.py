@@ -32,7 +32,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 # What NVIDIA's device plugin advertises for a time-sliced GPU with `renameByDefault: true`:
-# the seed's GPU 2, shared by Milvus and training.
+# the reference node's GPU 2, shared by Milvus and training.
 DEFAULT_SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 
 # Kubernetes name formats (RFC 1123 label and subdomain), as the API server checks them.
@@ -257,7 +257,7 @@ class PersistentVolumeClaimPath(SpecModel):
 
 
 class HostPath(SpecModel):
-    """A directory on the node itself: for single-node installs like the seed's."""
+    """A directory on the node itself: for single-node installs like the reference node."""
 
     path: str = Field(pattern=r"^/", max_length=4096, description="Absolute path on the node.")
 

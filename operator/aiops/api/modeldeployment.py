@@ -130,7 +130,7 @@ class TritonRuntime(SpecModel):
 class ModelDeploymentResources(SpecModel):
     """Per-pod resources of the Triton server (seed: llm-server, GPUs 0 and 1, 64 GB)."""
 
-    gpus: int = gpus_field(2, "GPUs per Triton pod (the seed dedicates GPUs 0 and 1 to serving).")
+    gpus: int = gpus_field(2, "GPUs per Triton pod (the reference node dedicates GPUs 0 and 1 to serving).")
     gpu_resource_name: str = gpu_resource_name_field(DEFAULT_GPU_RESOURCE)
     memory: Quantity = memory_field("64Gi")
     memory_request: Quantity | None = memory_request_field(None)
@@ -191,7 +191,7 @@ class ValidationSet(SpecModel):
 
 
 class PreDeployValidation(SpecModel):
-    """Checks a version must pass before anything serves it (seed 2.1 step 1)."""
+    """Checks a version must pass before anything serves it."""
 
     samples: list[ValidationSample] = Field(
         default_factory=list, max_length=64, description="Inference requests with expected answers."
@@ -242,7 +242,7 @@ class PhaseDeadlines(SpecModel):
 
 
 class HealthCheck(SpecModel):
-    """How a rolled-out version is judged healthy (seed 2.1 step 4)."""
+    """How a rolled-out version is judged healthy."""
 
     period_seconds: int = Field(default=10, ge=1, le=3600, description="Seconds between checks.")
     timeout_seconds: int = Field(default=5, ge=1, le=600, description="Seconds one check may take.")
@@ -297,7 +297,7 @@ class ErrorRateThreshold(SpecModel):
 
 
 class MonitoringThresholds(SpecModel):
-    """Limits on the seed's five metrics; an unset one is only compared with the baseline."""
+    """Limits on the five monitored metrics; an unset one is only compared with the baseline."""
 
     inference_time: InferenceTimeThreshold | None = Field(
         default=None, description="inference_time: request latency."
@@ -317,7 +317,7 @@ class MonitoringThresholds(SpecModel):
 
 
 class Monitoring(SpecModel):
-    """Performance monitoring of the serving version (seed 2.2)."""
+    """Performance monitoring of the serving version."""
 
     enabled: bool = Field(default=True, description="Collect and analyse metrics.")
     interval_seconds: int = Field(
@@ -356,7 +356,7 @@ class Monitoring(SpecModel):
 
 
 class DynamicBatching(SpecModel):
-    """Triton's dynamic batcher (seed 4.2: dynamic batching)."""
+    """Triton's dynamic batcher."""
 
     enabled: bool = Field(default=True, description="Let Triton combine requests into batches.")
     max_batch_size: int = Field(
@@ -414,7 +414,7 @@ class Endpoints(StatusModel):
 
 
 class MetricsSnapshot(StatusModel):
-    """The seed's five metrics over one window; an unknown value is left out, never zero."""
+    """The five monitored metrics over one window; an unknown value is left out, never zero."""
 
     window_end: datetime | None = Field(default=None, description="End of the window.")
     requests: int | None = Field(default=None, ge=0, description="Requests seen in the window.")
@@ -467,7 +467,7 @@ class MonitoringStatus(StatusModel):
     degraded: bool = Field(default=False, description="Whether the version is judged degraded.")
     reason: str | None = Field(default=None, description="CamelCase cause (e.g. InferenceTimeAboveThreshold).")
     message: str | None = Field(default=None, description="What was seen: metric, value, threshold and window.")
-    metric: str | None = Field(default=None, description="The metric that decided (one of the seed's five).")
+    metric: str | None = Field(default=None, description="The metric that decided (one of the five monitored metrics).")
     value: float | None = Field(default=None, description="Its value over the window.")
     threshold: float | None = Field(default=None, description="The limit (or baseline) it was compared with.")
     window_seconds: int | None = Field(default=None, description="Length of the window judged.")
@@ -573,7 +573,7 @@ class ModelDeploymentStatus(StatusBase):
         default_factory=list, description="Specs that failed, newest last; capped by rollback.historyLimit."
     )
     monitoring: MonitoringStatus | None = Field(
-        default=None, description="The monitor's latest judgement of the serving version (seed 2.2)."
+        default=None, description="The monitor's latest judgement of the serving version."
     )
     previous_baseline: MetricsSnapshot | None = Field(
         default=None,

@@ -1,6 +1,6 @@
-"""TrainingJob: versioned training data (seed 3.1), training on the shared GPU with the memory
-techniques of seed 4.2, 8-bit quantization and pruning behind a quality gate (seed 4.1), and the
-result registered as a model version a ModelDeployment can serve."""
+"""TrainingJob: versioned training data, training on the shared GPU with GPU memory techniques
+(mixed precision, gradient checkpointing, batch size tuning), 8-bit quantization and pruning
+behind a quality gate, and the result registered as a model version a ModelDeployment can serve."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ BatchSize = Annotated[
         }
     ),
 ]
-"""A batch size, or "auto": start large and halve on out-of-memory (seed 4.2: batch size tuning)."""
+"""A batch size, or "auto": start large and halve on out-of-memory (batch size tuning)."""
 
 
 class ConfigMapData(SpecModel):
@@ -76,7 +76,7 @@ class ConfigMapData(SpecModel):
 
 
 class DataSource(OneOf):
-    """Where the raw data is collected from (seed 3.1 step 1)."""
+    """Where the raw data is collected from."""
 
     one_of: ClassVar[tuple[str, ...]] = ("config_map", "persistent_volume_claim", "uri")
     config_map: ConfigMapData | None = Field(
@@ -129,7 +129,7 @@ class Dataset(SpecModel):
 
 
 class Split(SpecModel):
-    """Train/validation/test split, reproducible through the seed."""
+    """Train/validation/test split, reproducible through its random seed."""
 
     train: float = Field(default=0.8, gt=0, lt=1, description="Fraction of rows for training.")
     validation: float = Field(
@@ -143,7 +143,7 @@ class Split(SpecModel):
 
 
 class Preprocessing(SpecModel):
-    """What happens to raw rows before validation (seed 3.1 step 2)."""
+    """What happens to raw rows before validation."""
 
     steps: list[PreprocessingStep] = Field(
         default_factory=lambda: ["normalizeWhitespace", "dropEmpty", "dropInvalid", "deduplicate"],
@@ -194,7 +194,7 @@ class TrainingImage(SpecModel):
 
 
 class Training(OneOf):
-    """How the model is trained (seed 1.2 training-server, 4.2 GPU memory techniques)."""
+    """How the model is trained, with the GPU memory techniques."""
 
     one_of: ClassVar[tuple[str, ...]] = ("task", "image")
     task: BuiltinTask | None = Field(
@@ -235,7 +235,7 @@ class TrainingResources(SpecModel):
     """Resources of the training Job (seed: training-server, GPU 2 shared, 32 GB)."""
 
     gpus: int = gpus_field(
-        1, "Shared GPUs for the training Job (the seed's GPU 2); 0 trains on CPU."
+        1, "Shared GPUs for the training Job (the reference node's GPU 2); 0 trains on CPU."
     )
     gpu_resource_name: str = gpu_resource_name_field(DEFAULT_SHARED_GPU_RESOURCE)
     memory: Quantity = memory_field("32Gi")
@@ -244,7 +244,7 @@ class TrainingResources(SpecModel):
 
 
 class Quantization(SpecModel):
-    """Lowering the precision of the weights (seed 4.1 step 1)."""
+    """Lowering the precision of the weights."""
 
     enabled: bool = Field(default=True, description="Quantize the trained model.")
     bits: Literal[8] = Field(
@@ -253,7 +253,7 @@ class Quantization(SpecModel):
 
 
 class Pruning(SpecModel):
-    """Zeroing the smallest weights (seed 4.1 step 2)."""
+    """Zeroing the smallest weights."""
 
     enabled: bool = Field(default=True, description="Prune the trained model.")
     target_sparsity: float = Field(
@@ -262,7 +262,7 @@ class Pruning(SpecModel):
 
 
 class Optimization(SpecModel):
-    """Optimization behind a quality gate (seed 4.1 step 3)."""
+    """Optimization behind a quality gate."""
 
     enabled: bool = Field(default=True, description="Optimize after training.")
     quantization: Quantization = Field(default_factory=Quantization, description="Quantization.")

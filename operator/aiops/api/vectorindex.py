@@ -211,10 +211,10 @@ class Index(SpecModel):
 
 class EmbeddingResources(SpecModel):
     """Resources of each ingest Job, which embeds documents on the shared GPU. The memory is
-    separate from Milvus's 32Gi: the seed's node has 128 GB for all four workloads."""
+    separate from Milvus's 32Gi: the reference node has 128 GB for all four workloads."""
 
     gpus: int = gpus_field(
-        1, "Shared GPUs per ingest Job (the seed embeds on GPU 2); 0 embeds on CPU."
+        1, "Shared GPUs per ingest Job (the reference node embeds on GPU 2); 0 embeds on CPU."
     )
     gpu_resource_name: str = gpu_resource_name_field(DEFAULT_SHARED_GPU_RESOURCE)
     memory: Quantity = memory_field("8Gi")
@@ -344,7 +344,7 @@ class RecallCheck(SpecModel):
 
 
 class IndexOptimization(SpecModel):
-    """The index optimisation policy (seed 3.2 step 4)."""
+    """The index optimisation policy."""
 
     compaction: Compaction = Field(default_factory=Compaction, description="Compaction policy.")
     rebuild: Rebuild = Field(default_factory=Rebuild, description="Rebuild policy.")

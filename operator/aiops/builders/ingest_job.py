@@ -1,4 +1,4 @@
-"""The ingest Job of a VectorIndex (seed 3.2: new documents -> embeddings on GPU 2 -> store with
+"""The ingest Job of a VectorIndex (new documents -> embeddings on GPU 2 -> store with
 metadata): the project's worker (`aiops worker embed`) with the document source mounted, on the
 shared GPU, writing its counts as the container's termination message. Pure functions."""
 

@@ -3,7 +3,7 @@ configuration the operator loads into Triton. Pure functions of the spec; no I/O
 
 Why the model version is not in the pod template: versions are swapped inside the running server
 through Triton's explicit model control (load the new version beside the old, check it, unload
-the old). A version change therefore never needs a second set of GPUs — on the seed's node the two
+the old). A version change therefore never needs a second set of GPUs — on the reference node the two
 serving GPUs are all there is, and a surge pod could never schedule. The readiness probe asks for
 the model itself, so a pod that restarted is not Ready (and gets no traffic) until the operator
 has loaded the serving version into it again.

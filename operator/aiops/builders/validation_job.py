@@ -1,4 +1,4 @@
-"""The pre-deploy validation Job of a model version (seed 2.1, step 1). The Job runs the project's
+"""The pre-deploy validation Job of a model version. The Job runs the project's
 worker (`aiops worker validate-model`) beside the mounted model repository and reports its verdict
 as the container's termination message, so the result comes back through the API and nothing
 assumes a shared disk.

@@ -54,7 +54,7 @@ def waiting_for_capacity(loop: ReconcileLoop) -> list[tuple[str, str]]:
 
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
-    # Monitoring (issue 7): the monitor publishes verdicts here and a changed verdict enqueues
+    # Monitoring: the monitor publishes verdicts here and a changed verdict enqueues
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
     children, usages = WatchedChildren(), PodUsages(shared_nodes(memo))

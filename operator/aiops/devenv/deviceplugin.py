@@ -1,7 +1,7 @@
 """A fake NVIDIA device plugin: a real kubelet on a GPU-less machine advertises and allocates the
 seed node's GPUs exactly as NVIDIA's k8s-device-plugin would on the real node.
 
-The seed's node (3 x RTX 4000 Ada) runs two plugin instances: A sees GPUs 0-1 and advertises
+The reference node (3 x RTX 4000 Ada) runs two plugin instances: A sees GPUs 0-1 and advertises
 `nvidia.com/gpu`; B sees GPU 2 with time-slicing (2 replicas, renameByDefault) and advertises
 `nvidia.com/gpu.shared` (see shared/GPU-LAYOUT-NOTES.md for why one instance cannot do both).
 Here both instances run in one process, each with its own gRPC server and socket, as two
@@ -71,7 +71,7 @@ REPLICA_SEPARATOR = "::"  # NVIDIA's AnnotatedID: <uuid>::<replica>
 DEVICE_ID_STRATEGIES = ("uuid", "index")
 REGISTER_TIMEOUT_SECONDS = 5.0  # NVIDIA's dial timeout for the kubelet's socket
 
-# The chart's values: their gpuLayout is what the seed's node advertises, here as there.
+# The chart's values: their gpuLayout is what the reference node advertises, here as there.
 CHART_VALUES = Path(__file__).resolve().parents[3] / "helm" / "aiops-operator" / "values.yaml"
 SEED_GPU_PRODUCT = "NVIDIA RTX 4000 Ada Generation"  # as NVML names it
 SEED_GPU_MEMORY_MIB = 20475
@@ -152,7 +152,7 @@ class GpuLayout:
 
     @classmethod
     def seed(cls, node_name: str = "aiops-gpu-0") -> GpuLayout:
-        """The seed's node (3 GPUs) with the chart's default gpuLayout: the one description of
+        """The reference node (3 GPUs) with the chart's default gpuLayout: the one description of
         what the real node advertises, read from helm/aiops-operator/values.yaml."""
         values = yaml.safe_load(CHART_VALUES.read_text())
         return cls.from_values(values["gpuLayout"], node_name)

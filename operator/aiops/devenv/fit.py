@@ -1,4 +1,4 @@
-"""Makes manifests written for the seed's node run on this machine's real node: the same objects,
+"""Makes manifests written for the reference node run on this machine's real node: the same objects,
 with memory and CPU requests scaled to this node's allocatable and NVIDIA's and Milvus's images
 replaced by the local images that carry the same servers (they cannot be pulled here).
 
@@ -35,7 +35,7 @@ IMAGE_STAND_INS = (("ghcr.io/aiops-operator/aiops-triton:", "triton"),
 
 @dataclass(frozen=True)
 class NodeFit:
-    """How this node differs from the seed's: scale factors and the local images."""
+    """How this node differs from the reference node: scale factors and the local images."""
 
     memory_factor: float
     cpu_factor: float

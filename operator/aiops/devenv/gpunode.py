@@ -69,7 +69,7 @@ WATCH_SECONDS = 2  # a watch request's lifetime: bounds how long `stop()` waits 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One simulated node; the default is the seed's machine (3 GPUs, 128 GiB) advertising what
+    """One simulated node; the default is the reference node (3 GPUs, 128 GiB) advertising what
     the chart's gpuLayout makes NVIDIA's device plugin advertise there: GPUs 0 and 1 whole
     (`nvidia.com/gpu: 2`), GPU 2 as two time-sliced replicas (`nvidia.com/gpu.shared: 2`, for Milvus
     and training). tests/unit/test_sim_node_resources.py holds the default to the chart's layout.

@@ -1,7 +1,7 @@
 """A real Kubernetes node on this machine: containerd and runc run the pods' containers, the kubelet
 and kube-proxy are Kubernetes' own (built from the same 1.20.2 source as the control plane), the
 CNI bridge plugin gives pods their network, and a device plugin on the kubelet's gRPC API
-advertises the seed node's GPUs (deviceplugin.py), so the kubelet, not our code, accounts for
+advertises the reference node's GPUs (deviceplugin.py), so the kubelet, not our code, accounts for
 GPUs and admits pods.
 
 One real node fits a machine: the kubelet's device-plugin folder is fixed at
@@ -36,7 +36,7 @@ NODE_REGISTRY = Path("/run/aiops-node.json")
 COMPONENTS = ("containerd", "kubelet", "device-plugin", "kube-proxy", "local-path")
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 K8S_NAMESPACE = "k8s.io"  # containerd's namespace for the CRI's containers and images
-# GPU feature discovery's labels on the seed node (GFD runs beside NVIDIA's device plugin).
+# GPU feature discovery's labels on the reference node (GFD runs beside NVIDIA's device plugin).
 GPU_LABELS = {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-RTX-4000-Ada-Generation",
               "nvidia.com/gpu.memory": "20475"}
 

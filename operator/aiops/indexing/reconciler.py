@@ -1,4 +1,4 @@
-"""The VectorIndex reconciler (seed 3.2): Milvus up (managed StatefulSet, or an external URI), then
+"""The VectorIndex reconciler: Milvus up (managed StatefulSet, or an external URI), then
 ingest runs as Jobs whenever the spec, the source ConfigMap or the schedule asks, then the live
 index measured and kept above its recall floor.
 

@@ -1,4 +1,4 @@
-"""Performance monitoring of serving ModelDeployments (seed 2.2): collect the five metrics from
+"""Performance monitoring of serving ModelDeployments: collect the five metrics from
 the serving Triton pods, judge them against the spec's thresholds and the version's baseline, and
 hand verdicts to the reconciler, which alone writes status and acts (alert or rollback).
 

@@ -1,4 +1,5 @@
-"""Reconciles one ModelDeployment: seed 2.1 as a level-triggered control loop.
+"""Reconciles one ModelDeployment: validate, deploy, health-check and roll back as a level-triggered
+control loop.
 
 Steps of a rollout (each with a deadline, each timed into status and a histogram):
   Validating -> [WaitingForCapacity] -> Deploying -> Loading -> HealthChecking -> promote
@@ -130,7 +131,7 @@ class ModelDeploymentReconciler:
         self.worker_image = worker_image
         self.validation_job_ttl = validation_job_ttl  # seconds a finished validation Job stays
         self.triton_timeout = triton_timeout
-        self.verdicts = verdicts  # monitoring (issue 7): the monitor's latest verdict per object
+        self.verdicts = verdicts  # monitoring: the monitor's latest verdict per object
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
         self._revisions: PerGeneration[str] = PerGeneration()
         self._mount_checks: dict[tuple[str, str], float] = {}  # validation Job -> when its mounts were looked into
@@ -715,7 +716,7 @@ class ModelDeploymentReconciler:
         await self._monitoring(ctx, spec, world, healthy, may_roll_back=False)
         return float(spec.health_check.period_seconds) if healthy else 2.0
 
-    # ---- monitoring (issue 7): verdicts from aiops.monitoring, acted on here --------------------
+    # ---- monitoring: verdicts from aiops.monitoring, acted on here ------------------------------
     @staticmethod
     def _remember_previous(ctx: Ctx) -> None:
         """A new version takes over: keep what a monitoring rollback needs to return to the one it

@@ -1,4 +1,4 @@
-"""The built-in TrainingJob task (seed 3.1, 4.1, 4.2): versioned training data, a text classifier on
+"""The built-in TrainingJob task: versioned training data, a text classifier on
 the packaged MiniLM, training with checkpoints and memory techniques, 8-bit quantization and
 pruning behind a quality gate, and export to a Triton model repository.
 

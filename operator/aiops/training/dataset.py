@@ -1,4 +1,4 @@
-"""The `data` step: collect, preprocess, validate and store one dataset version (seed 3.1)."""
+"""The `data` step: collect, preprocess, validate and store one dataset version."""
 
 from __future__ import annotations
 

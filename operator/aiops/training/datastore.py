@@ -1,4 +1,4 @@
-"""Immutable, content-addressed dataset versions (seed 3.1 step 4) under `<workspace>/datasets/`.
+"""Immutable, content-addressed dataset versions under `<workspace>/datasets/`.
 
 The version id is a short hash of the processed rows of every split and the split settings: the
 same input gives the same version and never a second directory. A version is written to a temp

@@ -1,4 +1,4 @@
-"""Quality, size and speed of a classifier on a split: what the quality gate compares (seed 4.1)."""
+"""Quality, size and speed of a classifier on a split: what the quality gate compares."""
 
 from __future__ import annotations
 

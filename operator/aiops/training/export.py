@@ -1,4 +1,4 @@
-"""Export of a trained classifier in Triton's repository layout (seed 4.1: "a form Triton can serve").
+"""Export of a trained classifier in Triton's repository layout (a form Triton can serve).
 
 Formats (spec.output.format):
 - `python`: Triton's Python backend. `<version>/model.py` loads `model.pt` (TorchScript) and the

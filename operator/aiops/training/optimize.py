@@ -1,4 +1,4 @@
-"""The `optimize` step (seed 4.1): prune and quantize the trained classifier, measure both models
+"""The `optimize` step: prune and quantize the trained classifier, measure both models
 on the validation split, and gate on the accuracy drop.
 
 The optimized model goes to `<run>/optimized/` whatever the gate says (the numbers are worth

@@ -1,4 +1,4 @@
-"""Preprocessing (seed 3.1 step 2): the spec's steps, in the spec's order, over the raw rows.
+"""Preprocessing: the spec's steps, in the spec's order, over the raw rows.
 
 Steps: normalizeWhitespace (every string value), lowercase (the text field only: labels and other
 fields keep their case, so allowedValues still match), dropEmpty (empty text), dropInvalid (rows

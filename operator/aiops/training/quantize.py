@@ -1,4 +1,4 @@
-"""8-bit weights and L1 pruning (seed 4.1), stored so that the savings are real on disk.
+"""8-bit weights and L1 pruning, stored so that the savings are real on disk.
 
 Why our own per-channel int8 rather than torchao's `quantize_(Int8WeightOnlyConfig())`: torchao's
 tensor subclasses can be neither saved as plain tensors nor traced to TorchScript for Triton, and

@@ -1,4 +1,4 @@
-"""Collecting raw rows (seed 3.1 step 1): JSON Lines or CSV, from a file, a directory of files (a
+"""Collecting raw rows: JSON Lines or CSV, from a file, a directory of files (a
 ConfigMap mount) or an http(s) URL. Every row keeps its 1-based line in its file, so a violation
 can name it."""
 

@@ -1,4 +1,4 @@
-"""Validation (seed 3.1 step 3): the processed rows against the schema and the spec's rules. Every
+"""Validation: the processed rows against the schema and the spec's rules. Every
 violation is listed, row-level ones with the row's 1-based line in its source file; the caller
 stores nothing when there is any."""
 

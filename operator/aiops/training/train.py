@@ -1,4 +1,4 @@
-"""The training loop (seed 1.2 training-server, 4.2 GPU memory techniques), resumable.
+"""The training loop with the GPU memory techniques, resumable.
 
 Memory techniques, each really acting:
 - gradient checkpointing: Hugging Face's `gradient_checkpointing_enable` (non-reentrant

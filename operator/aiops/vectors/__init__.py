@@ -1,4 +1,4 @@
-"""VectorIndex data path (seed 3.2): documents -> embeddings -> Milvus, and the index's upkeep.
+"""VectorIndex data path: documents -> embeddings -> Milvus, and the index's upkeep.
 
 documents: reading the source and its hashes; embedder: torch mean-pooled sentence embeddings;
 store: collection, index, rows, counts and compaction on Milvus; recall: recall@k of the served

@@ -3,7 +3,7 @@ mean pooling over the attention mask, optional L2 normalisation.
 
 Written on transformers directly rather than through SentenceTransformer so the worker controls
 what costs time: texts are sorted by length before batching (padding is wasted compute on CPU),
-batches run under torch.inference_mode, and on CUDA under fp16 autocast (the seed embeds on the
+batches run under torch.inference_mode, and on CUDA under fp16 autocast (the reference node embeds on the
 shared GPU 2). The vectors match SentenceTransformer.encode for the same model (tested).
 
 The model comes from the spec: a local directory, or a known name. The project ships

@@ -1,4 +1,4 @@
-"""One ingest run (seed 3.2): read the source, embed what is new or changed, upsert it by id,
+"""One ingest run: read the source, embed what is new or changed, upsert it by id,
 remove what left the source, flush and load.
 
 Why a run can be killed anywhere and re-run: every write is keyed by document id (upsert

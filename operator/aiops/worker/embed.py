@@ -1,4 +1,4 @@
-"""`aiops worker embed`: one ingest run of a VectorIndex, in a Job pod on the shared GPU (seed 3.2).
+"""`aiops worker embed`: one ingest run of a VectorIndex, in a Job pod on the shared GPU.
 
     aiops worker embed --spec SPEC.json --source PATH --milvus-uri URI [--credentials-dir DIR]
                        [--checksum-only] [--result FILE]

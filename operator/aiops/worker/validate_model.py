@@ -1,4 +1,4 @@
-"""`aiops worker validate-model`: seed 2.1 step 1, validate a model version before it serves.
+"""`aiops worker validate-model`: validate a model version before it serves.
 
 Runs in a Job pod that mounts the model repository, never in the operator: starting Triton and
 running a model is slow, can crash, and may need a lot of memory. The steps:
@@ -138,7 +138,7 @@ def visible_gpus() -> int:
 def instances_on_cpu(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """(config with GPU instance groups moved to CPU, whether any was moved).
 
-    Why: the validation Job asks for no GPU — on the seed's node the serving GPUs are all taken by
+    Why: the validation Job asks for no GPU — on the reference node the serving GPUs are all taken by
     the running Triton, so a GPU-requesting Job would sit Pending. A KIND_GPU instance group
     cannot load without a GPU, but the same model code on CPU still shows whether the version
     loads and answers correctly, which is what validation is for."""
