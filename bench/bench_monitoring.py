@@ -24,14 +24,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the shared harness
 
 from aiops import metrics  # noqa: E402
 from aiops.api.modeldeployment import ModelDeploymentSpec, Monitoring  # noqa: E402
 from aiops.monitoring.monitor import Monitor, PodIndex, Target  # noqa: E402
 from aiops.monitoring.scrape import Scraper  # noqa: E402
-from aiops.monitoring.simulate import Traffic, simulate  # noqa: E402
-from aiops.monitoring.testbed import MetricsTriton, set_faults, write_fault_model  # noqa: E402
 from aiops.monitoring.verdict import VerdictRegistry  # noqa: E402
+from harness.faultytriton import MetricsTriton, set_faults, write_fault_model  # noqa: E402
+from harness.traffic import Traffic, simulate  # noqa: E402
 from report import figure  # noqa: E402
 
 X = [1.0, 2.0, 3.0, 4.0]

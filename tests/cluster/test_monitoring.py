@@ -10,7 +10,7 @@ import time
 import pytest
 from test_modeldeployment import MDs, condition, infer, md_manifest, serving, triton_pods
 
-from aiops.monitoring.testbed import set_faults, write_fault_model
+from harness.faultytriton import set_faults, write_fault_model
 
 MODEL = "adder"
 pytestmark = pytest.mark.timeout(300)

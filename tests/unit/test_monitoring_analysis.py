@@ -16,8 +16,8 @@ from aiops.monitoring.analysis import (
     judge,
     mann_whitney_greater,
 )
-from aiops.monitoring.simulate import Traffic, simulate
 from aiops.monitoring.window import WindowStats
+from harness.traffic import Traffic, simulate
 
 
 def monitoring(**thresholds) -> Monitoring:

@@ -12,8 +12,8 @@ import pytest
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.monitoring.gpu import NvmlReader
 from aiops.monitoring.monitor import Monitor, PodIndex, Target
-from aiops.monitoring.testbed import MetricsTriton, set_faults, write_fault_model
 from aiops.monitoring.verdict import VerdictRegistry
+from harness.faultytriton import MetricsTriton, set_faults, write_fault_model
 
 pytestmark = pytest.mark.timeout(240)
 KEY = ("ns", "adder")

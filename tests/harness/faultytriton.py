@@ -25,7 +25,7 @@ from aiops.worker.tritonprocess import find_triton, free_port
 
 FAULTS_FILE = "faults.json"
 
-MODEL_SOURCE = '''"""Fault-injectable demo model built by aiops.monitoring.faultmodel."""
+MODEL_SOURCE = '''"""Fault-injectable demo model written by harness.faultytriton."""
 import json
 import os
 import random
