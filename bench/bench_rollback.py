@@ -26,11 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aiops.api.modeldeployment import ModelDeploymentSpec  # noqa: E402
 from aiops.builders.triton import triton_model_config  # noqa: E402
 from aiops.devenv.demomodels import write_python_backend_model  # noqa: E402
+from aiops.devenv.tritonruntime import put_triton_on_path  # noqa: E402
 from aiops.triton.repository import check_model_version  # noqa: E402
 from aiops.worker.tritonprocess import LocalTriton  # noqa: E402
 from report import figure  # noqa: E402
 
 ROUNDS = 10
+put_triton_on_path()  # the worker's LocalTriton runs `tritonserver` from PATH
 
 
 async def answer(client: aioclient.InferenceServerClient) -> float:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,12 @@ from aiops.devenv.controlplane import LocalControlPlane, Ports
 from aiops.devenv.gpunode import NodeAgent, NodeSpec
 from aiops.devenv.session import api_client_for, install_crds
 from aiops.devenv.toolchain import Toolchain, ensure_toolchain
+from aiops.devenv.tritonruntime import put_triton_on_path
+
+# The validation worker finds `tritonserver` on PATH, as in its image; here that is the wheel's.
+# Set before any fixture starts a process (the simulated node's pods inherit PATH).
+if (_why := put_triton_on_path()) is not None:
+    warnings.warn(f"no tritonserver for the tests that run one: {_why}", stacklevel=1)
 
 # Why hypothesis is imported up front: CPython 3.11.7's ast.parse is not thread-safe
 # (gh-106905), and pytest rewrites a plugin's modules with ast.parse when they are first imported.

@@ -20,9 +20,11 @@ import subprocess
 from pathlib import Path
 
 from aiops.devenv.demomodels import model_config_text
+from aiops.devenv.tritonruntime import put_triton_on_path
 from aiops.triton.client import TritonServer
 from aiops.worker.tritonprocess import find_triton, free_port
 
+put_triton_on_path()  # the benchmarks come here without the tests' conftest
 FAULTS_FILE = "faults.json"
 
 MODEL_SOURCE = '''"""Fault-injectable demo model written by harness.faultytriton."""
@@ -120,15 +122,15 @@ class MetricsTriton:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     async def __aenter__(self) -> MetricsTriton:
-        launch = find_triton(self.scratch)
+        binary = find_triton()
         self.http_port, self.metrics_port = free_port(), free_port()
-        argv = [launch.binary, f"--model-repository={self.repository}", "--model-control-mode=explicit",
+        argv = [binary, f"--model-repository={self.repository}", "--model-control-mode=explicit",
                 "--http-address=127.0.0.1", f"--http-port={self.http_port}", "--allow-grpc=false",
                 "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
-                "--exit-timeout-secs=2", *launch.options, *self.extra_args]
+                "--exit-timeout-secs=2", *self.extra_args]
         with open(self.scratch / "tritonserver.log", "ab") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **dict(launch.env)}, cwd=self.scratch,
+                                            cwd=self.scratch,
                                             start_new_session=True)
         self.client = TritonServer(self.http, timeout=30)
         for _ in range(300):

@@ -54,7 +54,7 @@ from aiops.devenv.podstatus import carry_transition_times, process_pod_status
 from aiops.devenv.processes import PidRegistry, RuntimeOptions
 from aiops.devenv.servicedns import ServiceDnsPublisher
 from aiops.devenv.storage import LocalPathProvisioner
-from aiops.devenv.tritonruntime import TritonUnavailable, locate_triton_runtime
+from aiops.devenv.tritonruntime import TritonUnavailable, locate_triton_runtime, put_triton_on_path
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,10 @@ class NodeAgent:
 
     # ---- public API ----------------------------------------------------------------------------
     def start(self) -> NodeAgent:
+        # Worker pods (validation) find `tritonserver` on PATH, as in their image: the wheel's here.
+        why = put_triton_on_path()
+        if why is not None:
+            log.warning("worker pods will find no tritonserver: %s", why)
         self._registry = PidRegistry(self.state_dir / "pids")
         reaped = self._registry.reap()
         if reaped:

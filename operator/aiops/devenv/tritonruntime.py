@@ -24,15 +24,18 @@ Three things make the Python backend work outside NVIDIA's container:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from aiops.devenv.launchers import TritonRuntime
+from aiops.devenv.toolchain import cache_dir
 
 WHEEL = "nvidia-pytriton"
 
@@ -106,3 +109,50 @@ def locate_triton_runtime(state_dir: Path) -> TritonRuntime:
         binary=str(binary), backend_dir=str(prepare_backend_dir(state_dir / "triton", server)),
         cache_dir=str(server / "caches"), library_path=(str(libs), *python_library_dirs()),
         python_bin_dir=str(Path(sys.executable).parent))
+
+
+# ---- `tritonserver` on PATH ------------------------------------------------------------------------
+
+def triton_command_dir() -> Path:
+    """Where this environment's `tritonserver` command lives: one per interpreter prefix, so two
+    checkouts (two virtualenvs) sharing the cache never rewrite each other's."""
+    return cache_dir() / "triton-command" / hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+
+
+def install_triton_command(directory: Path | None = None) -> Path:
+    """Writes `<directory>/tritonserver`: the wheel's server with the environment, backend and
+    cache directories worked out above, so anything that finds `tritonserver` on PATH runs it as
+    NVIDIA's image would run its own. Returns the directory; raises TritonUnavailable."""
+    directory = directory or triton_command_dir()
+    runtime = locate_triton_runtime(directory)
+    q = shlex.quote
+    script = (
+        "#!/bin/sh\n"
+        "# The nvidia-pytriton wheel's tritonserver, set up to run on this machine\n"
+        "# (written by aiops.devenv.tritonruntime; rewritten when the environment changes).\n"
+        f"export LD_LIBRARY_PATH={q(':'.join(runtime.library_path))}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"
+        f"export PATH={q(runtime.python_bin_dir)}:\"$PATH\"\n"
+        f"exec {q(runtime.binary)} --backend-directory={q(runtime.backend_dir)} "
+        f"--cache-directory={q(runtime.cache_dir)} \"$@\"\n")
+    command = directory / "tritonserver"
+    if not command.exists() or command.read_text() != script:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".tritonserver.{os.getpid()}"
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        tmp.replace(command)
+    return directory
+
+
+def put_triton_on_path() -> str | None:
+    """Puts the wheel's `tritonserver` first on this process's PATH (and so its children's: the
+    validation worker, the simulated node's pods) unless one is there already. Returns why it
+    could not, or None."""
+    if shutil.which("tritonserver"):
+        return None
+    try:
+        directory = install_triton_command()
+    except TritonUnavailable as e:
+        return str(e)
+    os.environ["PATH"] = f"{directory}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    return None

@@ -1,10 +1,10 @@
 """A private, short-lived `tritonserver` for the validation worker: on 127.0.0.1, a free port,
 explicit model control, and always stopped (with its Python-backend stubs) when the work is done.
 
-Which binary: in a cluster the worker image is built on NVIDIA's Triton image, where `tritonserver`
-is on PATH with its backends in the default place, so that one is used as it is. Elsewhere (a
-developer machine, the simulated node, CI) the `nvidia-pytriton` wheel's server is used, with the
-library and PATH set-up `aiops.devenv.tritonruntime` works out for running it on CPU.
+Which binary: `tritonserver` on PATH. The worker image is built on NVIDIA's Triton image, where
+it is there with its backends in the default place. On a developer machine, the simulated node
+and CI, the development environment puts the `nvidia-pytriton` wheel's server there
+(`aiops.devenv.tritonruntime.put_triton_on_path`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiops.triton.client import TritonServer
@@ -36,37 +35,13 @@ class TritonStartError(RuntimeError):
     """tritonserver is missing, exited, or never became ready; the message quotes its log."""
 
 
-@dataclass(frozen=True)
-class Launch:
-    """How to run tritonserver here: the binary, options it needs, and environment additions."""
-
-    binary: str
-    options: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-
-
-def find_triton(scratch: Path) -> Launch:
-    """`tritonserver` on PATH (the worker image), else the wheel's (raises TritonStartError)."""
-    on_path = shutil.which("tritonserver")
-    if on_path:
-        return Launch(on_path)
-    # Imported here: only development and test runs come this way; the images do not carry the
-    # development environment.
-    try:
-        from aiops.devenv.tritonruntime import TritonUnavailable, locate_triton_runtime
-    except ModuleNotFoundError:
-        raise TritonStartError("no tritonserver on PATH: the worker runs on a Triton image") from None
-
-    try:
-        runtime = locate_triton_runtime(scratch)
-    except TritonUnavailable as e:
-        raise TritonStartError(f"no tritonserver on PATH, and the wheel's cannot run: {e}") from None
-    env = os.environ
-    lib = ":".join([*runtime.library_path, *([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])])
-    path = ":".join([runtime.python_bin_dir, env.get("PATH", os.defpath)])
-    return Launch(runtime.binary, (f"--backend-directory={runtime.backend_dir}",
-                                   f"--cache-directory={runtime.cache_dir}"),
-                  (("LD_LIBRARY_PATH", lib), ("PATH", path)))
+def find_triton() -> str:
+    """`tritonserver` on PATH; raises TritonStartError."""
+    found = shutil.which("tritonserver")
+    if found is None:
+        raise TritonStartError("no tritonserver on PATH: the worker runs on a Triton image (in development, "
+                               "aiops.devenv.tritonruntime.put_triton_on_path() puts the wheel's there)")
+    return found
 
 
 def free_port() -> int:
@@ -121,17 +96,17 @@ class LocalTriton:
                  if line.strip() and not line.lstrip().startswith(("|", "+"))]
         return "\n".join(lines[-6:])[-limit:]
 
-    def _spawn(self, launch: Launch, port: int) -> subprocess.Popen:
-        argv = [launch.binary, f"--model-repository={self.repository}", "--model-control-mode=explicit",
+    def _spawn(self, binary: str, port: int) -> subprocess.Popen:
+        argv = [binary, f"--model-repository={self.repository}", "--model-control-mode=explicit",
                 "--http-address=127.0.0.1", f"--http-port={port}", "--allow-grpc=false",
                 "--allow-metrics=false", "--exit-timeout-secs=2",
                 f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-                *launch.options, *self.extra_args]
+                *self.extra_args]
         with open(self.log_file, "ab") as log:
             # Its own session, so stop() can signal the server and its stubs as one group.
             argv, options = _spawn_options(argv)
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **dict(launch.env)}, cwd=self.scratch,
+                                    cwd=self.scratch,
                                     start_new_session=True, **options)
 
     async def _wait_ready(self, client: TritonServer) -> None:
@@ -146,10 +121,10 @@ class LocalTriton:
             await asyncio.sleep(0.1)
 
     async def start(self) -> TritonServer:
-        launch = find_triton(self.scratch)
+        binary = find_triton()
         for attempt in range(1, START_ATTEMPTS + 1):
             port = free_port()
-            self.process = self._spawn(launch, port)
+            self.process = self._spawn(binary, port)
             self.client = TritonServer(f"127.0.0.1:{port}", timeout=self.request_timeout)
             try:
                 await self._wait_ready(self.client)
