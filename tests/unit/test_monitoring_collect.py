@@ -203,7 +203,7 @@ def test_degraded_verdict_with_rollback_demotes_through_the_rollback_path():
     from aiops.rollout.kubeio import World
     ctx, spec = ctx_for(dict(SERVING_V2))
     r = reconciler_with(BAD)
-    assert asyncio.run(r._monitoring(ctx, spec, World(None, []), True, may_roll_back=True))
+    assert asyncio.run(r.demotion.apply(ctx, spec, World(None, []), True, may_roll_back=True))
     st = ctx.status
     assert st["servingVersion"] == 1 and st["servingRevision"] == "r1" and st["rejectedVersions"] == [2]
     assert st["rejected"][0]["revision"] == "r2" and st["baseline"] == {"requests": 100}
@@ -222,7 +222,7 @@ def test_alert_only_and_no_previous_version_never_roll_back():
         ctx, spec = ctx_for(status, action)
         verdict = BAD if action == "rollback" else MonitoringVerdict(
             2, True, "ErrorRateAboveThreshold", "error_rate is 0.5", metric="error_rate")
-        assert not asyncio.run(reconciler_with(verdict)._monitoring(ctx, spec, World(None, []), True, True))
+        assert not asyncio.run(reconciler_with(verdict).demotion.apply(ctx, spec, World(None, []), True, True))
         cond = next(c for c in ctx.status["conditions"] if c["type"] == "Degraded")
         assert cond["status"] == "True" and ctx.status["servingVersion"] == 2 and ctx.status["phase"] == "Degraded"
         assert ctx.status["monitoring"]["degraded"] is True

@@ -30,7 +30,7 @@ from aiops.builders.milvus import (
     milvus_name,
     milvus_uri,
 )
-from aiops.conditions import get_condition, set_condition
+from aiops.conditions import get_condition, now_iso, set_condition
 from aiops.indexing.probe import IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube import owned_by
@@ -44,10 +44,6 @@ PLURAL = VECTOR_INDEX.plural
 TEMPLATE_HASH = "aiops.dev/template-hash"
 KEEP_INGEST_JOBS = 3  # finished ingest Jobs kept for `kubectl logs`, like a CronJob's history
 NOT_READY_POLL = 10.0
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:

@@ -1,8 +1,12 @@
-"""Status bookkeeping of versions: history entries, rejections, capped lists. Pure."""
+"""Status bookkeeping of versions: history entries, rejections, capped lists, and what a new
+version keeps of the one it replaces. Pure."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from aiops.conditions import get_condition
+from aiops.rollout.context import Ctx
 
 
 def add_history(status: dict, version: int, outcome: str, reason: str, message: str, now: str,
@@ -29,3 +33,18 @@ def rejection(status: dict, revision: str, retry_token: str) -> dict[str, Any] |
         if r.get("revision") == revision and (r.get("retryToken") or "") == retry_token:
             return r
     return None
+
+
+def remember_previous(ctx: Ctx) -> None:
+    """A new version takes over: keep what a monitoring rollback needs to return to the one it
+    replaces (its config, revision, pod template) and its baseline, for like-for-like checks."""
+    st = ctx.status
+    st.update(previousVersion=st.get("servingVersion"), previousRevision=st.get("servingRevision"),
+              previousModelConfigJson=st.get("servingModelConfigJson"),
+              previousDeploymentRevision=st.get("servingDeploymentRevision"))
+    if st.get("baseline"):
+        st["previousBaseline"] = st["baseline"]
+    for key in ("baseline", "monitoring", "metrics"):
+        st.pop(key, None)
+    if get_condition(st.get("conditions"), "Degraded"):
+        ctx.condition("Degraded", "Unknown", "NewVersionServing", "The new version has not been judged yet.")

@@ -10,7 +10,6 @@ starts a new run and deletes the old run's unfinished Jobs so their GPU is free 
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import logging
 import time
 
@@ -28,7 +27,7 @@ from aiops.builders.training_job import (
     step_job_name,
 )
 from aiops.capacity import CAPACITY_REASONS
-from aiops.conditions import get_condition, set_condition
+from aiops.conditions import get_condition, now_iso, set_condition
 from aiops.kube import owned_by
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem, unschedulable_reason
@@ -47,10 +46,6 @@ from aiops.validity import judge_spec
 log = logging.getLogger(__name__)
 PLURAL = TRAINING_JOB.plural
 PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why, events may not come
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class TrainingJobReconciler:
