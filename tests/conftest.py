@@ -24,6 +24,9 @@ from aiops.devenv.session import api_client_for, install_crds
 from aiops.devenv.toolchain import Toolchain, ensure_toolchain
 from aiops.devenv.tritonruntime import put_triton_on_path
 
+# A status field the CRD does not declare fails the reconcile in the tests (see aiops.passes).
+os.environ["AIOPS_STRICT_STATUS"] = "1"
+
 # The validation worker finds `tritonserver` on PATH, as in its image; here that is the wheel's.
 # Set before any fixture starts a process (the simulated node's pods inherit PATH).
 if (_why := put_triton_on_path()) is not None:

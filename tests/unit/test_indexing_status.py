@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from aiops.conditions import get_condition, set_condition
-from aiops.indexing.reconciler import Ctx, VectorIndexReconciler
+from aiops.indexing.reconciler import VectorIndexReconciler
+from aiops.passes import Pass
 
 
-def ctx(conditions: dict[str, bool], outcome: str | None = "Succeeded", index_state: str = "Ready") -> Ctx:
+def ctx(conditions: dict[str, bool], outcome: str | None = "Succeeded", index_state: str = "Ready") -> Pass:
     status: dict = {"collection": "docs", "documents": {"ingested": 7}, "index": {"type": "HNSW", "state": index_state}}
     for type_, ok in conditions.items():
         status["conditions"] = set_condition(status.get("conditions"), type_, ok, "Because" if not ok else "Fine",
                                              f"{type_} says so.")
     if outcome:
         status["lastIngest"] = {"outcome": outcome}
-    return Ctx({"metadata": {"name": "v", "namespace": "n", "generation": 1}, "status": status})
+    return Pass({"metadata": {"name": "v", "namespace": "n", "generation": 1}, "status": status}, status)
 
 
 def test_ready_names_the_first_thing_not_ready():

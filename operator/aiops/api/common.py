@@ -9,6 +9,8 @@ are not here: the schema cannot express them on Kubernetes 1.20, so they live in
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -84,6 +86,35 @@ class StatusModel(ApiModel):
     """Written by the operator; tolerant when reading what another version wrote."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @classmethod
+    def unknown_fields(cls, data: Any, path: str = "status") -> list[str]:
+        """The paths in `data` (wire form) that this model does not declare: what the API server
+        would prune without a word, since the CRD's schema is generated from the model."""
+        return _unknown_fields(cls, data, path)
+
+
+def _unknown_fields(annotation: Any, data: Any, path: str) -> list[str]:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        return _unknown_fields(members[0], data, path) if len(members) == 1 else []
+    if origin is typing.Annotated:
+        return _unknown_fields(args[0], data, path)
+    if origin in (list, tuple) and args and isinstance(data, list):
+        return [u for i, item in enumerate(data) for u in _unknown_fields(args[0], item, f"{path}[{i}]")]
+    if origin is dict and len(args) == 2 and isinstance(data, dict):
+        return [u for k, v in data.items() for u in _unknown_fields(args[1], v, f"{path}.{k}")]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(data, dict):
+        fields = {(f.alias or name): f.annotation for name, f in annotation.model_fields.items()}
+        out = []
+        for key, value in data.items():
+            if key not in fields:
+                out.append(f"{path}.{key}")
+            else:
+                out += _unknown_fields(fields[key], value, f"{path}.{key}")
+        return out
+    return []  # a scalar, Any, or a free-form map: nothing the schema would prune
 
 
 class OneOf(SpecModel):

@@ -11,12 +11,10 @@ last good counts and index state in status and says what failed beside them.
 from __future__ import annotations
 
 import base64
-import copy
 import datetime as dt
 import hashlib
 import json
 import logging
-import time
 
 from aiops import metrics
 from aiops.api.registry import VECTOR_INDEX
@@ -30,17 +28,17 @@ from aiops.builders.milvus import (
     milvus_name,
     milvus_uri,
 )
-from aiops.conditions import get_condition, now_iso, set_condition
+from aiops.conditions import get_condition, now_iso
 from aiops.indexing.probe import IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube import owned_by
+from aiops.passes import Pass, run_pass
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.validity import judge_spec
 
 log = logging.getLogger(__name__)
-PLURAL = VECTOR_INDEX.plural
 TEMPLATE_HASH = "aiops.dev/template-hash"
 KEEP_INGEST_JOBS = 3  # finished ingest Jobs kept for `kubectl logs`, like a CronJob's history
 NOT_READY_POLL = 10.0
@@ -55,27 +53,6 @@ def _template_hash(obj: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
-class Ctx:
-    def __init__(self, vi: dict):
-        self.vi = vi
-        self.status = copy.deepcopy(vi.get("status") or {})
-        self.events: list[tuple[str, str, str]] = []
-        self.name = vi["metadata"]["name"]
-        self.namespace = vi["metadata"]["namespace"]
-        self.generation = vi["metadata"].get("generation")
-
-    def condition(self, type_: str, ok: bool | str, reason: str, message: str) -> bool:
-        """Sets a condition; True when its status or reason changed (worth an Event)."""
-        before = get_condition(self.status.get("conditions"), type_)
-        self.status["conditions"] = set_condition(self.status.get("conditions"), type_, ok, reason, message,
-                                                  self.generation)
-        after = get_condition(self.status["conditions"], type_)
-        return before is None or (before.get("status"), before.get("reason")) != (after["status"], after["reason"])
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
-
-
 class VectorIndexReconciler:
     def __init__(self, kube: KubeIO, worker_image: str, probe: IndexProbe | None = None):
         self.kube = kube
@@ -83,17 +60,10 @@ class VectorIndexReconciler:
         self.probe = probe or IndexProbe()
 
     async def reconcile(self, vi: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
-        ctx = Ctx(vi)
-        before = copy.deepcopy(ctx.status)
-        started = time.perf_counter()
-        try:
-            delay = await self._reconcile(ctx, nodes)
-        finally:
-            metrics.RECONCILE_SECONDS.labels(kind="VectorIndex").observe(time.perf_counter() - started)
-        written = await self.kube.write_back(vi, PLURAL, before, ctx.status, ctx.events)
-        return delay, written
+        """Returns (seconds until the next look, the object as written back or None)."""
+        return await run_pass(VECTOR_INDEX, vi, self.kube, lambda ctx: self._reconcile(ctx, nodes))
 
-    async def _reconcile(self, ctx: Ctx, nodes: list[dict]) -> float | None:
+    async def _reconcile(self, ctx: Pass, nodes: list[dict]) -> float | None:
         spec = self._validate(ctx, nodes)
         if spec is None:
             return None
@@ -113,13 +83,13 @@ class VectorIndexReconciler:
         pending = [d for d in delays if d is not None]
         return min(pending) if pending else None
 
-    def _validate(self, ctx: Ctx, nodes: list[dict]) -> VectorIndexSpec | None:
-        spec, events = judge_spec(VECTOR_INDEX.kind, ctx.vi, ctx.status, nodes)
+    def _validate(self, ctx: Pass, nodes: list[dict]) -> VectorIndexSpec | None:
+        spec, events = judge_spec(VECTOR_INDEX.kind, ctx.obj, ctx.status, nodes)
         ctx.events += events
         return spec
 
     @staticmethod
-    def _ready(ctx: Ctx) -> None:
+    def _ready(ctx: Pass) -> None:
         """The summary condition `kubectl get vidx` shows: the first thing not ready, or all well."""
         conditions = ctx.status.get("conditions")
         for type_ in ("MilvusReady", "Ingested", "IndexReady"):
@@ -135,7 +105,7 @@ class VectorIndexReconciler:
                       f"{docs} documents in {ctx.status.get('collection')}, {index.get('type')} index serving.")
 
     @staticmethod
-    def _phase(ctx: Ctx) -> str:
+    def _phase(ctx: Pass) -> str:
         last = ctx.status.get("lastIngest") or {}
         index = ctx.status.get("index") or {}
         if last.get("outcome") == "Running":
@@ -147,7 +117,7 @@ class VectorIndexReconciler:
         return "Ready" if good else "Ingesting"
 
     # ---- Milvus ----------------------------------------------------------------------------------
-    async def _milvus(self, ctx: Ctx, spec: VectorIndexSpec) -> str | None:
+    async def _milvus(self, ctx: Pass, spec: VectorIndexSpec) -> str | None:
         """The URI of a Milvus that is up, or None (MilvusReady says why)."""
         if spec.milvus.external:
             uri = spec.milvus.external.uri
@@ -166,7 +136,7 @@ class VectorIndexReconciler:
                    build_milvus_statefulset(ctx.name, spec)]
         for obj in objects:
             obj["metadata"].setdefault("annotations", {})[TEMPLATE_HASH] = _template_hash(obj)
-            await self._apply(ctx, owned_by(obj, ctx.vi))
+            await self._apply(ctx, owned_by(obj, ctx.obj))
         uri = milvus_uri(ctx.name, ctx.namespace)
         ctx.status["milvusUri"] = uri
         sts = await self.kube.read("StatefulSet", ctx.namespace, milvus_name(ctx.name))
@@ -186,7 +156,7 @@ class VectorIndexReconciler:
             ctx.event("Warning", reason, message)
         return None
 
-    async def _apply(self, ctx: Ctx, obj: dict) -> None:
+    async def _apply(self, ctx: Pass, obj: dict) -> None:
         """Creates the object, or brings its spec/data in line when our template of it changed."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind == "Service":  # selector and ports never change for a given name
@@ -207,7 +177,7 @@ class VectorIndexReconciler:
                 "template": obj["spec"]["template"]}})
         ctx.event("Normal", "Updated", f"{kind} {name} updated to the spec")
 
-    async def _credentials(self, ctx: Ctx, spec: VectorIndexSpec) -> str | None:
+    async def _credentials(self, ctx: Pass, spec: VectorIndexSpec) -> str | None:
         """A pymilvus token ("user:password" or the API token) from the spec's Secret, never the spec."""
         external = spec.milvus.external
         if not external or not external.credentials:
@@ -225,7 +195,7 @@ class VectorIndexReconciler:
             raise ProbeError("CredentialsNotFound", f"Secret {creds.secret_name} has no key {e}") from None
 
     # ---- ingestion -------------------------------------------------------------------------------
-    async def _source_version(self, ctx: Ctx, spec: VectorIndexSpec) -> tuple[str | None, float | None]:
+    async def _source_version(self, ctx: Pass, spec: VectorIndexSpec) -> tuple[str | None, float | None]:
         """(what the source is now, seconds until it may change by schedule); None: no source."""
         parts, delay = [], None
         if spec.source.config_map and spec.ingest.on_source_change:
@@ -234,14 +204,14 @@ class VectorIndexReconciler:
                 return None, None
             parts.append(f"cm:{cm['metadata'].get('resourceVersion')}")
         if spec.ingest.schedule:
-            created = _parse_time(ctx.vi["metadata"].get("creationTimestamp"))
+            created = _parse_time(ctx.obj["metadata"].get("creationTimestamp"))
             tick = last_tick(spec.ingest.schedule, dt.datetime.now(dt.UTC))
             if created is None or tick > created:
                 parts.append(f"tick:{tick.isoformat()}")
             delay = seconds_until_next_tick(spec.ingest.schedule, dt.datetime.now(dt.UTC))
         return ",".join(parts) or "static", delay
 
-    async def _ingest(self, ctx: Ctx, spec: VectorIndexSpec, uri: str) -> float | None:
+    async def _ingest(self, ctx: Pass, spec: VectorIndexSpec, uri: str) -> float | None:
         version, delay = await self._source_version(ctx, spec)
         if version is None:
             name = spec.source.config_map.name
@@ -259,9 +229,9 @@ class VectorIndexReconciler:
         job_name = ingest_job_name(ctx.name, key)
         job, pods = await self.kube.read_job(ctx.namespace, job_name)
         if job is None:
-            await self.kube.create_if_missing(owned_by(build_ingest_configmap(ctx.name, spec, key), ctx.vi))
+            await self.kube.create_if_missing(owned_by(build_ingest_configmap(ctx.name, spec, key), ctx.obj))
             await self.kube.create_if_missing(owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image),
-                                                       ctx.vi))
+                                                       ctx.obj))
             ctx.status["lastIngest"] = {**{k: v for k, v in last.items() if k in ("completionTime",)},
                                         "job": job_name, "key": key, "startTime": now_iso(), "outcome": "Running"}
             ctx.event("Normal", "IngestStarted", f"Started ingest Job {job_name}")
@@ -279,7 +249,7 @@ class VectorIndexReconciler:
         self._record_ingest(ctx, job_name, key, outcome)
         return delay
 
-    def _record_ingest(self, ctx: Ctx, job_name: str, key: str, outcome) -> None:
+    def _record_ingest(self, ctx: Pass, job_name: str, key: str, outcome) -> None:
         result, now = outcome.verdict, now_iso()
         started = _parse_time((ctx.status.get("lastIngest") or {}).get("startTime"))
         run = {"job": job_name, "key": key, "startTime": (ctx.status.get("lastIngest") or {}).get("startTime"),
@@ -317,7 +287,7 @@ class VectorIndexReconciler:
             ctx.event("Warning", reason, message)
         ctx.status["lastIngest"] = run
 
-    async def _prune_jobs(self, ctx: Ctx, keep: str) -> None:
+    async def _prune_jobs(self, ctx: Pass, keep: str) -> None:
         jobs = await self.kube.list_jobs(ctx.namespace, f"{VECTOR_INDEX_LABEL}={ctx.name},aiops.dev/role=ingest")
         done = sorted((j for j in jobs if j["metadata"]["name"] != keep and (j.get("status") or {}).get(
             "completionTime") or any(c.get("type") == "Failed" for c in (j.get("status") or {}).get(
@@ -326,7 +296,7 @@ class VectorIndexReconciler:
             await self.kube.delete_job(ctx.namespace, job["metadata"]["name"])
 
     # ---- the live index --------------------------------------------------------------------------
-    async def _index(self, ctx: Ctx, spec: VectorIndexSpec, uri: str) -> float | None:
+    async def _index(self, ctx: Pass, spec: VectorIndexSpec, uri: str) -> float | None:
         """Measures recall of the live index every interval; below the floor, rebuilds it."""
         recall = spec.optimization.recall
         index = dict(ctx.status.get("index") or {})

@@ -1,16 +1,16 @@
-"""What every part of a ModelDeployment's reconcile shares: the pass object (`Ctx`: the object,
-the status being built, the Events to post, the step clock), the failure that ends a rollout, and
-how often a waiting rollout looks again."""
+"""What every part of a ModelDeployment's reconcile shares: the pass object (`Ctx`, the shared
+`Pass` with the rollout's step clock), the failure that ends a rollout, and how often a waiting
+rollout looks again."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 
 from aiops import metrics
-from aiops.conditions import now_iso, set_condition
+from aiops.conditions import now_iso
+from aiops.passes import RETRY_ANNOTATION, Pass
 
-RETRY_ANNOTATION = "aiops.dev/retry"
+__all__ = ["RETRY_ANNOTATION", "Ctx", "RolloutFailed", "age", "poll"]
 ROLLOUT_POLL = 1.0  # seconds between looks while a rollout step waits on something
 CAPACITY_POLL = 15.0  # seconds between capacity checks while waiting for room (node and pod events come sooner)
 PODS_SAFETY_LOOK = 30.0  # the longest a rollout waiting on pod events goes without a look
@@ -38,37 +38,12 @@ class RolloutFailed(Exception):
         self.reason, self.message = reason, message
 
 
-@dataclass
-class Ctx:
-    """One reconcile of one object: its body, the status being built, and Events to post."""
-
-    md: dict
-    status: dict
-    events: list[tuple[str, str, str]] = field(default_factory=list)
+class Ctx(Pass):
+    """A pass over one ModelDeployment (`md` is its body), with the rollout's step clock."""
 
     @property
-    def name(self) -> str:
-        return self.md["metadata"]["name"]
-
-    @property
-    def namespace(self) -> str:
-        return self.md["metadata"]["namespace"]
-
-    @property
-    def generation(self) -> int | None:
-        return self.md["metadata"].get("generation")
-
-    @property
-    def retry_token(self) -> str:
-        """The `aiops.dev/retry` annotation: a new value tries a rejected spec again."""
-        return (self.md["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION, "")
-
-    def condition(self, type_: str, ok: bool | str, reason: str, message: str) -> None:
-        self.status["conditions"] = set_condition(self.status.get("conditions"), type_, ok, reason, message,
-                                                  self.generation)
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
+    def md(self) -> dict:
+        return self.obj
 
     def step(self, step: str, phase: str) -> None:
         """The rollout moves to `step`: the one it leaves is timed into status and a histogram."""

@@ -18,16 +18,14 @@ changes, so GitOps re-applies and self-heals don't loop on a bad version.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import time
 
-from aiops import metrics
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.api.registry import MODEL_DEPLOYMENT
 from aiops.builders.triton import GRPC_PORT, HTTP_PORT, METRICS_PORT, child_name
 from aiops.conditions import now_iso
 from aiops.monitoring.verdict import VerdictRegistry
+from aiops.passes import run_pass
 from aiops.pergeneration import PerGeneration
 from aiops.rollout.context import RETRY_ANNOTATION, Ctx, RolloutFailed, age
 from aiops.rollout.deadlines import stalled
@@ -68,15 +66,7 @@ class ModelDeploymentReconciler:
     # ---- entry point -----------------------------------------------------------------------------
     async def reconcile(self, md: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
         """Returns (seconds until the next look, the object as written back or None)."""
-        ctx = Ctx(md, copy.deepcopy(md.get("status") or {}))
-        before = copy.deepcopy(ctx.status)
-        started = time.perf_counter()
-        try:
-            delay = await self._reconcile(ctx, nodes)
-        finally:
-            metrics.RECONCILE_SECONDS.labels(kind="ModelDeployment").observe(time.perf_counter() - started)
-        written = await self.kube.write_back(md, MODEL_DEPLOYMENT.plural, before, ctx.status, ctx.events)
-        return delay, written
+        return await run_pass(MODEL_DEPLOYMENT, md, self.kube, lambda ctx: self._reconcile(ctx, nodes), Ctx)
 
     async def _reconcile(self, ctx: Ctx, nodes: list[dict]) -> float | None:
         spec = self._validate(ctx, nodes)

@@ -9,11 +9,8 @@ starts a new run and deletes the old run's unfinished Jobs so their GPU is free 
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 
-from aiops import metrics
 from aiops.api.registry import TRAINING_JOB
 from aiops.api.trainingjob import TrainingJobSpec
 from aiops.builders.training_job import (
@@ -29,6 +26,7 @@ from aiops.builders.training_job import (
 from aiops.capacity import CAPACITY_REASONS
 from aiops.conditions import get_condition, now_iso, set_condition
 from aiops.kube import owned_by
+from aiops.passes import Pass, run_pass
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
@@ -44,7 +42,6 @@ from aiops.trainingrun.results import (
 from aiops.validity import judge_spec
 
 log = logging.getLogger(__name__)
-PLURAL = TRAINING_JOB.plural
 PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why, events may not come
 
 
@@ -54,18 +51,11 @@ class TrainingJobReconciler:
         self.worker_image = worker_image
 
     async def reconcile(self, tj: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
-        status = copy.deepcopy(tj.get("status") or {})
-        before = copy.deepcopy(status)
-        events: list[tuple] = []
-        started = time.perf_counter()
-        try:
-            delay = await self._reconcile(tj, status, events, nodes)
-        finally:
-            metrics.RECONCILE_SECONDS.labels(kind="TrainingJob").observe(time.perf_counter() - started)
-        written = await self.kube.write_back(tj, PLURAL, before, status, events)
-        return delay, written
+        """Returns (seconds until the next look, the object as written back or None)."""
+        return await run_pass(TRAINING_JOB, tj, self.kube, lambda ctx: self._reconcile(ctx, nodes))
 
-    async def _reconcile(self, tj: dict, status: dict, events: list, nodes: list[dict]) -> float | None:
+    async def _reconcile(self, ctx: Pass, nodes: list[dict]) -> float | None:
+        tj, status, events = ctx.obj, ctx.status, ctx.events
         meta = tj["metadata"]
         generation = meta.get("generation")
         spec = self._validate(tj, status, events, nodes)
