@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from aiops import metrics
@@ -86,17 +87,19 @@ class ReconcileLoop:
             log.warning("%s %s/%s: the watch missed its deletion; forgetting it", self.kind, *key)
         return gone
 
-    def start_checks(self, plural: str) -> None:
+    def start_checks(self, plural: str, on_gone: Callable[[Key], None] | None = None) -> None:
         """`check_against_list` for every namespace with objects, every RESYNC_SECONDS, until
-        `stop` (a controller with children to check too runs its own loop instead)."""
-        self._checks = asyncio.get_running_loop().create_task(self._check_now_and_then(plural))
+        `stop`; `on_gone` hears of each object found deleted."""
+        self._checks = asyncio.get_running_loop().create_task(self._check_now_and_then(plural, on_gone))
 
-    async def _check_now_and_then(self, plural: str) -> None:
+    async def _check_now_and_then(self, plural: str, on_gone: Callable[[Key], None] | None) -> None:
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
             for namespace in sorted({ns for ns, _ in self.objects}):
                 try:
-                    await self.check_against_list(namespace, plural)
+                    for key in await self.check_against_list(namespace, plural):
+                        if on_gone is not None:
+                            on_gone(key)
                 except Exception:  # noqa: BLE001 - a network error must not end the checks for good
                     log.exception("could not list the %ss in %s", self.kind, namespace)
 

@@ -10,19 +10,16 @@ asking the API server on every pass (aiops.rollout.childcache)."""
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import logging
-from typing import Any
 
 import kopf
-from kubernetes.client.rest import ApiException
 
-from aiops.api.common import GROUP, VERSION
+from aiops.api.registry import MODEL_DEPLOYMENT
 from aiops.builders.triton import KIND_LABEL
 from aiops.builders.validation_job import ROLE_LABEL
 from aiops.capacity import CAPACITY_REASONS
-from aiops.controllers.loop import RESYNC_SECONDS, ReconcileLoop, shared_nodes
+from aiops.controllers.loop import ReconcileLoop, shared_nodes
+from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import validation_job_ttl, worker_image
 from aiops.controllers.watches import Watches, shared_watches
 from aiops.kube import api_client
@@ -35,7 +32,6 @@ from aiops.rollout.pods import unschedulable
 from aiops.rollout.reconciler import ModelDeploymentReconciler
 
 log = logging.getLogger(__name__)
-PLURAL = "modeldeployments"
 WORKERS = 16  # reconciles in flight; most of a reconcile is waiting on the API server
 URGENT_WORKERS = 8  # more, for new and edited objects only: never stuck behind re-checks
 # A new rollout makes its Job and Deployment (and a ConfigMap for a large spec) at once: room for 3 calls per
@@ -52,8 +48,7 @@ def waiting_for_capacity(loop: ReconcileLoop) -> list[tuple[str, str]]:
     return [k for k, md in loop.objects.items() if waiting(md)]
 
 
-@kopf.on.startup()
-async def start(memo: kopf.Memo, **_: Any) -> None:
+def build(memo: kopf.Memo) -> ReconcileLoop:
     # Monitoring: the monitor publishes verdicts here and a changed verdict enqueues
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
@@ -61,11 +56,15 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     kube = KubeIO(api_client(), CONNECTIONS, cache=children, capacity=usages)
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl())
-    loop = memo.model_deployments = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS,
-                                                  URGENT_WORKERS)
+    loop = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS, URGENT_WORKERS)
     watch_children(shared_watches(memo), loop, children, usages, shared_nodes(memo))
-    loop.start()
-    memo.children_resync = asyncio.get_running_loop().create_task(resync(loop, memo))
+    return loop
+
+
+def stop_monitoring(memo: kopf.Memo, key: tuple[str, str]) -> None:
+    """An object deleted while the watch was away: stop monitoring it too."""
+    if getattr(memo, "monitor", None) is not None:
+        memo.monitor.observe({"metadata": {"namespace": key[0], "name": key[1]}}, deleted=True)
 
 
 TERMINAL = ("Succeeded", "Failed")
@@ -142,30 +141,4 @@ def watch_children(watches: Watches, loop: ReconcileLoop, children: WatchedChild
     watches.on("nodes", node_changed)
 
 
-async def resync(loop: ReconcileLoop, memo: kopf.Memo) -> None:
-    """Checks the ModelDeployments Kopf's watch filled against a LIST of each namespace now and
-    then: when that watch must list again (its resourceVersion expired), Kopf sends no DELETED for
-    objects deleted meanwhile, and such an object would be reconciled for good. (The informers of
-    the child kinds announce such deletions themselves.)"""
-    while True:
-        await asyncio.sleep(RESYNC_SECONDS)
-        for namespace in sorted({ns for ns, _ in loop.objects}):
-            try:
-                for key in await loop.check_against_list(namespace, PLURAL):
-                    if getattr(memo, "monitor", None) is not None:  # stop monitoring it too
-                        memo.monitor.observe({"metadata": {"namespace": key[0], "name": key[1]}}, deleted=True)
-            except ApiException as e:
-                log.warning("could not list the ModelDeployments in %s: %s", namespace, e.reason)
-            except Exception:  # noqa: BLE001 - a network error must not end the resync for good
-                log.exception("could not list the ModelDeployments in %s", namespace)
-
-
-@kopf.on.cleanup()
-async def stop(memo: kopf.Memo, **_: Any) -> None:
-    memo.children_resync.cancel()
-    await memo.model_deployments.stop()
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def model_deployment_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
-    memo.model_deployments.observe(copy.deepcopy(event["object"]), event.get("type") == "DELETED")
+register_kind(MODEL_DEPLOYMENT, "model_deployments", build, on_gone=stop_monitoring)

@@ -4,15 +4,12 @@ from the state of the world."""
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import kopf
 
-from aiops.api.common import GROUP, VERSION
 from aiops.api.registry import TRAINING_JOB
 from aiops.builders.training_job import TRAINING_JOB_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
+from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import worker_image
 from aiops.controllers.watches import shared_watches
 from aiops.kube import api_client
@@ -20,11 +17,9 @@ from aiops.rollout.kubeio import KubeIO
 from aiops.trainingrun.reconciler import TrainingJobReconciler
 
 
-@kopf.on.startup()
-async def start(memo: kopf.Memo, **_: Any) -> None:
-    reconciler = TrainingJobReconciler(KubeIO(api_client()), worker_image())
-    memo.training_jobs = ReconcileLoop("TrainingJob", reconciler, shared_nodes(memo))
-    loop = memo.training_jobs
+def build(memo: kopf.Memo) -> ReconcileLoop:
+    loop = ReconcileLoop("TrainingJob", TrainingJobReconciler(KubeIO(api_client()), worker_image()),
+                         shared_nodes(memo))
 
     def child_changed(kind: str, obj: dict) -> None:
         if owner := (obj["metadata"].get("labels") or {}).get(TRAINING_JOB_LABEL):
@@ -32,15 +27,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
 
     shared_watches(memo).on("jobs", child_changed)  # the steps
     shared_watches(memo).on("pods", child_changed)  # their pods
-    memo.training_jobs.start()
-    memo.training_jobs.start_checks(TRAINING_JOB.plural)
+    return loop
 
 
-@kopf.on.cleanup()
-async def stop(memo: kopf.Memo, **_: Any) -> None:
-    await memo.training_jobs.stop()
-
-
-@kopf.on.event(GROUP, VERSION, TRAINING_JOB.plural)
-async def training_job_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
-    memo.training_jobs.observe(copy.deepcopy(event["object"]), event.get("type") == "DELETED")
+register_kind(TRAINING_JOB, "training_jobs", build)

@@ -4,15 +4,12 @@ ingest Jobs and the source ConfigMaps (the shared informers) only enqueue the Ve
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import kopf
 
-from aiops.api.common import GROUP, VERSION
 from aiops.api.registry import VECTOR_INDEX
 from aiops.builders.milvus import VECTOR_INDEX_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
+from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import worker_image
 from aiops.controllers.watches import shared_watches
 from aiops.indexing.reconciler import VectorIndexReconciler
@@ -20,11 +17,9 @@ from aiops.kube import api_client
 from aiops.rollout.kubeio import KubeIO
 
 
-@kopf.on.startup()
-async def start(memo: kopf.Memo, **_: Any) -> None:
-    reconciler = VectorIndexReconciler(KubeIO(api_client()), worker_image())
-    memo.vector_indexes = ReconcileLoop("VectorIndex", reconciler, shared_nodes(memo))
-    loop = memo.vector_indexes
+def build(memo: kopf.Memo) -> ReconcileLoop:
+    loop = ReconcileLoop("VectorIndex", VectorIndexReconciler(KubeIO(api_client()), worker_image()),
+                         shared_nodes(memo))
 
     def child_changed(kind: str, obj: dict) -> None:
         if owner := (obj["metadata"].get("labels") or {}).get(VECTOR_INDEX_LABEL):
@@ -41,15 +36,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     for plural in ("jobs", "pods", "statefulsets"):  # ingest Jobs, Milvus and Job pods, Milvus
         shared_watches(memo).on(plural, child_changed)
     shared_watches(memo).on("configmaps", source_changed)
-    memo.vector_indexes.start()
-    memo.vector_indexes.start_checks(VECTOR_INDEX.plural)
+    return loop
 
 
-@kopf.on.cleanup()
-async def stop(memo: kopf.Memo, **_: Any) -> None:
-    await memo.vector_indexes.stop()
-
-
-@kopf.on.event(GROUP, VERSION, VECTOR_INDEX.plural)
-async def vector_index_changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
-    memo.vector_indexes.observe(copy.deepcopy(event["object"]), event.get("type") == "DELETED")
+register_kind(VECTOR_INDEX, "vector_indexes", build)
