@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aiops.devenv import images
+from aiops.devenv import imagerecipes, images, imagetools
 from aiops.devenv.images import (
     IMAGES,
     BuiltImage,
@@ -46,24 +46,24 @@ def test_mirror_from_deb822_sources_skips_deb_src_and_other_suites():
                            "Types: deb\n# a comment\nURIs: http://mirror.example/debian/\n"
                            "Suites: bookworm bookworm-updates\nComponents: main\n"),
     ]
-    assert images.find_mirror(sources) == "http://mirror.example/debian"
+    assert imagerecipes.find_mirror(sources) == "http://mirror.example/debian"
 
 
 def test_mirror_from_one_line_lists_with_options():
     sources = [("sources.list", "# deb http://old.example/debian bookworm main\n"
                                 "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm main contrib\n")]
-    assert images.find_mirror(sources) == "http://one.example/debian"
+    assert imagerecipes.find_mirror(sources) == "http://one.example/debian"
 
 
 def test_no_mirror_says_what_is_missing():
     with pytest.raises(ImageBuildError, match="no Debian mirror for bookworm"):
-        images.find_mirror([("x.list", "deb http://a.example/debian trixie main\n")])
+        imagerecipes.find_mirror([("x.list", "deb http://a.example/debian trixie main\n")])
 
 
 # ---- build contexts ----------------------------------------------------------------------------
 
 def test_the_repository_context_is_what_the_dockerignore_lets_through():
-    files = images.repo_context()
+    files = imagetools.repo_context()
     assert {"pyproject.toml", "README.md", "operator/aiops/cli.py", "operator/aiops/worker/train.py"} <= set(files)
     assert not [f for f in files if f.startswith("operator/aiops/devenv/")], "no image runs the dev environment"
     assert not [f for f in files if not (f in ("pyproject.toml", "README.md") or f.startswith("operator/"))]
@@ -75,14 +75,14 @@ def test_dockerignore_semantics(tmp_path):
     for name in ("top.txt", "keep/a.py", "keep/sub/b.log", "keep/important.log", "keep/skip/c.py", "gone/d.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
-    assert sorted(images.context_files(tmp_path)) == ["keep/a.py", "keep/important.log"]
+    assert sorted(imagetools.context_files(tmp_path)) == ["keep/a.py", "keep/important.log"]
 
 
 def test_a_context_without_dockerignore_is_every_file(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "b.sh").write_text("x")
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    assert sorted(images.context_files(tmp_path)) == ["Dockerfile", "a/b.sh"]
+    assert sorted(imagetools.context_files(tmp_path)) == ["Dockerfile", "a/b.sh"]
 
 
 # ---- keys --------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def spec_in(tmp_path: Path, **kw) -> ImageSpec:
     (context / "a").write_text("one")
     (context / ".dockerignore").write_text("notes.txt\n")
     return ImageSpec(name="x", ref="localhost/aiops/x:1", dockerfile=context / "Dockerfile",
-                     context=lambda: images.context_files(context), **kw)
+                     context=lambda: imagetools.context_files(context), **kw)
 
 
 def key_of(spec: ImageSpec, bases=None, wheelhouse=None) -> str:
@@ -154,25 +154,25 @@ def test_the_recipe_of_made_files_is_an_input(tmp_path):
 
 
 def test_how_made_files_are_made_is_part_of_their_recipe():
-    assert images.code_digest(images.slim_rootfs) != images.code_digest(images.write_pause_binary)
+    assert imagetools.code_digest(imagerecipes.slim_rootfs) != imagetools.code_digest(imagerecipes.write_pause_binary)
 
 
 def test_the_base_gets_the_release_and_its_updates_from_this_machines_mirrors():
     sources = [("debian.sources", "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm bookworm-updates\n"
                                   "Components: main\n\nTypes: deb\nURIs: http://m.example/debian-security\n"
                                   "Suites: bookworm-security\nComponents: main\n")]
-    text = images.image_apt_sources(sources)
+    text = imagerecipes.image_apt_sources(sources)
     assert "URIs: http://m.example/debian\nSuites: bookworm bookworm-updates\n" in text
     assert "URIs: http://m.example/debian-security\nSuites: bookworm-security\n" in text
-    only_release = images.image_apt_sources([("s.list", "deb http://m.example/debian bookworm main\n")])
+    only_release = imagerecipes.image_apt_sources([("s.list", "deb http://m.example/debian bookworm main\n")])
     assert "Suites: bookworm\n" in only_release and "security" not in only_release
 
 
 def test_the_wheelhouse_key_follows_the_requirements():
-    reqs = images.wheelhouse_requirements()
-    key = images.wheelhouse_key(reqs, "cp311", "x86_64")
-    assert images.wheelhouse_key({**reqs, "resolved": [*reqs["resolved"], "x==1"]}, "cp311", "x86_64") != key
-    assert images.wheelhouse_key(reqs, "cp312", "x86_64") != key
+    reqs = imagetools.wheelhouse_requirements()
+    key = imagetools.wheelhouse_key(reqs, "cp311", "x86_64")
+    assert imagetools.wheelhouse_key({**reqs, "resolved": [*reqs["resolved"], "x==1"]}, "cp311", "x86_64") != key
+    assert imagetools.wheelhouse_key(reqs, "cp312", "x86_64") != key
 
 
 # ---- the registry ------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_build_order_puts_bases_first_once():
 
 
 def test_the_wheelhouse_holds_every_pinned_wheel_the_local_images_fetch():
-    reqs = images.wheelhouse_requirements()
+    reqs = imagetools.wheelhouse_requirements()
     pinned = set()
     for dockerfile in (ROOT / "images").glob("*/Dockerfile"):
         for k, a in dockerfile_steps(dockerfile):
@@ -237,8 +237,8 @@ def test_the_wheelhouse_holds_every_pinned_wheel_the_local_images_fetch():
 
 
 def test_the_base_carries_what_the_images_need_from_debian():
-    assert {"python3", "python3-venv", "python-is-python3", "ca-certificates"} <= set(images.BASE_PACKAGES)
-    assert "libpython3.11" in images.BASE_PACKAGES and "tini" in images.BASE_PACKAGES
+    assert {"python3", "python3-venv", "python-is-python3", "ca-certificates"} <= set(imagerecipes.BASE_PACKAGES)
+    assert "libpython3.11" in imagerecipes.BASE_PACKAGES and "tini" in imagerecipes.BASE_PACKAGES
 
 
 def test_buildah_runs_offline_on_local_bases_with_the_wheelhouse_read_only(tmp_path):
@@ -375,10 +375,10 @@ def test_import_skips_images_containerd_has_with_the_same_config(tmp_path, monke
 def test_an_index_is_followed_to_its_linux_amd64_manifest():
     index = {"manifests": [{"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
                            {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}}]}
-    assert images.manifest_for_platform(index) == "sha256:amd"
+    assert imagetools.manifest_for_platform(index) == "sha256:amd"
     listing = "REF TYPE DIGEST SIZE PLATFORMS LABELS\nlocalhost/aiops/a:1 t sha256:x 1.0 MiB linux/amd64 -\n"
-    assert images.listed_target(listing, "localhost/aiops/a:1") == "sha256:x"
-    assert images.listed_target(listing, "localhost/aiops/a:2") is None
+    assert imagetools.listed_target(listing, "localhost/aiops/a:1") == "sha256:x"
+    assert imagetools.listed_target(listing, "localhost/aiops/a:2") is None
 
 
 def test_an_unknown_ref_names_the_images():
