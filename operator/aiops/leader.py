@@ -57,6 +57,12 @@ class LeaseSettings:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
+    @property
+    def request_timeout(self) -> float:
+        """Seconds one Lease call may take: a black-holed connection must not block the renewer
+        past its deadline (a read and a replace per attempt, both within a quarter of it)."""
+        return max(0.5, min(self.retry_period, self.renew_deadline / 4))
+
     @classmethod
     def for_duration(cls, name: str, namespace: str | None = None, identity: str | None = None,
                      lease_duration: int = 15) -> LeaseSettings:
@@ -104,7 +110,8 @@ class LeaderElector:
     def holder(self) -> str | None:
         """The current holder as the API server has it (None when free or absent)."""
         try:
-            lease = self.api.read_namespaced_lease(self.settings.name, self.settings.namespace)
+            lease = self.api.read_namespaced_lease(self.settings.name, self.settings.namespace,
+                                                  _request_timeout=self.settings.request_timeout)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -115,7 +122,7 @@ class LeaderElector:
         """One attempt: True when this candidate holds the Lease afterwards."""
         s, now = self.settings, _now()
         try:
-            lease = self.api.read_namespaced_lease(s.name, s.namespace)
+            lease = self.api.read_namespaced_lease(s.name, s.namespace, _request_timeout=s.request_timeout)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -139,7 +146,8 @@ class LeaderElector:
         spec.renew_time = now
         lease.spec = spec
         try:  # replace carries metadata.resourceVersion: a concurrent writer makes this a 409
-            written = self.api.replace_namespaced_lease(s.name, s.namespace, lease)
+            written = self.api.replace_namespaced_lease(s.name, s.namespace, lease,
+                                                          _request_timeout=s.request_timeout)
         except ApiException as e:
             if e.status in (409, 404):
                 return False
@@ -156,7 +164,7 @@ class LeaderElector:
             spec=client.V1LeaseSpec(holder_identity=s.identity, lease_duration_seconds=s.lease_duration,
                                     acquire_time=now, renew_time=now, lease_transitions=0))
         try:
-            written = self.api.create_namespaced_lease(s.namespace, body)
+            written = self.api.create_namespaced_lease(s.namespace, body, _request_timeout=s.request_timeout)
         except ApiException as e:
             if e.status == 409:  # another candidate created it first
                 return False
@@ -169,7 +177,7 @@ class LeaderElector:
         """Gives the Lease up if held, so a standby need not wait out the lease duration."""
         s = self.settings
         try:
-            lease = self.api.read_namespaced_lease(s.name, s.namespace)
+            lease = self.api.read_namespaced_lease(s.name, s.namespace, _request_timeout=s.request_timeout)
             if (lease.spec.holder_identity or "") != s.identity:
                 return False
             now = _now()
@@ -177,9 +185,10 @@ class LeaderElector:
             lease.spec.lease_duration_seconds = 1
             lease.spec.renew_time = now
             lease.spec.acquire_time = now
-            self.api.replace_namespaced_lease(s.name, s.namespace, lease)
-        except ApiException as e:
-            log.warning("leader election: could not release lease %s/%s: %s", s.namespace, s.name, e.reason)
+            self.api.replace_namespaced_lease(s.name, s.namespace, lease, _request_timeout=s.request_timeout)
+        except Exception as e:  # ApiException, or the API server not answering in time
+            log.warning("leader election: could not release lease %s/%s: %s", s.namespace, s.name,
+                        getattr(e, "reason", None) or e)
             return False
         log.info("leader election: released lease %s/%s", s.namespace, s.name)
         return True

@@ -5,7 +5,9 @@ test_leader_election.py runs the same code as processes against the real API ser
 from __future__ import annotations
 
 import copy
+import socket
 import threading
+import time
 
 import pytest
 from kubernetes import client
@@ -27,17 +29,17 @@ class FakeLeases:
         self.leases[lease.metadata.name] = copy.deepcopy(lease)
         return copy.deepcopy(lease)
 
-    def read_namespaced_lease(self, name, namespace):
+    def read_namespaced_lease(self, name, namespace, _request_timeout=None):
         if name not in self.leases:
             raise ApiException(status=404)
         return copy.deepcopy(self.leases[name])
 
-    def create_namespaced_lease(self, namespace, body):
+    def create_namespaced_lease(self, namespace, body, _request_timeout=None):
         if body.metadata.name in self.leases:
             raise ApiException(status=409)
         return self._bump(copy.deepcopy(body))
 
-    def replace_namespaced_lease(self, name, namespace, body):
+    def replace_namespaced_lease(self, name, namespace, body, _request_timeout=None):
         if self.leases[name].metadata.resource_version != body.metadata.resource_version:
             raise ApiException(status=409)
         return self._bump(copy.deepcopy(body))
@@ -140,3 +142,24 @@ def test_a_standby_stops_waiting_when_asked():
     settings = LeaseSettings("lease", "ns", "b", lease_duration=2, renew_deadline=1.3, retry_period=0.05)
     assert run_as_leader(settings, lambda flag: pytest.fail("a standby must not operate"), api, stop=stop) == 0
     assert api.leases["lease"].spec.holder_identity == "a"
+
+
+def test_a_black_holed_api_server_costs_the_lease_within_its_deadline():
+    """A connection that is accepted and never answered (a dead node's conntrack, a partition)
+    must not block the renewer: each Lease call has a timeout, so the deadline check runs and
+    the operator stops before a standby can take over."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+    api = client.CoordinationV1Api(client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{hole.getsockname()[1]}")))
+    settings = LeaseSettings.for_duration("lease", "ns", "me", 3)  # renew deadline 2 s, retry 0.4 s
+    done, lost = threading.Event(), threading.Event()
+    started = time.monotonic()
+    threading.Thread(target=LeaderElector(api, settings).keep_renewing, args=(done, lost), daemon=True).start()
+    try:
+        assert lost.wait(settings.lease_duration + 5), "the renewer hung on the black-holed API server"
+        took = time.monotonic() - started
+        assert took < settings.lease_duration, f"lost after {took:.1f}s: a standby could already lead"
+    finally:
+        done.set()
+        hole.close()
