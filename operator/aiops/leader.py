@@ -216,9 +216,10 @@ class LeaderElector:
             stop.wait(s.retry_period * (1 + random.random() * 0.2))  # jitter, as client-go does
         return False
 
-    def keep_renewing(self, done: threading.Event, lost: threading.Event) -> None:
+    def keep_renewing(self, done: threading.Event, lost: threading.Event,
+                      on_lost: Callable[[], None] | None = None) -> None:
         """Renews until `done`; on failing to for renew_deadline (or seeing another holder) sets
-        `lost` and `done`, which stops the operator."""
+        `lost` and `done`, which stops the operator, and calls `on_lost`."""
         s = self.settings
         last_renewed = self.clock()
         while not done.wait(s.retry_period):
@@ -232,6 +233,8 @@ class LeaderElector:
                           f"not renewed for {s.renew_deadline:.1f}s")
                 lost.set()
                 done.set()
+                if on_lost is not None:
+                    on_lost()
                 return
 
 
@@ -282,12 +285,21 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
+def exit_at_once() -> None:
+    """What a process that lost the Lease does: exit now, with queued work, in-flight handlers
+    and cleanup left undone. Kopf's stop flag alone lets queued reconciles go on writing for
+    seconds while the new leader acts; client-go's operators exit the same way."""
+    logging.shutdown()
+    os._exit(1)
+
+
 def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], None],
                   api: client.CoordinationV1Api, health_endpoint: str | None = None,
-                  stop: threading.Event | None = None) -> int:
+                  stop: threading.Event | None = None, on_lost: Callable[[], None] | None = None) -> int:
     """Waits for the Lease, then runs `operate(stop_flag)` (Kopf) while holding it; `stop_flag` is
-    set when the Lease is lost. Returns the process exit code: 0 after a clean stop (Lease
-    released), 1 when leadership was lost.
+    set when the Lease is lost, and `on_lost` called (the operator passes `exit_at_once`).
+    Returns the process exit code: 0 after a clean stop (Lease released), 1 when leadership was
+    lost.
 
     The Lease is released from a Kopf cleanup handler: cleanup runs once Kopf has stopped its
     watchers and handlers, so nothing reconciles any more, and a process that is then slow to
@@ -304,7 +316,8 @@ def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], 
     if not leader:
         return 0
     done, lost = threading.Event(), threading.Event()
-    renewer = threading.Thread(target=elector.keep_renewing, args=(done, lost), name="lease-renewer", daemon=True)
+    renewer = threading.Thread(target=elector.keep_renewing, args=(done, lost, on_lost), name="lease-renewer",
+                               daemon=True)
     handed_over = threading.Lock()
 
     def hand_over() -> None:

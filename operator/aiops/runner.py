@@ -43,6 +43,7 @@ def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = Tru
     from kubernetes import client
 
     from aiops.kube import api_client
-    from aiops.leader import run_as_leader
+    from aiops.leader import exit_at_once, run_as_leader
 
-    return run_as_leader(leader_election, operate, client.CoordinationV1Api(api_client()), liveness)
+    return run_as_leader(leader_election, operate, client.CoordinationV1Api(api_client()), liveness,
+                         on_lost=exit_at_once)

@@ -1,9 +1,10 @@
 """Leader election on the real control plane: several `aiops run --leader-elect` processes, one
 Lease; only the holder runs Kopf and reconciles, a killed leader is replaced within the lease
-duration, and a cleanly stopped one hands over at once."""
+duration, a cleanly stopped one hands over at once, and one that loses the Lease exits at once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -125,6 +126,17 @@ def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(kube, crds_in
         handover = time.monotonic() - stopped_at
         print(f"\ntakeover after a kill: {took:.2f}s (lease {DURATION}s); handover after SIGTERM: {handover:.2f}s")
         assert "released lease" in standby.log
+
+        # A leader that sees another holder exits at once: no queued reconcile writes after that.
+        lease = leases.read_namespaced_lease(LEASE, namespace)
+        lease.spec.holder_identity = "intruder"
+        lease.spec.renew_time = dt.datetime.now(dt.UTC)
+        leases.replace_namespaced_lease(LEASE, namespace, lease)
+        taken_at = time.monotonic()
+        assert third.proc.wait(timeout=DURATION * 2) == 1, third.log[-3000:]
+        exited = time.monotonic() - taken_at
+        assert "lost lease" in third.log and "now held by intruder" in third.log
+        assert exited < DURATION, f"the old leader ran on for {exited:.1f}s after losing the Lease"
     finally:
         for c in candidates:
             c.stop()

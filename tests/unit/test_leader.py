@@ -115,10 +115,11 @@ def test_renewal_failures_past_the_deadline_stop_the_operator():
     settings = LeaseSettings("lease", "ns", "a", lease_duration=2, renew_deadline=0.3, retry_period=0.05)
     a = LeaderElector(api, settings)
     assert a.try_acquire_or_renew()
-    api.replace_namespaced_lease = lambda *args: (_ for _ in ()).throw(ApiException(status=500))
-    done, lost = threading.Event(), threading.Event()
-    a.keep_renewing(done, lost)  # returns once it gives up
+    api.replace_namespaced_lease = lambda *args, **kwargs: (_ for _ in ()).throw(ApiException(status=500))
+    done, lost, exits = threading.Event(), threading.Event(), []
+    a.keep_renewing(done, lost, on_lost=lambda: exits.append(lost.is_set()))  # returns once it gives up
     assert lost.is_set() and done.is_set()
+    assert exits == [True], "the operator's exit_at_once runs once, after the flags are set"
 
 
 def test_run_as_leader_runs_the_work_only_while_leading_and_releases_after():
