@@ -91,6 +91,38 @@ def test_bad_lines_are_counted_and_do_not_stop_the_run(milvus, embedder, spec, s
     write_jsonl(source, kept)
 
 
+def test_a_line_without_an_id_holds_deletions_and_an_empty_source_deletes_nothing(milvus, embedder, corpus,
+                                                                                   tmp_path):
+    """Deletion never rests on a source that cannot be fully read: while a line that is not JSON
+    (whose id is unknown) or an unreadable file is there, missing documents keep their vectors;
+    a source with no documents at all deletes nothing unless the spec allows it."""
+    from aiops.vectors.ingest import SourceEmpty
+
+    name = "ingest_guarded"
+    if milvus.has_collection(name):
+        milvus.drop_collection(name)
+    spec = make_spec(name)[0]
+    source = write_jsonl(tmp_path / "docs.jsonl", corpus[:20])
+    assert run_ingest(milvus, spec, source.parent, embedder=embedder).embedded == 20
+
+    write_jsonl(source, corpus[:15])
+    source.write_text(source.read_text() + '{"id": "' + corpus[17]["id"] + '", "text": broken\n')  # doc 17's line
+    held = run_ingest(milvus, spec, source.parent, embedder=embedder)
+    assert (held.deleted, held.deletions_held, held.failed) == (0, 5, 1)
+    assert held.to_json()["deletionsHeld"] == 5 and store.count_rows(milvus, name) == 20
+    write_jsonl(source, corpus[:15])  # the line is fixed (doc 17 really left): now they go
+    assert run_ingest(milvus, spec, source.parent, embedder=embedder).deleted == 5
+
+    source.write_text("")
+    with pytest.raises(SourceEmpty, match="15 are stored"):
+        run_ingest(milvus, spec, source.parent, embedder=embedder)
+    assert store.count_rows(milvus, name) == 15
+    allowed = make_spec(name, source={"configMap": {"name": "docs"}, "allowEmpty": True})[0]
+    assert run_ingest(milvus, allowed, source.parent, embedder=embedder).deleted == 15
+    assert store.count_rows(milvus, name) == 0
+    milvus.drop_collection(name)
+
+
 def test_search_finds_the_expected_neighbours(milvus, embedder, corpus):
     """A document's own text finds it first; a query in other words finds the passage that says it."""
     probes = [corpus[i] for i in range(0, CORPUS_SIZE - 25, 97)]

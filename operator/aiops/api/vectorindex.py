@@ -283,6 +283,12 @@ class DocumentSource(OneOf):
     delete_missing: bool = Field(
         default=True, description="Remove vectors of documents no longer in the source."
     )
+    allow_empty: bool = Field(
+        default=False,
+        description="Let a source with no documents at all delete every stored vector. Off: such an ingest "
+        "fails with SourceEmpty and the index keeps serving (an emptied ConfigMap key or a volume mounted "
+        "empty looks the same as a cleared source).",
+    )
 
 
 class Ingest(SpecModel):
@@ -379,6 +385,12 @@ class DocumentCounts(StatusModel):
     )
     deleted: int = Field(
         default=0, ge=0, description="Vectors removed because the document left the source."
+    )
+    deletions_held: int = Field(
+        default=0,
+        ge=0,
+        description="Vectors of documents missing from the source that were kept: a line that is not JSON "
+        "or a file that could not be read may hold them; removed once every line reads.",
     )
 
 

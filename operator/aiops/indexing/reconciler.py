@@ -262,8 +262,10 @@ class VectorIndexReconciler:
                 run["durationSeconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3)
             failed = result.get("failed") or 0
             total = result.get("total") or 0
+            held = result.get("deletionsHeld") or 0
             ctx.status["documents"] = {"total": total, "ingested": max(total - failed, 0), "pending": 0,
-                                       "failed": failed, "deleted": result.get("deleted") or 0}
+                                       "failed": failed, "deleted": result.get("deleted") or 0,
+                                       "deletionsHeld": held}
             if result.get("sourceChecksum"):
                 ctx.status["sourceChecksum"] = result["sourceChecksum"]
             index = {k: v for k, v in (result.get("index") or {}).items()
@@ -274,7 +276,8 @@ class VectorIndexReconciler:
                 ctx.status["index"] = {**(ctx.status.get("index") or {}), **index}
             message = (f"{total} documents: {result.get('embedded', 0)} embedded, {result.get('skipped', 0)} "
                        f"unchanged, {result.get('deleted', 0)} deleted, {failed} failed"
-                       + (f" ({result['documentsPerSecond']:.0f} docs/s)" if result.get("documentsPerSecond") else ""))
+                       + (f" ({result['documentsPerSecond']:.0f} docs/s)" if result.get("documentsPerSecond") else "")
+                       + (f"; {held} deletions held until every line reads" if held else ""))
             ctx.condition("Ingested", True, "IngestSucceeded", message[0].upper() + message[1:] + ".")
             ctx.event("Normal" if not failed else "Warning", "IngestSucceeded", message)
             metrics.VECTOR_DOCUMENTS.labels(namespace=ctx.namespace, name=ctx.name).set(total - failed)

@@ -41,6 +41,7 @@ class IngestResult:
     embedded: int = 0
     skipped: int = 0
     deleted: int = 0
+    deletions_held: int = 0  # ids missing from the source, kept because a bad line may hold them
     failed: int = 0
     duration_seconds: float = 0.0
     documents_per_second: float = 0.0
@@ -52,7 +53,8 @@ class IngestResult:
 
     def to_json(self) -> dict:
         out = {"ok": True, "total": self.total, "embedded": self.embedded, "skipped": self.skipped,
-               "deleted": self.deleted, "failed": self.failed, "durationSeconds": round(self.duration_seconds, 3),
+               "deleted": self.deleted, "deletionsHeld": self.deletions_held, "failed": self.failed,
+               "durationSeconds": round(self.duration_seconds, 3),
                "documentsPerSecond": round(self.documents_per_second, 2), "sourceChecksum": self.source_checksum,
                "collection": self.collection, "rows": self.rows}
         if self.failures:
@@ -62,6 +64,12 @@ class IngestResult:
             out["index"] = {"type": self.index.type, "state": self.index.state, "rebuilt": self.index.rebuilt,
                             "params": {k: v for k, v in list(self.index.params.items())[:8]}}
         return out
+
+
+class SourceEmpty(RuntimeError):
+    """The source has no documents at all while the collection holds some: an emptied ConfigMap
+    key, a volume mounted empty and a source deliberately cleared read the same, so deleting
+    everything waits for `source.allowEmpty: true`."""
 
 
 class NothingValid(RuntimeError):
@@ -111,7 +119,7 @@ def embed_and_upsert(client, name: str, todo: list[Document], embedder,
 
 def run_ingest(client, spec: VectorIndexSpec, source: Path, embedder=None,
                on_batch: Callable[[int, int], None] | None = None) -> IngestResult:
-    """The whole run; raises store.StoreError, NothingValid, documents.SourceError,
+    """The whole run; raises store.StoreError, SourceEmpty, NothingValid, documents.SourceError,
     embedder.ModelNotFound for the worker to report. `embedder`: an aiops.vectors.embedder.Embedder
     (made from the spec when None; pass one to reuse a loaded model)."""
     started = time.monotonic()
@@ -128,8 +136,19 @@ def run_ingest(client, spec: VectorIndexSpec, source: Path, embedder=None,
     if index.state == "Failed":
         raise store.StoreError("IndexFailed", index.message)
     stored = store.stored_hashes(client, name)
+    if stored and not parsed.documents and not parsed.bad and spec.source.delete_missing \
+            and not spec.source.allow_empty:
+        raise SourceEmpty(f"the source has no documents while {len(stored)} are stored; deleting them all "
+                          "needs source.allowEmpty: true (an emptied ConfigMap key or a volume mounted empty "
+                          "reads the same as a cleared source)")
     todo, gone = plan(parsed.documents, stored, spec.source.delete_missing,
                       {b.id for b in parsed.bad if b.id is not None})
+    held = 0
+    anonymous = [b for b in parsed.bad if b.id is None]  # an unreadable file, a line that is not JSON
+    if gone and anonymous:
+        held, gone = len(gone), []
+        log.warning("ingest %s: %d deletions held until every line reads: %s (%s) may hold those documents",
+                    name, held, anonymous[0].where, anonymous[0].reason)
     log.info("ingest %s: %d documents, %d stored, %d to embed, %d to delete, %d bad",
              name, len(parsed.documents), len(stored), len(todo), len(gone), len(parsed.bad))
     embed_started = time.monotonic()
@@ -150,7 +169,8 @@ def run_ingest(client, spec: VectorIndexSpec, source: Path, embedder=None,
     client.flush(name)
     client.load_collection(name)
     return IngestResult(total=len(parsed.documents) + len(parsed.bad), embedded=embedded,
-                        skipped=len(parsed.documents) - len(todo), deleted=deleted, failed=len(parsed.bad),
+                        skipped=len(parsed.documents) - len(todo), deleted=deleted, deletions_held=held,
+                        failed=len(parsed.bad),
                         duration_seconds=time.monotonic() - started,
                         documents_per_second=embedded / embed_seconds if embedded and embed_seconds > 0 else 0.0,
                         source_checksum=checksum, collection=name, rows=store.count_rows(client, name),

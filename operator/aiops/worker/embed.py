@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
 def ingest(spec: VectorIndexSpec, source: Path, args: argparse.Namespace) -> dict:
     from aiops.vectors.documents import SourceError
     from aiops.vectors.embedder import DeviceUnavailable, ModelNotFound
-    from aiops.vectors.ingest import NothingValid, run_ingest
+    from aiops.vectors.ingest import NothingValid, SourceEmpty, run_ingest
     from aiops.vectors.store import StoreError
 
     try:
@@ -142,6 +142,8 @@ def ingest(spec: VectorIndexSpec, source: Path, args: argparse.Namespace) -> dic
         return failure("SourceNotFound", str(exc))
     except NothingValid as exc:
         return failure("NoValidDocuments", str(exc))
+    except SourceEmpty as exc:
+        return failure("SourceEmpty", str(exc))
     except ModelNotFound as exc:
         return failure("ModelNotFound", str(exc))
     except DeviceUnavailable as exc:
