@@ -253,6 +253,10 @@ INVALID = [
         "should match",
     ),
     ("VectorIndex", {"spec.ingest.schedule": "every hour"}, "spec.ingest.schedule", "should match"),
+    # A data key becomes a volume item path: one that could leave the volume never gets that far.
+    ("VectorIndex", {"spec.source.configMap.key": "../etc"}, "spec.source.configMap.key", "should match"),
+    ("TrainingJob", {"spec.dataset.source.configMap.key": ".."}, "spec.dataset.source.configMap.key",
+     "should match"),
     (
         "VectorIndex",
         {"spec.optimization.recall.minRecall": 1.5},

@@ -161,6 +161,8 @@ def apply_schema_defaults(node: dict, value: dict) -> dict:
         ({"model": {"name": "bad name", "version": 1}}, "model.name"),
         ({"healthCheck": {"periodSecond": 5}}, "healthCheck.periodSecond"),
         ({"health_check": {}}, "health_check"),
+        ({"validation": {"validationSet": {"configMap": "rows", "key": "../x"}}}, "validation.validationSet.key"),
+        ({"validation": {"validationSet": {"configMap": "rows", "key": ".."}}}, "validation.validationSet.key"),
     ],
 )
 def test_model_deployment_rejects_what_the_api_server_rejects(change, where):

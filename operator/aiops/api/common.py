@@ -48,6 +48,10 @@ RESOURCE_NAME = (
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 ENV_VAR_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# A ConfigMap or Secret key as the API server allows it (alphanumerics, "-", "_", "."; not "." or
+# ".." and not starting with ".."): a key used as a volume item path can then never leave the
+# volume, and a key the API server would refuse is refused at apply, not on every reconcile.
+DATA_KEY = r"^(\.[-_a-zA-Z0-9][-._a-zA-Z0-9]*|[-_a-zA-Z0-9][-._a-zA-Z0-9]*)$"
 # A non-negative Kubernetes quantity ("64Gi", "500m", "1.5", "2e3").
 QUANTITY = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -243,14 +247,14 @@ class SecretKeyRef(SpecModel):
     """A key in a Secret of the same namespace."""
 
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the Secret.")
-    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
+    key: str = Field(pattern=DATA_KEY, max_length=253, description="Key within the Secret.")
 
 
 class ConfigMapKeyRef(SpecModel):
     """A key in a ConfigMap of the same namespace."""
 
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the ConfigMap.")
-    key: str = Field(min_length=1, max_length=253, description="Key within the ConfigMap.")
+    key: str = Field(pattern=DATA_KEY, max_length=253, description="Key within the ConfigMap.")
 
 
 class EnvVarSource(OneOf):

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from aiops.api.common import (
+    DATA_KEY,
     DEFAULT_GPU_RESOURCE,
     DNS_SUBDOMAIN,
     MODEL_NAME,
@@ -186,7 +187,7 @@ class ValidationSet(SpecModel):
         pattern=DNS_SUBDOMAIN, max_length=253, description="ConfigMap holding the set."
     )
     key: str = Field(
-        default="samples.jsonl", min_length=1, max_length=253, description="Key in the ConfigMap."
+        default="samples.jsonl", pattern=DATA_KEY, max_length=253, description="Key in the ConfigMap."
     )
 
 

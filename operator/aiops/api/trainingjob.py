@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, StrictInt, WithJsonSchema
 
 from aiops.api.common import (
+    DATA_KEY,
     DEFAULT_SHARED_GPU_RESOURCE,
     DNS_SUBDOMAIN,
     MODEL_NAME,
@@ -71,7 +72,7 @@ class ConfigMapData(SpecModel):
 
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the ConfigMap.")
     key: str | None = Field(
-        default=None, min_length=1, max_length=253, description="Only this key; unset: all keys."
+        default=None, pattern=DATA_KEY, max_length=253, description="Only this key; unset: all keys."
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from aiops.api.common import (
+    DATA_KEY,
     DEFAULT_SHARED_GPU_RESOURCE,
     DNS_SUBDOMAIN,
     ImagePullPolicy,
@@ -137,14 +138,14 @@ class MilvusCredentials(SpecModel):
         pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the Secret."
     )
     username_key: str = Field(
-        default="username", min_length=1, max_length=253, description="Key of the user name."
+        default="username", pattern=DATA_KEY, max_length=253, description="Key of the user name."
     )
     password_key: str = Field(
-        default="password", min_length=1, max_length=253, description="Key of the password."
+        default="password", pattern=DATA_KEY, max_length=253, description="Key of the password."
     )
     token_key: str | None = Field(
         default=None,
-        min_length=1,
+        pattern=DATA_KEY,
         max_length=253,
         description="Key of an API token; used instead of user name and password when set.",
     )
@@ -254,7 +255,7 @@ class ConfigMapDocuments(SpecModel):
 
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the ConfigMap.")
     key: str | None = Field(
-        default=None, min_length=1, max_length=253, description="Only this key; unset: all keys."
+        default=None, pattern=DATA_KEY, max_length=253, description="Only this key; unset: all keys."
     )
 
 
