@@ -229,9 +229,11 @@ class VectorIndexReconciler:
         job_name = ingest_job_name(ctx.name, key)
         job, pods = await self.kube.read_job(ctx.namespace, job_name)
         if job is None:
-            await self.kube.create_if_missing(owned_by(build_ingest_configmap(ctx.name, spec, key), ctx.obj))
-            await self.kube.create_if_missing(owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image),
-                                                       ctx.obj))
+            # The run's spec ConfigMap belongs to its Job, so pruning the Job takes it along (the
+            # Job's pod waits in the kubelet for the ConfigMap it mounts).
+            created = await self.kube.create_or_read(
+                owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image), ctx.obj))
+            await self.kube.create_if_missing(owned_by(build_ingest_configmap(ctx.name, spec, key), created))
             ctx.status["lastIngest"] = {**{k: v for k, v in last.items() if k in ("completionTime",)},
                                         "job": job_name, "key": key, "startTime": now_iso(), "outcome": "Running"}
             ctx.event("Normal", "IngestStarted", f"Started ingest Job {job_name}")

@@ -166,6 +166,20 @@ class KubeIO:
     async def create_if_missing(self, obj: dict) -> None:
         await self._send_unless(409, "POST", path(obj["kind"], obj["metadata"]["namespace"]), obj)
 
+    async def create_or_read(self, obj: dict) -> dict:
+        """Creates `obj`, or reads it when it exists already; returns it as the API server has it
+        (with its uid, for what is to be owned by it)."""
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        try:
+            return orjson.loads(await self.api.request("POST", path(obj["kind"], ns), obj))
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        found = await self._get(path(obj["kind"], ns, name))
+        if found is None:  # deleted between the two calls: the next pass creates it again
+            raise ApiException(status=409, reason=f"{obj['kind']} {ns}/{name} went away while it was created")
+        return found
+
     async def apply_deployment(self, obj: dict, existing: dict | None) -> None:
         """Creates the Deployment, or replaces its spec when our template revision changed."""
         ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
