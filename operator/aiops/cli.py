@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from aiops.controllers.settings import validation_job_ttl
+    from aiops.controllers.settings import step_job_ttl, validation_job_ttl
     from aiops.leader import LeaderElectionError, LeaseSettings
     from aiops.runner import run_operator
 
@@ -19,6 +19,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lease = LeaseSettings.for_duration(args.lease_name, args.lease_namespace, lease_duration=args.lease_duration) \
             if args.leader_elect else None
         validation_job_ttl()  # settings from the environment: wrong ones stop the start, not a reconcile
+        step_job_ttl()
     except (LeaderElectionError, ValueError) as e:
         print(f"aiops: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import yaml
 
 from aiops.api.trainingjob import TrainingJobSpec
@@ -135,3 +136,18 @@ def test_quality_gate_failure_with_register_nothing_fails_in_evaluation_with_the
                    "qualityDrop": 0.1}, 1)
     assert step_state(status, "Optimization") == "Succeeded" and step_state(status, "Evaluation") == "Failed"
     assert status["qualityDrop"] == 0.1 and status["metricsAfter"] == {"accuracy": 0.8}
+
+
+def test_finished_step_jobs_are_left_to_kubernetes_ttl(monkeypatch):
+    from aiops.controllers.settings import step_job_ttl
+
+    assert "ttlSecondsAfterFinished" not in build_step_job("tj", spec(), "data", "h1", "img:1")["spec"]
+    job = build_step_job("tj", spec(), "register", "h1", "img:1", dataset_version="v1", run="r1", ttl_seconds=900)
+    assert job["spec"]["ttlSecondsAfterFinished"] == 900
+    monkeypatch.delenv("AIOPS_STEP_JOB_TTL_SECONDS", raising=False)
+    assert step_job_ttl() == 86400
+    monkeypatch.setenv("AIOPS_STEP_JOB_TTL_SECONDS", "10")
+    assert step_job_ttl() == 60  # never before the operator saw the Job end
+    monkeypatch.setenv("AIOPS_STEP_JOB_TTL_SECONDS", "a day")
+    with pytest.raises(ValueError, match="AIOPS_STEP_JOB_TTL_SECONDS must be a whole number"):
+        step_job_ttl()

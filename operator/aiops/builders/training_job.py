@@ -143,8 +143,10 @@ def _resources(spec: TrainingJobSpec, step: str) -> dict:
 
 
 def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, image: str,
-                   dataset_version: str | None = None, run: str | None = None) -> dict:
-    """The Job of one step; its container writes its JSON result as the termination message."""
+                   dataset_version: str | None = None, run: str | None = None,
+                   ttl_seconds: int | None = None) -> dict:
+    """The Job of one step; its container writes its JSON result as the termination message.
+    `ttl_seconds`: how long the finished Job stays (its result is in status by then)."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}")
     name = step_job_name(tj_name, step, digest)
@@ -182,4 +184,5 @@ def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, 
     # Training resumes from checkpoints, so its retries are worth it; the other steps are
     # deterministic (a bad dataset fails the same way twice) and get one retry for infrastructure.
     return worker_job(name, labels, container, volumes, backoff_limit=spec.backoff_limit if step == "train" else 1,
-                      active_deadline_seconds=spec.active_deadline_seconds if step == "train" else None)
+                      active_deadline_seconds=spec.active_deadline_seconds if step == "train" else None,
+                      ttl_seconds_after_finished=ttl_seconds)

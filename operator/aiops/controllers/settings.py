@@ -13,20 +13,34 @@ GROUP = "aiops.dev"
 OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # what the child informers watch
 DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-worker:0.1.0"  # the Dockerfile's worker target
 VALIDATION_JOB_TTL_SECONDS = 3600
-MIN_VALIDATION_JOB_TTL_SECONDS = 60
+STEP_JOB_TTL_SECONDS = 86400
+MIN_JOB_TTL_SECONDS = 60
+
+
+def _job_ttl(variable: str, default: int) -> int:
+    """Seconds from AIOPS_*_TTL_SECONDS; at least a minute, so a Job is never deleted before the
+    operator saw it end."""
+    raw = os.environ.get(variable, "")
+    try:
+        seconds = int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{variable} must be a whole number of seconds, not {raw!r}") from None
+    return max(seconds, MIN_JOB_TTL_SECONDS)
 
 
 def validation_job_ttl() -> int:
     """How long a finished validation Job and its pod stay (AIOPS_VALIDATION_JOB_TTL_SECONDS,
     default an hour) before Kubernetes deletes them: time enough to read their logs, and no pile
     of one Job per version. The verdict is in the status by then; a Job gone before it was read is
-    simply run again. At least a minute, so a Job is never deleted before the operator saw it end."""
-    raw = os.environ.get("AIOPS_VALIDATION_JOB_TTL_SECONDS", "")
-    try:
-        seconds = int(raw) if raw else VALIDATION_JOB_TTL_SECONDS
-    except ValueError:
-        raise ValueError(f"AIOPS_VALIDATION_JOB_TTL_SECONDS must be a whole number of seconds, not {raw!r}") from None
-    return max(seconds, MIN_VALIDATION_JOB_TTL_SECONDS)
+    simply run again."""
+    return _job_ttl("AIOPS_VALIDATION_JOB_TTL_SECONDS", VALIDATION_JOB_TTL_SECONDS)
+
+
+def step_job_ttl() -> int:
+    """How long a finished TrainingJob step Job and its pod stay (AIOPS_STEP_JOB_TTL_SECONDS,
+    default a day): each step's result is in status once its Job ends, so nothing needs the Job
+    after that but `kubectl logs`; without a TTL every run left four Jobs behind for good."""
+    return _job_ttl("AIOPS_STEP_JOB_TTL_SECONDS", STEP_JOB_TTL_SECONDS)
 
 
 def worker_image() -> str:

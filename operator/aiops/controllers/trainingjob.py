@@ -10,7 +10,7 @@ from aiops.api.registry import TRAINING_JOB
 from aiops.builders.training_job import TRAINING_JOB_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
-from aiops.controllers.settings import worker_image
+from aiops.controllers.settings import step_job_ttl, worker_image
 from aiops.controllers.watches import shared_watches
 from aiops.kube import api_client
 from aiops.rollout.kubeio import KubeIO
@@ -18,8 +18,8 @@ from aiops.trainingrun.reconciler import TrainingJobReconciler
 
 
 def build(memo: kopf.Memo) -> ReconcileLoop:
-    loop = ReconcileLoop("TrainingJob", TrainingJobReconciler(KubeIO(api_client()), worker_image()),
-                         shared_nodes(memo))
+    reconciler = TrainingJobReconciler(KubeIO(api_client()), worker_image(), step_job_ttl())
+    loop = ReconcileLoop("TrainingJob", reconciler, shared_nodes(memo))
 
     def child_changed(kind: str, obj: dict) -> None:
         if owner := (obj["metadata"].get("labels") or {}).get(TRAINING_JOB_LABEL):

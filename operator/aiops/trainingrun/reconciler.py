@@ -46,9 +46,10 @@ PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why
 
 
 class TrainingJobReconciler:
-    def __init__(self, kube: KubeIO, worker_image: str):
+    def __init__(self, kube: KubeIO, worker_image: str, step_job_ttl: int | None = None):
         self.kube = kube
         self.worker_image = worker_image
+        self.step_job_ttl = step_job_ttl  # seconds a finished step Job stays
 
     async def reconcile(self, tj: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
         """Returns (seconds until the next look, the object as written back or None)."""
@@ -125,7 +126,8 @@ class TrainingJobReconciler:
             if step != "data":
                 run = status.get("run") or run_id(digest, dataset or "")
                 status["run"] = run
-            body = build_step_job(name, spec, step, digest, self.worker_image, dataset_version=dataset, run=run)
+            body = build_step_job(name, spec, step, digest, self.worker_image, dataset_version=dataset, run=run,
+                                  ttl_seconds=self.step_job_ttl)
             await self.kube.create_if_missing(owned_by(body, tj))
             for step_name in STEP_NAMES[step]:
                 set_step(status, step_name, "Running", now, f"Job {job_name} started")
