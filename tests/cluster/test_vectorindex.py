@@ -125,3 +125,31 @@ def test_a_milvus_pod_the_scheduler_cannot_place_says_why(kube, namespace, opera
 
     ready = wait_for(unplaced, timeout=60, what="MilvusReady=False InsufficientMemory")
     assert ready["status"] == "False" and "Insufficient memory" in ready["message"], ready
+
+
+def test_an_object_of_the_same_name_that_is_not_ours_is_never_used(kube, namespace, operator, wait_for):
+    """A Service named like the managed Milvus's, made by someone else (it could route the index's
+    documents to their own server): the operator neither uses nor changes it, says so, and makes
+    no Milvus behind it."""
+    cm, vi = example_docs()
+    kube.core.create_namespaced_config_map(namespace, cm)
+    name = vi["metadata"]["name"]
+    foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{name}-milvus"},
+               "spec": {"selector": {"app": "elsewhere"}, "ports": [{"name": "grpc", "port": 19530}]}}
+    kube.core.create_namespaced_service(namespace, foreign)
+    custom = client.CustomObjectsApi(kube.api_client)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", vi)
+
+    def refused():
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", name)
+        c = condition(obj, "MilvusReady") or {}
+        return c if c.get("reason") == "NameTaken" else None
+
+    taken = wait_for(refused, timeout=60, what="MilvusReady=False NameTaken")
+    assert taken["status"] == "False" and f"Service {name}-milvus already exists" in taken["message"], taken
+    service = kube.core.read_namespaced_service(f"{name}-milvus", namespace)
+    assert service.spec.selector == {"app": "elsewhere"} and not service.metadata.owner_references
+    sets = client.AppsV1Api(kube.api_client).list_namespaced_stateful_set(namespace).items
+    assert sets == [], "no Milvus is made behind a Service that is not ours"
+    events = kube.core.list_namespaced_event(namespace, field_selector="reason=NameTaken").items
+    assert len(events) == 1

@@ -94,13 +94,14 @@ denied request and on a rule nothing used, apart from a short commented allowlis
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
 # ConfigMaps: Job specs, Milvus configuration, and the documents/data a VectorIndex or TrainingJob
-# reads (watched, so an edited source triggers an ingest); Services: Triton and Milvus.
+# reads (watched, so an edited source triggers an ingest); Services: Triton and Milvus (read to
+# see that a Milvus Service of that name is ours before using it).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 # Credentials of an external Milvus (VectorIndex spec.milvus secret reference): read only.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -134,9 +134,14 @@ class VectorIndexReconciler:
             return uri
         objects = [build_milvus_configmap(ctx.name, spec), build_milvus_service(ctx.name),
                    build_milvus_statefulset(ctx.name, spec)]
-        for obj in objects:
-            obj["metadata"].setdefault("annotations", {})[TEMPLATE_HASH] = _template_hash(obj)
-            await self._apply(ctx, owned_by(obj, ctx.obj))
+        try:
+            for obj in objects:
+                obj["metadata"].setdefault("annotations", {})[TEMPLATE_HASH] = _template_hash(obj)
+                await self._apply(ctx, owned_by(obj, ctx.obj))
+        except ProbeError as e:
+            if ctx.condition("MilvusReady", False, e.reason, str(e) + "."):
+                ctx.event("Warning", e.reason, str(e))
+            return None
         uri = milvus_uri(ctx.name, ctx.namespace)
         ctx.status["milvusUri"] = uri
         sts = await self.kube.read("StatefulSet", ctx.namespace, milvus_name(ctx.name))
@@ -157,14 +162,19 @@ class VectorIndexReconciler:
         return None
 
     async def _apply(self, ctx: Pass, obj: dict) -> None:
-        """Creates the object, or brings its spec/data in line when our template of it changed."""
+        """Creates the object, or brings its spec/data in line when our template of it changed.
+        An object of that name that this VectorIndex does not own is never touched (NameTaken)."""
         kind, name = obj["kind"], obj["metadata"]["name"]
-        if kind == "Service":  # selector and ports never change for a given name
-            await self.kube.create_if_missing(obj)
-            return
         existing = await self.kube.read(kind, ctx.namespace, name)
         if existing is None:
             await self.kube.create_if_missing(obj)
+            return
+        uid = ctx.obj["metadata"].get("uid")
+        if not any(ref.get("uid") == uid for ref in existing["metadata"].get("ownerReferences") or []):
+            raise ProbeError("NameTaken", f"{kind} {name} already exists and does not belong to this VectorIndex; "
+                             "the operator never changes what it does not own: delete or rename that object, "
+                             "or rename the VectorIndex")
+        if kind == "Service":  # selector and ports never change for a given name
             return
         wanted = obj["metadata"]["annotations"][TEMPLATE_HASH]
         if (existing["metadata"].get("annotations") or {}).get(TEMPLATE_HASH) == wanted:
