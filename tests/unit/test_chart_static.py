@@ -332,8 +332,9 @@ def test_kustomize_renders_the_same_objects_as_the_chart(tools):
     for key, obj in chart.items():
         got = rendered[key]
         if key[0] == "CustomResourceDefinition":  # plus the Argo CD sync wave that puts them first
-            assert got["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-2"
-            got = {**got, "metadata": {k: v for k, v in got["metadata"].items() if k != "annotations"}}
+            annotations = dict(got["metadata"]["annotations"])
+            assert annotations.pop("argocd.argoproj.io/sync-wave") == "-2"
+            got = {**got, "metadata": {**got["metadata"], "annotations": annotations}}
         assert got == obj, f"{key} differs between deploy/ and the chart"
 
 

@@ -680,3 +680,12 @@ def test_semantic_validation_never_raises_on_what_the_schema_accepts(info):
             assert problem.message.strip()
 
     check()
+
+
+
+def test_no_tool_deletes_the_crds_and_with_them_every_custom_resource():
+    """Argo CD (Application deleted, or the CRD gone from Git) and Helm keep the CRDs."""
+    for crd in crds.build_crds():
+        annotations = crd["metadata"]["annotations"]
+        assert annotations["argocd.argoproj.io/sync-options"] == "Prune=false,Delete=false"
+        assert annotations["helm.sh/resource-policy"] == "keep"

@@ -66,6 +66,13 @@ def build_crd(info: KindInfo) -> dict[str, Any]:
                 "app.kubernetes.io/name": "aiops-operator",
                 "app.kubernetes.io/part-of": "aiops-operator",
             },
+            # Deleting a CRD deletes every object of its kind, and with them the Triton servers,
+            # Milvus and the training workspaces they own: no tool deletes these on its own.
+            # Argo CD keeps them when the Application is deleted or they leave Git; Helm keeps them.
+            "annotations": {
+                "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+                "helm.sh/resource-policy": "keep",
+            },
         },
         "spec": {
             "group": GROUP,
