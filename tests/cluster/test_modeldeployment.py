@@ -424,3 +424,29 @@ def test_a_version_not_yet_registered_is_awaited_not_rejected(kube, namespace, o
     obj = wait_for(serving(mds, "later", 1), timeout=120, what="version 1 serving once it exists")
     assert obj["status"]["history"][0]["outcome"] == "Serving"
     assert apps.read_namespaced_deployment("later-triton", namespace).spec.replicas == 1
+
+
+def test_a_deployment_of_the_same_name_that_is_not_ours_is_never_taken_over(kube, namespace, operator, wait_for,
+                                                                               repo):
+    """Someone else's Deployment named like the Triton one (with our labels even, so the watch
+    sees it): the version is rejected with NameTaken, and that Deployment is left as it was."""
+    apps = client.AppsV1Api(kube.api_client)
+    labels = {"app": "theirs", "aiops.dev/modeldeployment": "taken", "app.kubernetes.io/managed-by": "aiops-operator"}
+    apps.create_namespaced_deployment(namespace, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "taken-triton", "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "theirs"}},
+                 "template": {"metadata": {"labels": {"app": "theirs"}},
+                              "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}})
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("taken", repo, 1))
+
+    def rejected():
+        o = mds.get("taken")
+        return o if (condition(o, "Ready") or {}).get("reason") == "NameTaken" else None
+
+    obj = wait_for(rejected, timeout=120, what="Ready=False NameTaken")
+    assert obj["status"]["phase"] == "Failed" and "Deployment taken-triton already exists" in \
+        condition(obj, "Ready")["message"]
+    theirs = apps.read_namespaced_deployment("taken-triton", namespace)
+    assert theirs.spec.template.spec.containers[0].image == "theirs:1" and not theirs.metadata.owner_references
+    assert theirs.spec.replicas == 1, "scaled by the operator"

@@ -37,6 +37,23 @@ def deployment_ref(ctx: Ctx) -> dict:
     return {"metadata": {"name": child_name(ctx.name, "triton"), "namespace": ctx.namespace}}
 
 
+def owned(ctx: Ctx, obj: dict) -> bool:
+    """Whether this ModelDeployment owns `obj`."""
+    uid = ctx.md["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def check_owned(ctx: Ctx, obj: dict | None) -> None:
+    """Raises NameTaken for an object of our child's name that this ModelDeployment does not own:
+    the operator never changes it, and never routes or loads through it."""
+    if obj is None:
+        return
+    if not owned(ctx, obj):
+        raise RolloutFailed("NameTaken", f"{obj.get('kind', 'object')} {obj['metadata']['name']} already exists and "
+                            "does not belong to this ModelDeployment; the operator never changes what it does "
+                            "not own: delete or rename that object, or rename the ModelDeployment")
+
+
 def current_pods(world: World, revision: str) -> list[dict]:
     return [p for p in world.pods if not p["metadata"].get("deletionTimestamp")
             and (p["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION) == revision]
@@ -75,7 +92,8 @@ class Deploy:
                 return CAPACITY_POLL  # node and pod events wake us sooner
             desired, revision = desired_deployment(ctx, spec, surge)
             rollout["templateChanged"] = current is not None and current_rev != revision
-            await self.kube.apply_deployment(desired, current)
+            check_owned(ctx, current)
+            check_owned(ctx, await self.kube.apply_deployment(desired, current))
             rollout.pop("waitReason", None)
             ctx.condition("ResourcesAvailable", True, "ResourcesFit", message)
             if rollout["step"] != "Deploying":
@@ -104,7 +122,7 @@ class Deploy:
             # Made only now that there is a server to route to: while pods start, a Service has
             # the endpoint controllers rewrite its Endpoints and EndpointSlice on every pod change
             # (7 writes per object in bench_reconcile), and a failed first version never gets one.
-            await self.kube.create_if_missing(owned_by(build_triton_service(ctx.name), ctx.md))
+            check_owned(ctx, await self.kube.create_or_read(owned_by(build_triton_service(ctx.name), ctx.md)))
         ctx.step("Loading", "Deploying")
         return 0.0
 

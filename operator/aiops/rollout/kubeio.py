@@ -180,14 +180,16 @@ class KubeIO:
             raise ApiException(status=409, reason=f"{obj['kind']} {ns}/{name} went away while it was created")
         return found
 
-    async def apply_deployment(self, obj: dict, existing: dict | None) -> None:
-        """Creates the Deployment, or replaces its spec when our template revision changed."""
+    async def apply_deployment(self, obj: dict, existing: dict | None) -> dict | None:
+        """Creates the Deployment (returning it as the API server has it: a Deployment of that name
+        that already existed comes back as it is, for the caller to see whose it is), or replaces
+        its spec when our template revision changed."""
         ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         if existing is None:
-            await self.create_if_missing(obj)
-            return
+            return await self.create_or_read(obj)
         patch = {"metadata": {"annotations": obj["metadata"].get("annotations", {})}, "spec": obj["spec"]}
         await self.api.request("PATCH", path("Deployment", ns, name), patch, content_type=STRATEGIC)
+        return None
 
     async def patch_statefulset(self, namespace: str, name: str, patch: dict) -> None:
         await self.api.request("PATCH", path("StatefulSet", namespace, name), patch, content_type=STRATEGIC)

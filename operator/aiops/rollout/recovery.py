@@ -12,7 +12,7 @@ from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.triton import child_name, triton_model_config
 from aiops.conditions import now_iso
 from aiops.rollout.context import RETRY_ANNOTATION, Ctx, RolloutFailed
-from aiops.rollout.deploy import Deploy, serving_pods
+from aiops.rollout.deploy import Deploy, owned, serving_pods
 from aiops.rollout.history import add_history, reject
 from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
 from aiops.rollout.pods import pod_problem
@@ -38,7 +38,7 @@ class Recovery:
             if not world.observed:  # a first version failed validation; its server may have started early
                 # Fresh: created a moment ago, the watch may not have shown it yet.
                 world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"), fresh=True)
-            if world.deployment and world.deployment["spec"].get("replicas"):
+            if world.deployment and world.deployment["spec"].get("replicas") and owned(ctx, world.deployment):
                 # Nothing good to return to: free the GPUs instead of leaving failing pods behind.
                 await self.kube.scale_deployment(world.deployment, 0)
             ctx.status["phase"] = "Failed"

@@ -17,7 +17,7 @@ from aiops.builders.validation_job import build_validation_objects, validation_a
 from aiops.capacity import CAPACITY_REASONS
 from aiops.kube import owned_by
 from aiops.rollout.context import ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
-from aiops.rollout.deploy import deployment_ref, desired_deployment
+from aiops.rollout.deploy import deployment_ref, desired_deployment, owned
 from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem, unschedulable_reason
@@ -113,7 +113,9 @@ class Validation:
         rollout.pop("validationJob", None)
         if rollout.pop("serverStartedEarly", False):
             # The wait may be long (a TrainingJob may need these very GPUs): give them back.
-            await self.kube.scale_deployment(deployment_ref(ctx), 0)
+            deployment = await self.kube.read("Deployment", ctx.namespace, deployment_ref(ctx)["metadata"]["name"])
+            if deployment is not None and owned(ctx, deployment):
+                await self.kube.scale_deployment(deployment, 0)
         backoff = min(5.0 * 2 ** (waits - 1), 60.0)
         rollout["nextValidationAt"] = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff)).strftime(
             "%Y-%m-%dT%H:%M:%SZ")
