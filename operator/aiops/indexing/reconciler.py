@@ -42,10 +42,17 @@ log = logging.getLogger(__name__)
 TEMPLATE_HASH = "aiops.dev/template-hash"
 KEEP_INGEST_JOBS = 3  # finished ingest Jobs kept for `kubectl logs`, like a CronJob's history
 NOT_READY_POLL = 10.0
+SUPERSEDED_POLL = 2.0  # while a superseded ingest run's pod stops
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _finished(job: dict) -> bool:
+    status = job.get("status") or {}
+    return bool(status.get("completionTime")) or any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def _template_hash(obj: dict) -> str:
@@ -238,6 +245,8 @@ class VectorIndexReconciler:
             return None
         job_name = ingest_job_name(ctx.name, key)
         job, pods = await self.kube.read_job(ctx.namespace, job_name)
+        if job is None and await self._superseded_still_running(ctx, job_name):
+            return SUPERSEDED_POLL
         if job is None:
             # The run's spec ConfigMap belongs to its Job, so pruning the Job takes it along (the
             # Job's pod waits in the kubelet for the ConfigMap it mounts).
@@ -302,11 +311,29 @@ class VectorIndexReconciler:
             ctx.event("Warning", reason, message)
         ctx.status["lastIngest"] = run
 
+    async def _superseded_still_running(self, ctx: Pass, job_name: str) -> bool:
+        """A run of an older source version still going: it is stopped, and the new run waits
+        until its pod is gone, so the old run's late writes can never land after the new ones."""
+        selector = f"{VECTOR_INDEX_LABEL}={ctx.name},aiops.dev/role=ingest"
+        stale = [j["metadata"]["name"] for j in await self.kube.list_jobs(ctx.namespace, selector)
+                 if j["metadata"]["name"] != job_name and not _finished(j)]
+        for name in stale:
+            await self.kube.delete_job(ctx.namespace, name)
+        alive = sorted({p["metadata"].get("labels", {}).get("job-name", p["metadata"]["name"])
+                        for p in await self.kube.list_pods(ctx.namespace, selector)
+                        if (p["metadata"].get("labels") or {}).get("job-name") != job_name
+                        and (p.get("status") or {}).get("phase") in ("Pending", "Running")})
+        if not stale and not alive:
+            return False
+        ctx.condition("Ingested", False, "Superseding", f"The source changed while ingest Job(s) "
+                      f"{', '.join(sorted(set(stale) | set(alive)))} ran; they are stopped first, so that nothing "
+                      "they write lands after the new run.")
+        return True
+
     async def _prune_jobs(self, ctx: Pass, keep: str) -> None:
         jobs = await self.kube.list_jobs(ctx.namespace, f"{VECTOR_INDEX_LABEL}={ctx.name},aiops.dev/role=ingest")
-        done = sorted((j for j in jobs if j["metadata"]["name"] != keep and (j.get("status") or {}).get(
-            "completionTime") or any(c.get("type") == "Failed" for c in (j.get("status") or {}).get(
-                "conditions") or [])), key=lambda j: j["metadata"].get("creationTimestamp") or "")
+        done = sorted((j for j in jobs if j["metadata"]["name"] != keep and _finished(j)),
+                      key=lambda j: j["metadata"].get("creationTimestamp") or "")
         for job in done[:-KEEP_INGEST_JOBS] if len(done) > KEEP_INGEST_JOBS else []:
             await self.kube.delete_job(ctx.namespace, job["metadata"]["name"])
 
