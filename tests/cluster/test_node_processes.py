@@ -370,8 +370,9 @@ def test_missing_config_map_waits_then_starts_once_created(kube, namespace, wait
     state = wait_for(waiting, what="the container waiting with a reason")
     assert state.reason == "ContainerCreating" and "late" in state.message
     assert read_pod(kube, namespace, "nocfg").status.phase == "Pending"
-    events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=nocfg").items
-    assert any(e.reason == "FailedMount" for e in events)
+    # The Event and the pod status are separate writes (as a kubelet's are): the Event may come second.
+    wait_for(lambda: any(e.reason == "FailedMount" for e in kube.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=nocfg").items), timeout=10, what="the FailedMount Event")
 
     kube.core.create_namespaced_config_map(namespace, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="late"), data={"greeting": "hello"}))
