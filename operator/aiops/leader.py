@@ -59,8 +59,8 @@ class LeaseSettings:
 
     @property
     def request_timeout(self) -> float:
-        """Seconds one Lease call may take: a black-holed connection must not block the renewer
-        past its deadline (a read and a replace per attempt, both within a quarter of it)."""
+        """Seconds one Lease call may take at most: a black-holed connection must not block the
+        renewer (which also never lets a call run past its renew deadline, see keep_renewing)."""
         return max(0.5, min(self.retry_period, self.renew_deadline / 4))
 
     @classmethod
@@ -118,15 +118,22 @@ class LeaderElector:
             raise
         return lease.spec.holder_identity or None
 
-    def try_acquire_or_renew(self) -> bool:
-        """One attempt: True when this candidate holds the Lease afterwards."""
+    def _timeout(self, end: float | None) -> float:
+        """A call's timeout: the request timeout, cut to what is left until `end` (clock time)."""
+        if end is None:
+            return self.settings.request_timeout
+        return min(self.settings.request_timeout, max(0.05, end - self.clock()))
+
+    def try_acquire_or_renew(self, end: float | None = None) -> bool:
+        """One attempt, its calls ended by `end` (clock time) when given: True when this candidate
+        holds the Lease afterwards."""
         s, now = self.settings, _now()
         try:
-            lease = self.api.read_namespaced_lease(s.name, s.namespace, _request_timeout=s.request_timeout)
+            lease = self.api.read_namespaced_lease(s.name, s.namespace, _request_timeout=self._timeout(end))
         except ApiException as e:
             if e.status != 404:
                 raise
-            return self._create(now)
+            return self._create(now, end)
         spec = lease.spec or client.V1LeaseSpec()
         record = (spec.holder_identity, spec.renew_time, spec.lease_transitions)
         if record != self._seen:
@@ -147,7 +154,7 @@ class LeaderElector:
         lease.spec = spec
         try:  # replace carries metadata.resourceVersion: a concurrent writer makes this a 409
             written = self.api.replace_namespaced_lease(s.name, s.namespace, lease,
-                                                          _request_timeout=s.request_timeout)
+                                                          _request_timeout=self._timeout(end))
         except ApiException as e:
             if e.status in (409, 404):
                 return False
@@ -156,7 +163,7 @@ class LeaderElector:
         self._seen_at = self.clock()
         return True
 
-    def _create(self, now: dt.datetime) -> bool:
+    def _create(self, now: dt.datetime, end: float | None = None) -> bool:
         s = self.settings
         body = client.V1Lease(
             metadata=client.V1ObjectMeta(name=s.name, namespace=s.namespace,
@@ -164,7 +171,7 @@ class LeaderElector:
             spec=client.V1LeaseSpec(holder_identity=s.identity, lease_duration_seconds=s.lease_duration,
                                     acquire_time=now, renew_time=now, lease_transitions=0))
         try:
-            written = self.api.create_namespaced_lease(s.namespace, body, _request_timeout=s.request_timeout)
+            written = self.api.create_namespaced_lease(s.namespace, body, _request_timeout=self._timeout(end))
         except ApiException as e:
             if e.status == 409:  # another candidate created it first
                 return False
@@ -193,9 +200,9 @@ class LeaderElector:
         log.info("leader election: released lease %s/%s", s.namespace, s.name)
         return True
 
-    def _attempt(self) -> bool:
+    def _attempt(self, end: float | None = None) -> bool:
         try:
-            return self.try_acquire_or_renew()
+            return self.try_acquire_or_renew(end)
         except Exception as e:  # the API server away for a moment is what renew_deadline is for
             log.warning("leader election: lease %s/%s not reachable: %s", self.settings.namespace,
                         self.settings.name, e)
@@ -223,11 +230,14 @@ class LeaderElector:
         s = self.settings
         last_renewed = self.clock()
         while not done.wait(s.retry_period):
-            if self._attempt():
+            # No call runs past the renew deadline: the operator stops by then, before a standby
+            # (which waits a whole lease duration from the last renewal it saw) can take over.
+            give_up_at = last_renewed + s.renew_deadline
+            if self.clock() < give_up_at and self._attempt(give_up_at):
                 last_renewed = self.clock()
                 continue
             other = self._seen and self._seen[0] and self._seen[0] != s.identity
-            if other or self.clock() - last_renewed > s.renew_deadline:
+            if other or self.clock() >= give_up_at:
                 log.error("leader election: lost lease %s/%s (%s); stopping the operator", s.namespace,
                           s.name, f"now held by {self._seen[0]}" if other else
                           f"not renewed for {s.renew_deadline:.1f}s")
