@@ -445,8 +445,9 @@ def test_a_deployment_of_the_same_name_that_is_not_ours_is_never_taken_over(kube
         return o if (condition(o, "Ready") or {}).get("reason") == "NameTaken" else None
 
     obj = wait_for(rejected, timeout=120, what="Ready=False NameTaken")
-    assert obj["status"]["phase"] == "Failed" and "Deployment taken-triton already exists" in \
-        condition(obj, "Ready")["message"]
+    latest = obj["status"]["history"][0]  # Ready's message moves on to "rejected, not retried" next pass
+    assert obj["status"]["phase"] == "Failed" and latest["reason"] == "NameTaken"
+    assert "Deployment taken-triton already exists" in latest["message"], latest
     theirs = apps.read_namespaced_deployment("taken-triton", namespace)
     assert theirs.spec.template.spec.containers[0].image == "theirs:1" and not theirs.metadata.owner_references
     assert theirs.spec.replicas == 1, "scaled by the operator"
