@@ -12,7 +12,7 @@ from pathlib import Path
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from aiops.controllers.settings import step_job_ttl, validation_job_ttl
-    from aiops.leader import LeaderElectionError, LeaseSettings
+    from aiops.kube.lease import LeaderElectionError, LeaseSettings
     from aiops.runner import run_operator
 
     try:

@@ -34,5 +34,5 @@ class PodUsages:
         return False
 
     async def pod_usages_and_nodes(self) -> tuple[list[PodUsage], list[dict]]:
-        """The same answer as KubeIO.pod_usages_and_nodes, from the caches."""
+        """The same answer as RolloutClient.pod_usages_and_nodes, from the caches."""
         return list(self._pods.values()), self._nodes.all()

@@ -10,7 +10,7 @@ import kopf
 import prometheus_client
 
 if TYPE_CHECKING:
-    from aiops.leader import LeaseSettings
+    from aiops.kube.lease import LeaseSettings
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = Tru
                  liveness: str | None = "http://0.0.0.0:8080/healthz", metrics_port: int = 9090,
                  leader_election: LeaseSettings | None = None) -> int:
     """Blocks until SIGINT/SIGTERM; returns the exit code. Standalone (no Kopf peering): one
-    active instance, or with `leader_election` only the holder of the Lease (aiops.leader)."""
+    active instance, or with `leader_election` only the holder of the Lease (aiops.kube.lease)."""
     import aiops.controllers  # noqa: F401  (registers the handlers)
 
     if metrics_port:
@@ -40,10 +40,6 @@ def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = Tru
     if leader_election is None:
         operate()
         return 0
-    from kubernetes import client
+    from aiops.kube.lease import exit_at_once, lease_api, run_as_leader
 
-    from aiops.kube import api_client
-    from aiops.leader import exit_at_once, run_as_leader
-
-    return run_as_leader(leader_election, operate, client.CoordinationV1Api(api_client()), liveness,
-                         on_lost=exit_at_once)
+    return run_as_leader(leader_election, operate, lease_api(), liveness, on_lost=exit_at_once)

@@ -32,13 +32,13 @@ pytestmark = pytest.mark.timeout(420)
 # entry names the code path that uses it.
 ALLOWED_UNUSED = {
     # A changed pod template (image, args, resources) and a rollback to the previous ReplicaSet's
-    # template patch the Triton Deployment (rollout/kubeio.py apply_deployment, restore_template).
+    # template patch the Triton Deployment (rollout/world.py apply_deployment, restore_template).
     ("apps", "deployments", "patch"),
-    # That rollback finds the previous template in the Deployment's ReplicaSets (kubeio.replica_sets).
+    # That rollback finds the previous template in the Deployment's ReplicaSets (rollout/world.py replica_sets).
     ("apps", "replicasets", "list"),
-    # A failed first version scales its Deployment to zero (rollout/kubeio.py scale_deployment).
+    # A failed first version scales its Deployment to zero (rollout/validating.py, kube.scale).
     ("apps", "deployments/scale", "patch"),
-    # A superseded ingest/training run's Job is deleted (rollout/kubeio.py delete_job).
+    # A superseded ingest/training run's Job is deleted (kube.delete).
     ("batch", "jobs", "delete"),
     # An external Milvus with credentials (VectorIndex spec; the example runs a managed one).
     ("", "secrets", "get"),

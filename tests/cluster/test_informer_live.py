@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from kubernetes import client
 
-from aiops.informer import Informer
-from aiops.kubehttp import ApiSession
+from aiops.kube.informer import Informer
+from aiops.kube.session import ApiSession
 
 pytestmark = pytest.mark.cluster
 

@@ -17,8 +17,9 @@ from aiops.api.common import GROUP, VERSION
 from aiops.conditions import get_condition
 from aiops.devenv.demomodels import write_python_backend_model
 from aiops.devenv.servicedns import endpoint_slice_lister
-from aiops.kube import resource_version
-from aiops.rollout.kubeio import KubeIO
+from aiops.kube.client import KubeClient
+from aiops.kube.objects import resource_version
+from aiops.kube.session import ApiSession
 
 MODEL = "adder"
 pytestmark = pytest.mark.timeout(300)
@@ -112,11 +113,11 @@ def test_deploy_upgrade_and_roll_back_a_bad_version(kube, namespace, operator, w
     assert infer(ip) == [2.0, 4.0, 6.0, 8.0]
     # What the periodic check of Kopf's ModelDeployment watch lists (ReconcileLoop.check_against_list).
     async def listed():
-        kubeio = KubeIO(kube.api_client)
+        session = ApiSession(kube.api_client.configuration)
         try:
-            return await kubeio.list_custom(namespace)
+            return await KubeClient(session).list_custom(namespace, "modeldeployments")
         finally:
-            await kubeio.close()
+            await session.close()
 
     listed_mds, mds_at = asyncio.run(listed())
     assert [m["metadata"]["name"] for m in listed_mds] == ["adder"] and mds_at >= resource_version(listed_mds[0])

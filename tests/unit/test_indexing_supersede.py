@@ -29,14 +29,14 @@ class Kube:
     async def read_job(self, namespace, name):
         return None, []
 
-    async def list_jobs(self, namespace, selector):
-        assert selector == f"{VECTOR_INDEX_LABEL}=ops-manual,aiops.dev/role=ingest"
+    async def list(self, kind, namespace, selector):
+        if kind == "Pod":
+            return self.pods
+        assert (kind, selector) == ("Job", f"{VECTOR_INDEX_LABEL}=ops-manual,aiops.dev/role=ingest")
         return self.jobs
 
-    async def list_pods(self, namespace, selector):
-        return self.pods
-
-    async def delete_job(self, namespace, name):
+    async def delete(self, kind, namespace, name):
+        assert kind == "Job"
         self.deleted.append(name)
         self.jobs = [j for j in self.jobs if j["metadata"]["name"] != name]
 

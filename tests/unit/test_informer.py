@@ -3,7 +3,7 @@ list-and-watch against the API server is tests/cluster/test_informer_live.py."""
 
 import pytest
 
-from aiops.informer import Expired, Informer
+from aiops.kube.informer import Expired, Informer
 
 
 def cm(name: str, version: int, uid: str = "", namespace: str = "ns") -> dict:

@@ -1,4 +1,4 @@
-"""Lease rules of aiops.leader without a cluster: a small in-memory Lease store that enforces
+"""Lease rules of aiops.kube.lease without a cluster: a small in-memory Lease store that enforces
 resourceVersion like the API server, and a clock the test moves. (tests/cluster/
 test_leader_election.py runs the same code as processes against the real API server.)"""
 
@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from aiops.leader import LeaderElector, LeaseSettings, run_as_leader
+from aiops.kube.lease import LeaderElector, LeaseSettings, run_as_leader
 
 
 class FakeLeases:

@@ -169,7 +169,7 @@ def test_snapshot_round_trip_keeps_what_the_tests_need():
 
 class NoKube:
     async def observe(self, *a, **k):
-        from aiops.rollout.kubeio import World
+        from aiops.rollout.world import World
         return World(None, [])
 
 
@@ -200,7 +200,7 @@ BAD = MonitoringVerdict(2, True, "ErrorRateAboveThreshold", "error_rate is 0.5 (
 
 
 def test_degraded_verdict_with_rollback_demotes_through_the_rollback_path():
-    from aiops.rollout.kubeio import World
+    from aiops.rollout.world import World
     ctx, spec = ctx_for(dict(SERVING_V2))
     r = reconciler_with(BAD)
     assert asyncio.run(r.demotion.apply(ctx, spec, World(None, []), True, may_roll_back=True))
@@ -216,7 +216,7 @@ def test_degraded_verdict_with_rollback_demotes_through_the_rollback_path():
 
 
 def test_alert_only_and_no_previous_version_never_roll_back():
-    from aiops.rollout.kubeio import World
+    from aiops.rollout.world import World
     for status, action in ((dict(SERVING_V2), "alert"),
                            ({k: v for k, v in SERVING_V2.items() if not k.startswith("previous")}, "rollback")):
         ctx, spec = ctx_for(status, action)

@@ -14,9 +14,9 @@ import pytest
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.rollout.context import Ctx, RolloutFailed
 from aiops.rollout.deploy import Deploy
-from aiops.rollout.kubeio import TEMPLATE_ANNOTATION, World
 from aiops.rollout.recovery import Recovery
 from aiops.rollout.room import Room
+from aiops.rollout.world import TEMPLATE_ANNOTATION, World
 from aiops.triton.client import Health, TritonError
 from aiops.triton.samples import SampleResult
 

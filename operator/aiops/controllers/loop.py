@@ -15,9 +15,9 @@ from typing import Protocol
 
 from aiops import metrics
 from aiops.controllers.workqueue import WorkQueue
-from aiops.kube import resource_version, vanished
+from aiops.kube.client import KubeClient
+from aiops.kube.objects import resource_version, vanished
 from aiops.nodes import NodeCache
-from aiops.rollout.kubeio import KubeIO
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ RESYNC_SECONDS = 300.0  # how often what the watches filled is checked against a
 
 
 class Reconciler(Protocol):
-    kube: KubeIO
+    kube: KubeClient
 
     async def reconcile(self, body: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
         """Returns (seconds until the next look or None, the body as written back or None)."""
@@ -54,8 +54,7 @@ class ReconcileLoop:
         if self._checks is not None:
             self._checks.cancel()
         await self.queue.stop()
-        await self.reconciler.kube.flush()
-        await self.reconciler.kube.close()
+        await self.reconciler.kube.flush()  # the shared session closes with the watches
 
     def observe(self, body: dict, deleted: bool) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])

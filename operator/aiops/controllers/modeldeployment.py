@@ -21,15 +21,14 @@ from aiops.capacity import CAPACITY_REASONS
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import validation_job_ttl, worker_image
-from aiops.controllers.watches import Watches, shared_watches
-from aiops.kube import api_client
+from aiops.controllers.watches import Watches, shared_session, shared_watches
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.nodes import NodeCache
 from aiops.podusage import PodUsages
 from aiops.rollout.childcache import WatchedChildren, is_triton
-from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import unschedulable
 from aiops.rollout.reconciler import ModelDeploymentReconciler
+from aiops.rollout.world import RolloutClient
 
 log = logging.getLogger(__name__)
 WORKERS = 16  # reconciles in flight; most of a reconcile is waiting on the API server
@@ -53,7 +52,7 @@ def build(memo: kopf.Memo) -> ReconcileLoop:
     # the object; the reconciler reads them in the serving states and writes status/acts.
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
     children, usages = WatchedChildren(), PodUsages(shared_nodes(memo))
-    kube = KubeIO(api_client(), CONNECTIONS, cache=children, capacity=usages)
+    kube = RolloutClient(shared_session(memo), CONNECTIONS, cache=children, capacity=usages)
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl())
     loop = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS, URGENT_WORKERS)

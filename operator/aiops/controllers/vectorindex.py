@@ -11,14 +11,13 @@ from aiops.builders.milvus import VECTOR_INDEX_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import worker_image
-from aiops.controllers.watches import shared_watches
+from aiops.controllers.watches import shared_session, shared_watches
 from aiops.indexing.reconciler import VectorIndexReconciler
-from aiops.kube import api_client
-from aiops.rollout.kubeio import KubeIO
+from aiops.kube.client import KubeClient
 
 
 def build(memo: kopf.Memo) -> ReconcileLoop:
-    loop = ReconcileLoop("VectorIndex", VectorIndexReconciler(KubeIO(api_client()), worker_image()),
+    loop = ReconcileLoop("VectorIndex", VectorIndexReconciler(KubeClient(shared_session(memo)), worker_image()),
                          shared_nodes(memo))
 
     def child_changed(kind: str, obj: dict) -> None:

@@ -1,5 +1,5 @@
 """The built-in kinds the controllers follow (pods, Jobs, Deployments, StatefulSets, ConfigMaps,
-nodes): each is listed and watched once, by an informer (aiops.informer), and every controller
+nodes): each is listed and watched once, by an informer (aiops.kube.informer), and every controller
 subscribes callbacks to it in its startup handler. Kopf watches only our own kinds.
 
 The informers start in the last startup handler (aiops.controllers registers it after every
@@ -18,9 +18,9 @@ from typing import Any
 import kopf
 
 from aiops.controllers.settings import OWNED_SELECTOR
-from aiops.informer import Callback, Informer
-from aiops.kube import api_client
-from aiops.kubehttp import ApiSession
+from aiops.kube.config import api_client
+from aiops.kube.informer import Callback, Informer
+from aiops.kube.session import ApiSession
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,15 @@ def shared_watches(memo: kopf.Memo) -> Watches:
     return memo.setdefault("watches", Watches(memo.get("namespaces")))
 
 
+def shared_session(memo: kopf.Memo) -> ApiSession:
+    """The operator's one HTTP session to the API server: the informers' watches and every
+    controller's client share its connection pool. Closed with the watches, in the last cleanup
+    handler, after every controller's loop has stopped."""
+    return memo.setdefault("kube_session", ApiSession(api_client().configuration))
+
+
 async def start_watches(memo: kopf.Memo, **_: Any) -> None:
-    await shared_watches(memo).start(ApiSession(api_client().configuration))
+    await shared_watches(memo).start(shared_session(memo))
 
 
 async def stop_watches(memo: kopf.Memo, **_: Any) -> None:

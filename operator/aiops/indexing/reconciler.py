@@ -31,9 +31,9 @@ from aiops.builders.milvus import (
 from aiops.conditions import get_condition, now_iso
 from aiops.indexing.probe import IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
-from aiops.kube import owned_by
+from aiops.kube.client import KubeClient
+from aiops.kube.objects import owned_by
 from aiops.passes import Pass, run_pass
-from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.validity import judge_spec
@@ -61,7 +61,7 @@ def _template_hash(obj: dict) -> str:
 
 
 class VectorIndexReconciler:
-    def __init__(self, kube: KubeIO, worker_image: str, probe: IndexProbe | None = None):
+    def __init__(self, kube: KubeClient, worker_image: str, probe: IndexProbe | None = None):
         self.kube = kube
         self.worker_image = worker_image
         self.probe = probe or IndexProbe()
@@ -157,7 +157,7 @@ class VectorIndexReconciler:
             if ctx.condition("MilvusReady", True, "PodReady", f"Milvus standalone serves at {uri}."):
                 ctx.event("Normal", "MilvusReady", f"Milvus standalone serves at {uri}.")
             return uri
-        pods = await self.kube.list_pods(ctx.namespace, f"{VECTOR_INDEX_LABEL}={ctx.name},"
+        pods = await self.kube.list("Pod", ctx.namespace, selector=f"{VECTOR_INDEX_LABEL}={ctx.name},"
                                                         "app.kubernetes.io/name=milvus")
         problem = next((p for p in map(pod_problem, pods) if p), None)
         reason, message = (problem.reason, problem.message) if problem else \
@@ -188,9 +188,9 @@ class VectorIndexReconciler:
             return
         patch = {"metadata": {"annotations": {TEMPLATE_HASH: wanted}}}
         if kind == "ConfigMap":
-            await self.kube.patch_configmap(ctx.namespace, name, {**patch, "data": obj["data"]})
+            await self.kube.patch("ConfigMap", ctx.namespace, name, {**patch, "data": obj["data"]})
         else:  # a StatefulSet's volumeClaimTemplates are immutable: only the pod template changes
-            await self.kube.patch_statefulset(ctx.namespace, name, {**patch, "spec": {
+            await self.kube.patch("StatefulSet", ctx.namespace, name, {**patch, "spec": {
                 "template": obj["spec"]["template"]}})
         ctx.event("Normal", "Updated", f"{kind} {name} updated to the spec")
 
@@ -315,12 +315,12 @@ class VectorIndexReconciler:
         """A run of an older source version still going: it is stopped, and the new run waits
         until its pod is gone, so the old run's late writes can never land after the new ones."""
         selector = f"{VECTOR_INDEX_LABEL}={ctx.name},aiops.dev/role=ingest"
-        stale = [j["metadata"]["name"] for j in await self.kube.list_jobs(ctx.namespace, selector)
+        stale = [j["metadata"]["name"] for j in await self.kube.list("Job", ctx.namespace, selector=selector)
                  if j["metadata"]["name"] != job_name and not _finished(j)]
         for name in stale:
-            await self.kube.delete_job(ctx.namespace, name)
+            await self.kube.delete("Job", ctx.namespace, name)
         alive = sorted({p["metadata"].get("labels", {}).get("job-name", p["metadata"]["name"])
-                        for p in await self.kube.list_pods(ctx.namespace, selector)
+                        for p in await self.kube.list("Pod", ctx.namespace, selector=selector)
                         if (p["metadata"].get("labels") or {}).get("job-name") != job_name
                         and (p.get("status") or {}).get("phase") in ("Pending", "Running")})
         if not stale and not alive:
@@ -331,11 +331,12 @@ class VectorIndexReconciler:
         return True
 
     async def _prune_jobs(self, ctx: Pass, keep: str) -> None:
-        jobs = await self.kube.list_jobs(ctx.namespace, f"{VECTOR_INDEX_LABEL}={ctx.name},aiops.dev/role=ingest")
+        jobs = await self.kube.list("Job", ctx.namespace,
+                                    selector=f"{VECTOR_INDEX_LABEL}={ctx.name},aiops.dev/role=ingest")
         done = sorted((j for j in jobs if j["metadata"]["name"] != keep and _finished(j)),
                       key=lambda j: j["metadata"].get("creationTimestamp") or "")
         for job in done[:-KEEP_INGEST_JOBS] if len(done) > KEEP_INGEST_JOBS else []:
-            await self.kube.delete_job(ctx.namespace, job["metadata"]["name"])
+            await self.kube.delete("Job", ctx.namespace, job["metadata"]["name"])
 
     # ---- the live index --------------------------------------------------------------------------
     async def _index(self, ctx: Pass, spec: VectorIndexSpec, uri: str) -> float | None:

@@ -1,4 +1,4 @@
-"""Triton Deployments and pods as the operator's informers last saw them: KubeIO's ChildCache, read
+"""Triton Deployments and pods as the operator's informers last saw them: RolloutClient's ChildCache, read
 by the reconciler instead of a GET and a LIST on every pass (see aiops.controllers.modeldeployment).
 
 No reconcile runs before the informers' first lists are in (aiops.controllers.watches), and a

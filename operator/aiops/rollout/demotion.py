@@ -14,8 +14,8 @@ from aiops.conditions import get_condition, now_iso
 from aiops.monitoring.verdict import MonitoringVerdict, VerdictRegistry
 from aiops.rollout.context import RETRY_ANNOTATION, Ctx
 from aiops.rollout.history import add_history, reject
-from aiops.rollout.kubeio import World
 from aiops.rollout.recovery import Recovery
+from aiops.rollout.world import World
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ import json
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.triton import build_triton_deployment, build_triton_service, child_name, triton_model_config
 from aiops.conditions import now_iso
-from aiops.kube import owned_by
+from aiops.kube.objects import owned_by
 from aiops.rollout.context import CAPACITY_POLL, PODS_SAFETY_LOOK, ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
 from aiops.rollout.deadlines import seconds_left
 from aiops.rollout.history import add_history, remember_previous
-from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
 from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started
 from aiops.rollout.revision import template_revision
 from aiops.rollout.room import Room
 from aiops.rollout.servers import Servers
+from aiops.rollout.world import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, RolloutClient, World
 from aiops.triton.client import TritonError
 from aiops.triton.samples import meets_accuracy
 
@@ -66,7 +66,7 @@ def serving_pods(world: World) -> list[dict]:
 
 
 class Deploy:
-    def __init__(self, kube: KubeIO, servers: Servers, room: Room):
+    def __init__(self, kube: RolloutClient, servers: Servers, room: Room):
         self.kube, self.servers, self.room = kube, servers, room
 
     async def load(self, pod: dict, spec: ModelDeploymentSpec, config: dict) -> None:

@@ -33,13 +33,13 @@ from aiops.rollout.demotion import Demotion
 from aiops.rollout.deploy import Deploy
 from aiops.rollout.history import rejection
 from aiops.rollout.jobwatch import JobWatch
-from aiops.rollout.kubeio import KubeIO, World
 from aiops.rollout.pods import pod_ready
 from aiops.rollout.recovery import Recovery
 from aiops.rollout.revision import spec_revision
 from aiops.rollout.room import Room
 from aiops.rollout.servers import PodServers, Servers
 from aiops.rollout.validating import Validation
+from aiops.rollout.world import RolloutClient, World
 from aiops.validity import judge_spec
 
 __all__ = ["RETRY_ANNOTATION", "Ctx", "ModelDeploymentReconciler", "RolloutFailed"]
@@ -49,7 +49,7 @@ class ModelDeploymentReconciler:
     """One pass over one ModelDeployment: which step it is in, and the part that does that step
     (`Validation`, `Deploy`, `Recovery`, `Demotion`), each talking to Triton through `Servers`."""
 
-    def __init__(self, kube: KubeIO, worker_image: str, triton_timeout: float = 5.0,
+    def __init__(self, kube: RolloutClient, worker_image: str, triton_timeout: float = 5.0,
                  verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None,
                  validation_job_ttl: int | None = None, servers: Servers | None = None):
         self.kube = kube

@@ -14,16 +14,16 @@ from aiops.conditions import now_iso
 from aiops.rollout.context import RETRY_ANNOTATION, Ctx, RolloutFailed
 from aiops.rollout.deploy import Deploy, owned, serving_pods
 from aiops.rollout.history import add_history, reject
-from aiops.rollout.kubeio import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, KubeIO, World
 from aiops.rollout.pods import pod_problem
 from aiops.rollout.servers import Servers
+from aiops.rollout.world import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, RolloutClient, World
 from aiops.triton.client import TritonError
 
 log = logging.getLogger(__name__)
 
 
 class Recovery:
-    def __init__(self, kube: KubeIO, servers: Servers, deploy: Deploy):
+    def __init__(self, kube: RolloutClient, servers: Servers, deploy: Deploy):
         self.kube, self.servers, self.deploy = kube, servers, deploy
 
     async def fail(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, failure: RolloutFailed) -> None:
@@ -40,7 +40,7 @@ class Recovery:
                 world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"), fresh=True)
             if world.deployment and world.deployment["spec"].get("replicas") and owned(ctx, world.deployment):
                 # Nothing good to return to: free the GPUs instead of leaving failing pods behind.
-                await self.kube.scale_deployment(world.deployment, 0)
+                await self.kube.scale("Deployment", world.deployment, 0)
             ctx.status["phase"] = "Failed"
             ctx.condition("Ready", False, failure.reason, f"{failure.message}. Nothing serves; fix the spec "
                           f"(or set the {RETRY_ANNOTATION} annotation to try the same spec again).")

@@ -8,11 +8,11 @@ from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.triton import build_triton_deployment
 from aiops.capacity import CAPACITY_REASONS, Capacity, capacity, pod_requests
 from aiops.rollout.context import CAPACITY_POLL, Ctx
-from aiops.rollout.kubeio import KubeIO, World
+from aiops.rollout.world import RolloutClient, World
 
 
 class Room:
-    def __init__(self, kube: KubeIO):
+    def __init__(self, kube: RolloutClient):
         self.kube = kube
 
     async def for_spec(self, spec: ModelDeploymentSpec, own_pods: list[dict] = ()) -> Capacity:

@@ -15,14 +15,14 @@ from aiops.builders.jobs import RUN_AS_USER as WORKER_USER
 from aiops.builders.triton import RUN_AS_USER as TRITON_USER
 from aiops.builders.validation_job import build_validation_objects, validation_attempt, validation_job_name
 from aiops.capacity import CAPACITY_REASONS
-from aiops.kube import owned_by
+from aiops.kube.objects import owned_by
 from aiops.rollout.context import ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
 from aiops.rollout.deploy import deployment_ref, desired_deployment, owned
 from aiops.rollout.jobwatch import JobWatch
-from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.room import Room, fits_no_node, starts_early
 from aiops.rollout.verdict import job_outcome
+from aiops.rollout.world import RolloutClient
 
 # Validation reasons that mean "not there yet" rather than "bad": a training run may still register it.
 NOT_YET_THERE = frozenset({"ModelNotFound", "VersionNotFound"})
@@ -31,7 +31,7 @@ MOUNT_CHECK_EVERY = 10.0
 
 
 class Validation:
-    def __init__(self, kube: KubeIO, jobs: JobWatch, room: Room, worker_image: str,
+    def __init__(self, kube: RolloutClient, jobs: JobWatch, room: Room, worker_image: str,
                  validation_job_ttl: int | None = None):
         self.kube, self.jobs, self.room = kube, jobs, room
         self.worker_image = worker_image
@@ -108,14 +108,14 @@ class Validation:
         if waits == 1 or reason != rollout.get("waitReason"):
             ctx.event(event_type, reason, why)
         rollout["waitReason"] = reason
-        await self.kube.delete_job(ctx.namespace, job_name)  # the next look runs a fresh validation Job
+        await self.kube.delete("Job", ctx.namespace, job_name)  # the next look runs a fresh validation Job
         self.jobs.forget(ctx.namespace, job_name)
         rollout.pop("validationJob", None)
         if rollout.pop("serverStartedEarly", False):
             # The wait may be long (a TrainingJob may need these very GPUs): give them back.
             deployment = await self.kube.read("Deployment", ctx.namespace, deployment_ref(ctx)["metadata"]["name"])
             if deployment is not None and owned(ctx, deployment):
-                await self.kube.scale_deployment(deployment, 0)
+                await self.kube.scale("Deployment", deployment, 0)
         backoff = min(5.0 * 2 ** (waits - 1), 60.0)
         rollout["nextValidationAt"] = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff)).strftime(
             "%Y-%m-%dT%H:%M:%SZ")

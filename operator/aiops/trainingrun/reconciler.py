@@ -25,9 +25,9 @@ from aiops.builders.training_job import (
 )
 from aiops.capacity import CAPACITY_REASONS
 from aiops.conditions import get_condition, now_iso, set_condition
-from aiops.kube import owned_by
+from aiops.kube.client import KubeClient
+from aiops.kube.objects import owned_by
 from aiops.passes import Pass, run_pass
-from aiops.rollout.kubeio import KubeIO
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.trainingrun.results import (
@@ -46,7 +46,7 @@ PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why
 
 
 class TrainingJobReconciler:
-    def __init__(self, kube: KubeIO, worker_image: str, step_job_ttl: int | None = None):
+    def __init__(self, kube: KubeClient, worker_image: str, step_job_ttl: int | None = None):
         self.kube = kube
         self.worker_image = worker_image
         self.step_job_ttl = step_job_ttl  # seconds a finished step Job stays
@@ -92,10 +92,10 @@ class TrainingJobReconciler:
         """A new spec: forget the old run's results, stop its Jobs, start from the data step."""
         meta = tj["metadata"]
         previous = status.get("specHash")
-        for job in await self.kube.list_jobs(meta["namespace"], f"{TRAINING_JOB_LABEL}={meta['name']}"):
+        for job in await self.kube.list("Job", meta["namespace"], selector=f"{TRAINING_JOB_LABEL}={meta['name']}"):
             if (job["metadata"].get("labels") or {}).get("aiops.dev/spec-hash") != digest and \
                     not (job.get("status") or {}).get("completionTime"):
-                await self.kube.delete_job(meta["namespace"], job["metadata"]["name"])
+                await self.kube.delete("Job", meta["namespace"], job["metadata"]["name"])
         for key in ("datasetVersion", "datasetStats", "validationErrors", "training", "metricsBefore",
                     "metricsAfter", "qualityDrop", "producedModel", "completionTime", "job", "run"):
             status.pop(key, None)

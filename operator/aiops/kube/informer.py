@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 from kubernetes.client.rest import ApiException
 
-from aiops.kubehttp import ApiSession
+from aiops.kube.session import ApiSession
 
 log = logging.getLogger(__name__)
 

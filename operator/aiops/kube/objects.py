@@ -1,35 +1,9 @@
-"""The Kubernetes client configuration the operator's own code uses (Kopf has its own for its
-watches): the informers and KubeIO take its host and credentials for their aiohttp sessions
-(aiops.kubehttp); leader election calls it directly.
-
-Configured when first needed, not at import: the kubernetes package reads $KUBECONFIG when it is
-imported, which is too early for tests and tools that point it at a cluster they just started.
-"""
+"""Small facts about API objects every controller needs: ownership, resourceVersion order, and
+what a LIST shows was deleted while a watch was away."""
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Mapping
-
-from kubernetes import client, config
-
-_lock = threading.Lock()
-_clients: dict[str, client.ApiClient] = {}
-
-
-def api_client() -> client.ApiClient:
-    """In a pod: the ServiceAccount. Elsewhere: $KUBECONFIG (or ~/.kube/config)."""
-    key = "in-cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else os.environ.get("KUBECONFIG", "")
-    with _lock:
-        if key not in _clients:
-            cfg = client.Configuration()
-            if key == "in-cluster":
-                config.load_incluster_config(client_configuration=cfg)
-            else:
-                config.load_kube_config(config_file=key or None, client_configuration=cfg)
-            _clients[key] = client.ApiClient(cfg)
-        return _clients[key]
 
 
 def owned_by(obj: dict, owner: dict) -> dict:

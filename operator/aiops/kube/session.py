@@ -1,7 +1,8 @@
-"""An asyncio HTTP session to the API server, configured and authenticated exactly like
-`aiops.kube.api_client` (same kubeconfig or ServiceAccount, same certificates and token). The
-informers (aiops.informer) stream their watches through it, and the reconcilers' reads and writes
-(aiops.rollout.kubeio) go through one too, all on the operator's event loop."""
+"""The operator's one asyncio HTTP session to the API server, configured and authenticated exactly
+like `aiops.kube.config.api_client` (same kubeconfig or ServiceAccount, same certificates and
+token). The informers (aiops.kube.informer) stream their watches through it and every controller's
+client (aiops.kube.client) makes its reads and writes through it, all on the operator's event loop
+and over one pool of keep-alive connections."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=30)
 
 
 class ApiSession:
-    """connections: how many requests may be in flight at once (0: no limit, for watches)."""
+    """The connection pool has no limit of its own: watches hold a connection each for as long as
+    they run, and each client bounds the requests it has in flight (KubeClient's concurrency)."""
 
-    def __init__(self, configuration: client.Configuration, connections: int = 0):
+    def __init__(self, configuration: client.Configuration):
         self.config = configuration
         self.host = configuration.host.rstrip("/")
-        self.connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _ssl(self) -> ssl.SSLContext | None:
@@ -51,7 +52,7 @@ class ApiSession:
     def session(self) -> aiohttp.ClientSession:
         """Made on first use, inside the running event loop."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self.connections)
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=0)
             self._session = aiohttp.ClientSession(connector=connector, proxy=self.config.proxy or None)
         return self._session
 

@@ -1,10 +1,11 @@
-"""KubeIO's REST paths and where `observe` reads from: the watch's cache on the hot path, the API
+"""The client's REST paths and where `observe` reads from: the watch's cache on the hot path, the API
 server when the caller needs what may have changed a moment ago. The calls themselves run against
 the real API server in tests/cluster."""
 
 import asyncio
 
-from aiops.rollout.kubeio import KubeIO, path
+from aiops.kube.client import custom_path, path
+from aiops.rollout.world import RolloutClient
 
 DEPLOYMENT = {"metadata": {"name": "md-triton", "namespace": "ns"}}
 POD = {"metadata": {"name": "md-triton-abc", "namespace": "ns"}}
@@ -18,9 +19,9 @@ class Cache:
         return [POD] if (namespace, md_name) == ("ns", "md") else []
 
 
-def recording_kubeio(cache=None) -> tuple[KubeIO, list]:
-    """A KubeIO whose reads record the URL asked for instead of calling a server."""
-    kube, asked = KubeIO(None, cache=cache), []
+def recording_kubeio(cache=None) -> tuple[RolloutClient, list]:
+    """A RolloutClient whose reads record the URL asked for instead of calling a server."""
+    kube, asked = RolloutClient(None, cache=cache), []
 
     async def get(url, **q):
         asked.append(url)
@@ -38,6 +39,8 @@ def test_paths_of_core_group_and_subresources():
     assert path("Pod", "ns") == "/api/v1/namespaces/ns/pods"
     assert path("Job", "ns", "validate") == "/apis/batch/v1/namespaces/ns/jobs/validate"
     assert path("Deployment", "ns", "md-triton", "scale") == "/apis/apps/v1/namespaces/ns/deployments/md-triton/scale"
+    assert custom_path("vectorindexes", "ns", "docs", "status") == \
+        "/apis/aiops.dev/v1alpha1/namespaces/ns/vectorindexes/docs/status"
 
 
 def test_observe_reads_the_cache_without_calling_the_api():

@@ -16,6 +16,14 @@ The rules are client-go's (`k8s.io/client-go/tools/leaderelection`):
   restarts as a candidate. renew_deadline < lease duration leaves the gap for that stop;
 - on a clean shutdown the holder releases the Lease (empty holder), so a standby takes over at
   once instead of after the lease duration.
+
+Why its own thread and the kubernetes package's synchronous client, not the shared aiohttp
+session: a candidate waits before Kopf (which owns the event loop) starts, and the holder's
+renewals must keep their period while that loop is busy with a burst of reconciles, as client-go
+renews from a goroutine of its own. Why not the package's own elector
+(`kubernetes.leaderelection`): its calls have no timeout, so a black-holed connection blocks the
+renewer past its deadline; it measures with the wall clock, never releases the Lease on
+shutdown, and a waiting candidate cannot be stopped.
 """
 
 from __future__ import annotations
@@ -71,6 +79,13 @@ class LeaseSettings:
             raise LeaderElectionError(f"lease duration {lease_duration}s is too short: use 2 seconds or more")
         return cls(name, namespace or lease_namespace(), identity or default_identity(), lease_duration,
                    renew_deadline=lease_duration * 2 / 3, retry_period=max(0.2, lease_duration / 7.5))
+
+
+def lease_api() -> client.CoordinationV1Api:
+    """The Lease API on the operator's configuration (aiops.kube.config)."""
+    from aiops.kube.config import api_client
+
+    return client.CoordinationV1Api(api_client())
 
 
 def lease_namespace() -> str:
