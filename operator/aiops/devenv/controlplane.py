@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from aiops.cli import UserError
 from aiops.devenv.pki import CertRequest, LocalCA
 from aiops.devenv.toolchain import Toolchain, ensure_toolchain
 
@@ -43,7 +44,7 @@ APISERVER_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.
                    f"kubernetes.default.svc.{CLUSTER_DOMAIN}")
 
 
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(UserError):
     """The control plane could not start; the message names the component and what to do."""
 
 

