@@ -1,6 +1,11 @@
 """One reconcile pass of one object, the same shape for every kind: a `Pass` carries the object,
 the status being built and the Events to post; `run_pass` times the kind's pass into the reconcile
-histogram and writes back what changed (status patch and Events) in one place."""
+histogram and writes back what changed (status patch and Events) in one place.
+
+What is written is the kind's status model's serialization of the status the pass built
+(`through_model`): the API models are the single source for status as for spec, their defaults
+fill what a pass left out, and a field or value the model does not declare is a defect of ours,
+said loudly (under AIOPS_STRICT_STATUS=1, the tests, the pass fails)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
+
+from pydantic import ValidationError
 
 from aiops import metrics
 from aiops.api.registry import KindInfo
@@ -76,23 +83,32 @@ async def run_pass(kind: KindInfo, obj: dict, kube: WriteBack, body: Callable[[P
         delay = await body(p)
     finally:
         metrics.RECONCILE_SECONDS.labels(kind=kind.kind).observe(time.perf_counter() - started)
-    _check_status(kind, p.status)
-    written = await kube.write_back(obj, kind.plural, before, p.status, p.events)
+    status = through_model(kind, p.status)
+    written = await kube.write_back(obj, kind.plural, before, status, p.events)
     return delay, written
 
 
 _reported: set[str] = set()
 
 
-def _check_status(kind: KindInfo, status: dict) -> None:
-    """Status fields the kind's status model lacks would be pruned by the API server without a
-    word (its CRD schema is generated from the model): a defect of ours, said loudly. Under
-    AIOPS_STRICT_STATUS=1 (the tests) the pass fails instead."""
-    unknown = kind.status_model.unknown_fields(status)
-    if not unknown:
-        return
-    message = (f"{kind.kind} status fields not in {kind.status_model.__name__} (the API server drops them): "
-               f"{', '.join(unknown)}")
+def through_model(kind: KindInfo, status: dict) -> dict:
+    """`status` as the kind's status model serializes it (wire names, ISO times, defaults filled,
+    nothing None). Fields the model lacks would be pruned by the API server without a word (its
+    CRD schema is generated from the model), and a value the model rejects the schema rejects too:
+    both are reported, and the status goes out as built, for the API server to judge."""
+    model = kind.status_model
+    unknown = model.unknown_fields(status)
+    if unknown:
+        _report(f"{kind.kind} status fields not in {model.__name__} (the API server drops them): "
+                f"{', '.join(unknown)}")
+    try:
+        return model.model_validate(status).model_dump(mode="json", by_alias=True, exclude_none=True)
+    except ValidationError as e:
+        _report(f"{kind.kind} status does not fit {model.__name__}: {e}")
+        return status
+
+
+def _report(message: str) -> None:
     if os.environ.get("AIOPS_STRICT_STATUS") == "1":
         raise AssertionError(message)
     if message not in _reported:
