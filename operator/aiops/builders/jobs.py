@@ -3,6 +3,7 @@ its security posture and for how its result comes back (the container's terminat
 
 from __future__ import annotations
 
+from aiops.builders.security import container_security, pod_security
 from aiops.builders.triton import MANAGED_BY
 
 RUN_AS_USER = 10001  # the project image's non-root user (Dockerfile), which the worker Jobs run
@@ -27,13 +28,11 @@ def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                                    "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": pod_security(RUN_AS_USER),
                 "containers": [{
                     **container,
                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}},
+                    "securityContext": container_security(),
                 }],
                 "volumes": volumes,
             },

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from aiops.api.common import memory_request
 from aiops.api.vectorindex import ManagedMilvus, VectorIndexSpec
+from aiops.builders.security import container_security, pod_security
 from aiops.builders.triton import MANAGED_BY, child_name
 
 VECTOR_INDEX_LABEL = "aiops.dev/vectorindex"
@@ -107,8 +108,7 @@ def build_milvus_statefulset(vi_name: str, spec: VectorIndexSpec) -> dict:
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                                        "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": pod_security(RUN_AS_USER),
                     "containers": [{
                         "name": "milvus",
                         "image": managed.image,
@@ -129,7 +129,7 @@ def build_milvus_statefulset(vi_name: str, spec: VectorIndexSpec) -> dict:
                                           "subPath": "user.yaml", "readOnly": True},
                                          {"name": "config", "mountPath": ETCD_CONFIG_MOUNT,
                                           "subPath": "embedEtcd.yaml", "readOnly": True}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        "securityContext": container_security(read_only_root=False),
                     }],
                     "volumes": [{"name": "config", "configMap": {"name": milvus_name(vi_name)}}],
                 },

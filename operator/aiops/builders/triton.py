@@ -16,6 +16,7 @@ from typing import Any
 
 from aiops.api.common import memory_request, quantity_str
 from aiops.api.modeldeployment import ModelDeploymentSpec
+from aiops.builders.security import container_security, pod_security
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_MOUNT = "/models"
@@ -122,8 +123,7 @@ def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool
                          "periodSeconds": 2, "failureThreshold": 150},
         "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"},
                          {"name": "shm", "mountPath": "/dev/shm"}],
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": container_security(),
     }
     pod_spec = {
         "containers": [container],
@@ -133,8 +133,7 @@ def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool
         "nodeSelector": dict(spec.node_selector),
         # GPU nodes are commonly tainted with the GPU resource name; GPU pods tolerate it.
         "tolerations": [{"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                            "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security(RUN_AS_USER),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
