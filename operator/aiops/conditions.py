@@ -11,6 +11,15 @@ from typing import Any
 Condition = dict[str, Any]
 
 
+class ReasonedError(RuntimeError):
+    """A failure that becomes a condition: `reason` is its CamelCase word, the message says what
+    happened and what to do."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 

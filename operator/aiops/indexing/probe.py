@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiops.api.vectorindex import VectorIndexSpec
+from aiops.conditions import ReasonedError
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10.0
 T = TypeVar("T")
 
 
-class ProbeError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class ProbeError(ReasonedError):
+    """The recall probe of a live index failed."""
 
 
 @dataclass

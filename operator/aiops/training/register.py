@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiops.api.trainingjob import TrainingJobSpec
+from aiops.conditions import ReasonedError
 from aiops.training.export import ExportError, config_text, write_version
 from aiops.training.model import read_info
 from aiops.training.optimize import load_model_dir, recorded_result
@@ -27,10 +28,8 @@ RECORD = "registered.json"
 AUTO_VERSION_ATTEMPTS = 3  # another run may take the next version number between look and rename
 
 
-class RegisterError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class RegisterError(ReasonedError):
+    """Registering the model version failed."""
 
 
 def chosen_model(run_dir: Path) -> tuple[Path, bool]:

@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from aiops.api.trainingjob import DatasetSchema
+from aiops.conditions import ReasonedError
 
 MAX_DOWNLOAD_BYTES = 1 << 30
 DOWNLOAD_TIMEOUT_S = 120
 
 
-class SourceError(Exception):
+class SourceError(ReasonedError):
     """The source cannot be read; `reason` is the CamelCase word for the condition."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass

@@ -19,15 +19,12 @@ import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from aiops.api.modeldeployment import ValidationSample
+from aiops.conditions import ReasonedError
 from aiops.triton.samples import SampleResult, judge, to_numpy
 
 
-class TritonError(RuntimeError):
+class TritonError(ReasonedError):
     """A Triton call failed; `reason` is a CamelCase word for conditions."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

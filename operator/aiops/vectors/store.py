@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiops.api.vectorindex import VectorIndexSpec
+from aiops.conditions import ReasonedError
 
 TEXT_MAX_BYTES = 8192
 HASH_LENGTH = 64
@@ -70,12 +71,8 @@ RAISABLE_SEARCH_PARAM: dict[str, tuple[str, int]] = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(ReasonedError):
     """A Milvus state the operator must report rather than repair (`reason` is CamelCase)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 # ---- schema and collection ----------------------------------------------------------------------
