@@ -1,6 +1,5 @@
-"""ModelDeployment: one model version served by Triton on dedicated GPUs (seed sections 2.1, 2.2
-and the inference half of 4.2): validated before it serves, health-checked, rolled back on
-failure, and watched for degradation."""
+"""ModelDeployment: one model version served by Triton on dedicated GPUs: validated before it
+serves, health-checked, rolled back on failure, and watched for degradation."""
 
 from __future__ import annotations
 

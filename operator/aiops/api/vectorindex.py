@@ -1,4 +1,4 @@
-"""VectorIndex: a Milvus collection kept in step with a document source (seed section 3.2):
+"""VectorIndex: a Milvus collection kept in step with a document source:
 new documents are embedded on the shared GPU, stored with their metadata, and the index is
 optimised and measured."""
 
