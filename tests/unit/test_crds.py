@@ -264,6 +264,8 @@ def test_free_form_only_where_intended():
         ("ModelDeployment", "spec.validation.samples[].inputs[].data[]"),
         ("ModelDeployment", "spec.validation.samples[].expectedOutputs[].data[]"),
         ("ModelDeployment", "spec.validation.samples[].metadata"),
+        # Sampling parameters go to the LLM backend as they are (vLLM's SamplingParams).
+        ("ModelDeployment", "spec.validation.samples[].generate.parameters"),
         ("VectorIndex", "spec.index.params"),
         ("VectorIndex", "spec.index.searchParams"),
     }

@@ -8,8 +8,10 @@ from aiops.triton.samples import (
     SampleResult,
     accuracy,
     judge,
+    judge_text,
     meets_accuracy,
     output_mismatch,
+    text_answer,
     to_numpy,
 )
 
@@ -59,3 +61,50 @@ def test_judge_and_accuracy():
     assert meets_accuracy(results, 0.75) and not meets_accuracy(results, 0.8)
     assert not meets_accuracy(results, None)  # unset minimum: all must pass
     assert meets_accuracy([], 0.9) and accuracy([]) is None
+
+
+# ---- generation samples ------------------------------------------------------------------------------
+
+def generation(expect: dict | None = None, stream: bool = False) -> ValidationSample:
+    return ValidationSample.from_wire({"name": "g", "generate": {"prompt": "The capital of France is",
+                                                                 "stream": stream},
+                                       **({"expectedText": expect} if expect is not None else {})})
+
+
+@pytest.mark.parametrize("expect, text, problem", [
+    ({"exact": "Paris."}, " Paris.\n", None),
+    ({"exact": "Paris."}, " Paris, France.", "expected exactly 'Paris.'"),
+    ({"contains": ["Paris", "."]}, " Paris.", None),
+    ({"contains": ["Paris", "France"]}, " Paris.", "lacks 'France'"),
+    ({"regex": r"\bParis\b"}, " Paris.", None),
+    ({"regex": r"^\d+$"}, " Paris.", "does not match"),
+    ({"contains": ["Paris"], "regex": "Lyon"}, " Paris.", "does not match 'Lyon'"),
+    ({}, "", None),
+])
+def test_text_checks_each_must_hold_and_the_first_failure_shows_the_text(expect, text, problem):
+    result = judge_text(generation(expect), text)
+    assert result.passed is (problem is None)
+    if problem:
+        assert problem in result.detail and repr(text if len(text) <= 200 else text[:200] + "...") in result.detail
+
+
+def test_a_long_generated_text_is_shown_cut_short():
+    result = judge_text(generation({"contains": ["never"]}), "x" * 5000)
+    assert not result.passed and len(result.detail) < 400
+
+
+def test_the_prompt_a_backend_repeats_is_taken_off_a_whole_answer_not_a_stream():
+    whole, stream = generation().generate, generation(stream=True).generate
+    assert text_answer(whole, "The capital of France is Paris.") == " Paris."
+    assert text_answer(whole, " Paris.") == " Paris."
+    assert text_answer(stream, "The capital of France is Paris.") == "The capital of France is Paris."
+
+
+def test_a_sample_is_either_tensors_or_a_prompt():
+    with pytest.raises(ValueError, match="exactly one of inputs, generate"):
+        ValidationSample.from_wire({"name": "both", "generate": {"prompt": "hi"},
+                                    "inputs": [{"name": "x", "dataType": "FP32", "shape": [1], "data": [1]}]})
+    with pytest.raises(ValueError, match="exactly one of inputs, generate"):
+        ValidationSample.from_wire({"name": "neither"})
+    request = generation().generate
+    assert (request.max_tokens, request.parameters, request.stream) == (64, {"temperature": 0}, False)

@@ -306,6 +306,28 @@ def test_without_samples_the_static_checks_decide(repo, tmp_path, no_triton):
     assert code == 0 and v["reason"] == "Validated" and "no samples" in v["message"]
 
 
+def test_a_vllm_model_without_a_gpu_is_checked_statically_and_sampled_after_deployment(tmp_path, no_triton,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(validate_model, "visible_gpus", lambda: 0)
+    repo = tmp_path / "repo"
+    (repo / "llm" / "1").mkdir(parents=True)
+    (repo / "llm" / "config.pbtxt").write_text(
+        'name: "llm"\nbackend: "vllm"\nmax_batch_size: 0\nmodel_transaction_policy { decoupled: true }\n'
+        'input [ { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+        'output [ { name: "text_output" data_type: TYPE_STRING dims: [ -1 ] } ]\n'
+        "instance_group [ { kind: KIND_MODEL } ]\n")
+    (repo / "llm" / "1" / "model.json").write_text(json.dumps({"model": "/models/w", "tensor_parallel_size": 2}))
+    body = {"model": {"name": "llm", "version": 1}, "repository": {"hostPath": {"path": "/m"}},
+            "resources": {"gpus": 2}, "llm": {"engine": "vllm"},
+            "validation": {"samples": [{"name": "capital", "generate": {"prompt": "The capital of France is"},
+                                        "expectedText": {"contains": ["Paris"]}}]}}
+    code, v = run_inprocess(tmp_path, repo, body)
+    assert code == 0 and v["reason"] == "InferenceSkipped" and "vllm backend needs a GPU" in v["message"]
+    (repo / "llm" / "1" / "model.json").write_text(json.dumps({"model": "/models/w"}))  # built for one GPU
+    code, v = run_inprocess(tmp_path, repo, body)
+    assert code == 3 and v["reason"] == "TensorParallelMismatch"
+
+
 def test_an_unreadable_spec_is_a_worker_error(repo, tmp_path, no_triton):
     code, v = run_inprocess(tmp_path, repo, "model: [unclosed")
     assert code == 1 and v["reason"] == "SpecUnreadable" and v["retryable"] and v["model"] is None

@@ -4,7 +4,7 @@ serves, health-checked, rolled back on failure, and watched for degradation."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -17,6 +17,7 @@ from aiops.api.common import (
     HistoryEntry,
     ImagePullPolicy,
     ModelRepository,
+    OneOf,
     Quantity,
     SpecModel,
     StatusBase,
@@ -162,17 +163,68 @@ class ExpectedOutput(SampleTensor):
     )
 
 
-class ValidationSample(SpecModel):
-    """One inference request and what it must answer."""
+class GenerateRequest(SpecModel):
+    """A request to Triton's generate endpoint, the text interface of LLM backends (vLLM,
+    TensorRT-LLM, or a Python model with a text_input input and a text_output output)."""
+
+    prompt: str = Field(min_length=1, max_length=32768, description="The prompt, sent as text_input.")
+    max_tokens: int = Field(
+        default=64, ge=1, le=32768, description="Most tokens to generate (the max_tokens sampling parameter)."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"temperature": 0},
+        description="Further sampling parameters, sent as the request's parameters (vLLM's SamplingParams "
+        "names: temperature, top_p, top_k, seed, stop, ...). The default, temperature 0, decodes greedily, so "
+        "a check can expect the same text every time.",
+    )
+    stream: bool = Field(
+        default=False,
+        description="Request through generate_stream (the model's stream input set) and judge the chunks "
+        "joined; the time to the first chunk is measured.",
+    )
+
+
+class TextExpectation(SpecModel):
+    """What generated text must satisfy; every check that is set must hold. The text judged is the
+    model's text_output with the prompt taken off where the backend repeats it."""
+
+    exact: str | None = Field(
+        default=None, max_length=32768, description="The whole text, surrounding whitespace aside."
+    )
+    contains: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=32, description="Strings that must each appear in the text."
+    )
+    regex: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="A Python regular expression that must match somewhere in the text.",
+    )
+
+
+class ValidationSample(OneOf):
+    """One request and what it must answer: tensors through the infer endpoint (inputs,
+    expectedOutputs), or a prompt through the generate endpoint (generate, expectedText)."""
+
+    one_of: ClassVar[tuple[str, ...]] = ("inputs", "generate")
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="Sample name."
     )
-    inputs: list[SampleTensor] = Field(min_length=1, max_length=32, description="Request inputs.")
+    inputs: list[SampleTensor] | None = Field(
+        default=None, min_length=1, max_length=32, description="Request inputs of an inference sample."
+    )
     expected_outputs: list[ExpectedOutput] = Field(
         default_factory=list,
         max_length=32,
-        description="Outputs the model must return; empty means the request must only succeed.",
+        description="Outputs an inference sample must return; empty means the request must only succeed.",
+    )
+    generate: GenerateRequest | None = Field(
+        default=None, description="A generation sample: the prompt and how to sample the answer."
+    )
+    expected_text: TextExpectation | None = Field(
+        default=None,
+        description="What a generation sample's text must satisfy; unset means the request must only succeed.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Free-form notes kept with the sample (e.g. its source)."
@@ -355,6 +407,38 @@ class Monitoring(SpecModel):
     )
 
 
+LlmEngine = Literal["vllm", "tensorrtllm", "python"]
+LLM_GPU_ENGINES = ("vllm", "tensorrtllm")
+
+
+class LanguageModel(SpecModel):
+    """A large language model behind one of Triton's LLM backends. Validation checks the
+    repository against it (vLLM: the version's model.json engine arguments; TensorRT-LLM: one
+    engine file per tensor-parallel rank), and its samples ask it through the generate endpoint."""
+
+    engine: LlmEngine = Field(
+        default="vllm",
+        description="vllm: Triton's vLLM backend (the version directory holds model.json, the engine "
+        "arguments). tensorrtllm: TensorRT-LLM engines (rank<N>.engine per GPU) behind the model's ensemble. "
+        "python: a Python-backend model with the same text interface (text_input, stream, text_output), "
+        "which runs without a GPU.",
+    )
+    tensor_parallel_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="GPUs one copy of the model is split over; unset: resources.gpus (the reference node's llm-server: "
+        "2). The repository must be built for this many (model.json tensor_parallel_size, engine ranks).",
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="The share of each GPU's memory the engine may take (vLLM's gpu_memory_utilization, "
+        "weights and KV cache); model.json may not ask for more. Unset: whatever model.json says.",
+    )
+
+
 class DynamicBatching(SpecModel):
     """Triton's dynamic batcher."""
 
@@ -402,6 +486,11 @@ class ModelDeploymentSpec(SpecModel):
     )
     batching: DynamicBatching = Field(
         default_factory=DynamicBatching, description="Dynamic batching settings passed to Triton."
+    )
+    llm: LanguageModel | None = Field(
+        default=None,
+        description="The model is a large language model served by an LLM backend (vLLM, TensorRT-LLM); "
+        "its samples are generation samples.",
     )
 
 

@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import numpy as np
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from aiops.api.modeldeployment import ValidationSample
+from aiops.api.modeldeployment import GenerateRequest, ValidationSample
 from aiops.conditions import ReasonedError
-from aiops.triton.samples import SampleResult, judge, to_numpy
+from aiops.triton.samples import SampleResult, judge, judge_text, text_answer, to_numpy
 
 
 class TritonError(ReasonedError):
@@ -40,6 +41,39 @@ class Health:
 
 
 REQUEST_CEILING = 3600.0
+MAX_EVENT_BYTES = 1 << 20  # one streamed chunk; a server that sends more is not a generate endpoint
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What a generate request returned: the text (a stream's chunks joined), the time to the
+    whole answer and to its first chunk, and how many chunks came."""
+
+    text: str
+    total_ms: float
+    first_chunk_ms: float | None
+    chunks: int
+
+
+def _text(answer: dict) -> str:
+    value = answer.get("text_output", "")
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+async def _server_sent_events(response: aiohttp.ClientResponse):
+    """The JSON objects of a text/event-stream body (`data: {...}` events, blank-line separated)."""
+    buffer = b""
+    async for chunk in response.content.iter_any():
+        buffer += chunk
+        if len(buffer) > MAX_EVENT_BYTES:
+            raise InferenceServerException(f"a streamed event exceeds {MAX_EVENT_BYTES} bytes")
+        while b"\n\n" in buffer:
+            event, buffer = buffer.split(b"\n\n", 1)
+            data = b"".join(line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:"))
+            if data:
+                yield json.loads(data)
+    if buffer.strip().startswith(b"data:"):
+        yield json.loads(buffer.strip()[5:])
 
 
 class TritonServer:
@@ -51,9 +85,12 @@ class TritonServer:
         # The client's conn_timeout is aiohttp's *total* request timeout: a model load takes far
         # longer than a health check. Each call is bounded by `_call` instead.
         self._client = aioclient.InferenceServerClient(url, conn_timeout=REQUEST_CEILING)
+        self._http: aiohttp.ClientSession | None = None  # the generate endpoints, which tritonclient lacks
 
     async def close(self) -> None:
         await self._client.close()
+        if self._http is not None:
+            await self._http.close()
 
     async def __aenter__(self) -> TritonServer:
         return self
@@ -98,8 +135,10 @@ class TritonServer:
 
     async def infer_sample(self, model: str, version: int, sample: ValidationSample) -> SampleResult:
         """One sample against one version; a failed request is a failed sample, not an error."""
+        if sample.generate is not None:
+            return await self.generate_sample(model, version, sample)
         inputs = []
-        for tensor in sample.inputs:
+        for tensor in sample.inputs or []:
             data = to_numpy(tensor)
             inp = httpclient.InferInput(tensor.name, list(data.shape), tensor.data_type)
             inp.set_data_from_numpy(data, binary_data=True)
@@ -120,10 +159,54 @@ class TritonServer:
         verdict = judge(sample, answers)
         return SampleResult(verdict.sample, verdict.passed, verdict.detail, latency)
 
+    async def generate_sample(self, model: str, version: int, sample: ValidationSample) -> SampleResult:
+        """A generation sample through Triton's generate (or generate_stream) endpoint."""
+        request = sample.generate
+        try:
+            generated = await self._call(f"generation of sample {sample.name!r}",
+                                         self.generate(model, version, request))
+        except TritonError as e:
+            return SampleResult(sample.name, False, str(e))
+        verdict = judge_text(sample, text_answer(request, generated.text))
+        return SampleResult(sample.name, verdict.passed, verdict.detail, generated.total_ms,
+                            first_chunk_ms=generated.first_chunk_ms, chunks=generated.chunks)
+
+    async def generate(self, model: str, version: int | None, request: GenerateRequest) -> Generated:
+        """text_input, stream and the sampling parameters (max_tokens among them) as Triton's
+        generate extension takes them: fields named like the model's inputs become those
+        inputs, `parameters` the request's parameters (which the vLLM backend reads as its
+        SamplingParams). A stream is Server-Sent Events, one text_output chunk each."""
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+        path += "/generate_stream" if request.stream else "/generate"
+        body = {"text_input": request.prompt, "stream": request.stream,
+                "parameters": {**request.parameters, "max_tokens": request.max_tokens}}
+        started = time.perf_counter()
+        session = self._session()
+        async with session.post(f"http://{self.url}{path}", json=body) as response:
+            if not request.stream:
+                answer = await response.json(content_type=None)
+                if response.status != 200 or "error" in answer:
+                    raise InferenceServerException(answer.get("error") or f"HTTP {response.status}")
+                elapsed = (time.perf_counter() - started) * 1000
+                return Generated(_text(answer), elapsed, elapsed, 1)
+            parts: list[str] = []
+            first = None
+            async for event in _server_sent_events(response):
+                if "error" in event:
+                    raise InferenceServerException(event["error"])
+                first = first if first is not None else (time.perf_counter() - started) * 1000
+                parts.append(_text(event))
+            if response.status != 200 and not parts:
+                raise InferenceServerException(f"HTTP {response.status}")
+            return Generated("".join(parts), (time.perf_counter() - started) * 1000, first, len(parts))
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_CEILING))
+        return self._http
+
     async def metrics_text(self, metrics_url: str) -> str:
         """Triton's Prometheus exposition (the metrics port), for monitoring."""
-        import aiohttp
-
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(metrics_url) as resp:
             return await resp.text()

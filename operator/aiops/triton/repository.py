@@ -1,5 +1,6 @@
 """Static checks of a model version in a Triton model repository: does what the spec names exist,
-does config.pbtxt parse, and does it agree with the spec? (Seed 2.1, step 1: validate the model.)
+does config.pbtxt parse, and does it agree with the spec? For a large language model, is the
+version built for the GPUs the spec gives it?
 
 Runs inside the validation Job (`aiops worker validate-model`), where the repository is mounted;
 the operator itself never reads model files.
@@ -7,6 +8,7 @@ the operator itself never reads model files.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ DEFAULT_MODEL_FILES = {
     "pytorch": "model.pt", "pytorch_libtorch": "model.pt", "tensorrt": "model.plan",
     "tensorrt_plan": "model.plan", "tensorflow": "model.savedmodel",
     "tensorflow_savedmodel": "model.savedmodel", "openvino": "model.xml",
+    "vllm": "model.json",  # the engine arguments; the weights are wherever its "model" says
 }
 
 
@@ -116,4 +119,83 @@ def check_model_version(repo: Path, spec: ModelDeploymentSpec) -> tuple[dict | N
             problems.append(Problem("ModelFileMissing", f"{name}/{version}/{filename} is missing"))
         elif not any(version_dir.iterdir()):
             problems.append(Problem("ModelFileMissing", f"{name}/{version}/ is empty"))
+        if spec.llm is not None:
+            problems += llm_problems(repo, config, version_dir, spec)
     return config, problems
+
+
+def tensor_parallel(spec: ModelDeploymentSpec) -> int:
+    """GPUs one copy of the language model is split over."""
+    return (spec.llm.tensor_parallel_size if spec.llm and spec.llm.tensor_parallel_size else
+            max(1, spec.resources.gpus))
+
+
+def llm_problems(repo: Path, config: dict, version_dir: Path, spec: ModelDeploymentSpec) -> list[Problem]:
+    """Is the version built for the GPUs the spec gives it, as its engine reads the repository?"""
+    engine = spec.llm.engine
+    where = f"{spec.model.name}/{spec.model.version}"
+    if engine == "python":
+        names = {t.get("name") for t in config.get("input", [])} | {t.get("name") for t in config.get("output", [])}
+        missing = [n for n in ("text_input", "text_output") if n not in names]
+        return [Problem("ConfigMismatch", f"config.pbtxt lacks {' and '.join(missing)}: the generate endpoint "
+                        "sends the prompt as text_input and reads text_output")] if missing else []
+    if engine == "vllm":
+        return _vllm_problems(config, version_dir, where, spec)
+    return _tensorrtllm_problems(repo, tensor_parallel(spec))
+
+
+def _vllm_problems(config: dict, version_dir: Path, where: str, spec: ModelDeploymentSpec) -> list[Problem]:
+    problems = []
+    if _backend(config) != "vllm":
+        problems.append(Problem("ConfigMismatch", f"config.pbtxt uses {_backend(config)!r}; llm.engine vllm "
+                                "needs backend: \"vllm\""))
+    engine_file = version_dir / "model.json"
+    if not engine_file.is_file():
+        return problems  # missing: said by the check of the version's files
+    try:
+        engine_args = json.loads(engine_file.read_text())
+        if not isinstance(engine_args, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        return [*problems, Problem("ConfigInvalid", f"{where}/model.json does not parse: {e}")]
+    want = tensor_parallel(spec)
+    # vLLM's defaults where model.json is silent: one GPU, 90% of its memory.
+    got = int(engine_args.get("tensor_parallel_size", 1)) * int(engine_args.get("pipeline_parallel_size", 1))
+    if got != want:
+        problems.append(Problem("TensorParallelMismatch", f"{where}/model.json splits the model over {got} GPU(s) "
+                                f"(tensor_parallel_size x pipeline_parallel_size); the spec runs it on {want} "
+                                "(llm.tensorParallelSize, else resources.gpus): make them agree"))
+    share = float(engine_args.get("gpu_memory_utilization", 0.9))
+    limit = spec.llm.gpu_memory_utilization
+    if limit is not None and share > limit:
+        problems.append(Problem("GpuMemoryShareExceeded", f"{where}/model.json asks for gpu_memory_utilization "
+                                f"{share:g}, above the spec's llm.gpuMemoryUtilization {limit:g}"))
+    if want > 1 and any(g.get("kind") == "KIND_GPU" for g in config.get("instance_group", [])):
+        problems.append(Problem("InstanceKindUnsupported", "config.pbtxt places the model with KIND_GPU, which "
+                                f"the vLLM backend refuses for a model split over {want} GPUs: use kind: KIND_MODEL"))
+    return problems
+
+
+def _tensorrtllm_problems(repo: Path, want: int) -> list[Problem]:
+    """The engines: a model of the repository with backend tensorrtllm, one rank<N>.engine per GPU
+    in its engine directory (the gpt_model_path parameter where it points into the repository,
+    else its version 1)."""
+    for config_file in sorted(repo.glob("*/config.pbtxt")):
+        try:
+            config = parse_model_config(config_file.read_text())
+        except ConfigError:
+            continue
+        if _backend(config) != "tensorrtllm":
+            continue
+        engine_dir = config_file.parent / "1"
+        path = config.get("parameters", {}).get("gpt_model_path", {}).get("string_value", "")
+        if path and (repo / path).is_dir():
+            engine_dir = repo / path
+        ranks = sorted(engine_dir.glob("rank*.engine"))
+        if len(ranks) != want:
+            return [Problem("TensorParallelMismatch", f"{engine_dir.relative_to(repo)} holds {len(ranks)} engine "
+                            f"rank(s); the spec runs the model on {want} GPU(s): build the engines with "
+                            f"tp_size {want}")]
+        return []
+    return [Problem("EngineNotFound", "no model in the repository uses backend tensorrtllm: llm.engine "
+                    "tensorrtllm serves TensorRT-LLM engines behind the model the spec names")]

@@ -6,12 +6,13 @@ to the same standard before and after it is deployed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from aiops.api.modeldeployment import ExpectedOutput, SampleTensor, ValidationSample
+from aiops.api.modeldeployment import ExpectedOutput, GenerateRequest, SampleTensor, TextExpectation, ValidationSample
 
 NUMPY_TYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -61,6 +62,34 @@ class SampleResult:
     passed: bool
     detail: str = ""
     latency_ms: float | None = None
+    first_chunk_ms: float | None = None  # generation samples: time to the first streamed chunk
+    chunks: int | None = None  # generation samples: responses the answer came in
+
+
+def text_answer(request: GenerateRequest, text: str) -> str:
+    """The generated text alone: vLLM's non-streamed answer repeats the prompt first (unless
+    exclude_input_in_output), a stream never does."""
+    if not request.stream and text.startswith(request.prompt):
+        return text[len(request.prompt):]
+    return text
+
+
+def text_mismatch(expected: TextExpectation, text: str) -> str | None:
+    """None when `text` satisfies every check of `expected`; else what it fails, with the text."""
+    shown = text if len(text) <= 200 else text[:200] + "..."
+    if expected.exact is not None and text.strip() != expected.exact.strip():
+        return f"generated {shown!r}, expected exactly {expected.exact.strip()!r}"
+    missing = [c for c in expected.contains if c not in text]
+    if missing:
+        return f"generated {shown!r}, which lacks {', '.join(map(repr, missing))}"
+    if expected.regex is not None and re.search(expected.regex, text) is None:
+        return f"generated {shown!r}, which does not match {expected.regex!r}"
+    return None
+
+
+def judge_text(sample: ValidationSample, text: str) -> SampleResult:
+    problem = text_mismatch(sample.expected_text, text) if sample.expected_text is not None else None
+    return SampleResult(sample.name, problem is None, problem or "")
 
 
 def judge(sample: ValidationSample, outputs: Mapping[str, np.ndarray]) -> SampleResult:

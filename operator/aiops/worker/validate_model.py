@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from aiops.api.modeldeployment import ModelDeploymentSpec, ValidationSample
+from aiops.api.modeldeployment import LLM_GPU_ENGINES, ModelDeploymentSpec, ValidationSample
 from aiops.builders.triton import triton_model_config
 from aiops.triton.client import TritonError, TritonServer
 from aiops.triton.repository import Problem, check_model_version
@@ -252,7 +252,9 @@ async def validate(spec_file: Path, repository: Path, validation_set: Path | Non
                             "agrees with the spec, the model file is there); no samples to run")
         gpus = visible_gpus()
         backend = config.get("backend") or config.get("platform") or ""
-        if gpus == 0 and backend in GPU_ONLY_BACKENDS:
+        if spec.llm is not None and spec.llm.engine in LLM_GPU_ENGINES:
+            backend = spec.llm.engine
+        if gpus == 0 and (backend in GPU_ONLY_BACKENDS or backend in LLM_GPU_ENGINES):
             raise Judgement("valid", "InferenceSkipped", f"{_what(spec)} passed the static checks; its "
                             f"{backend} backend needs a GPU, which the validation Job does not have, so "
                             "the samples run in the health check after deployment instead")

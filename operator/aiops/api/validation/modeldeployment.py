@@ -4,9 +4,10 @@ validation samples and the monitoring thresholds."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 
-from aiops.api.modeldeployment import ModelDeploymentSpec, SampleTensor
+from aiops.api.modeldeployment import LLM_GPU_ENGINES, ModelDeploymentSpec, SampleTensor, ValidationSample
 from aiops.api.validation.base import (
     ClusterFacts,
     Problem,
@@ -45,6 +46,22 @@ def rules(md: ModelDeploymentSpec, facts: ClusterFacts) -> Iterator[Problem]:
     yield from _signature_rules(md)
     yield from _sample_rules(md)
     yield from _monitoring_rules(md)
+    yield from _llm_rules(md)
+
+
+def _llm_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
+    if md.llm is None:
+        return
+    gpus = md.resources.gpus
+    if md.llm.engine in LLM_GPU_ENGINES and gpus == 0:
+        yield Problem("spec.resources.gpus", "LlmNeedsGpu",
+                      f"llm.engine {md.llm.engine} runs on GPUs but resources.gpus is 0; give each Triton pod "
+                      "the GPUs the model is split over.")
+    tp = md.llm.tensor_parallel_size
+    if tp is not None and md.llm.engine in LLM_GPU_ENGINES and tp > gpus:
+        yield Problem("spec.llm.tensorParallelSize", "TensorParallelExceedsGpus",
+                      f"llm.tensorParallelSize {tp} splits the model over more GPUs than each Triton pod has "
+                      f"(resources.gpus {gpus}); raise resources.gpus or lower tensorParallelSize.")
 
 
 def _batching_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
@@ -93,8 +110,9 @@ def _sample_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
     declared_outputs = {t.name for t in md.model.outputs}
     for i, sample in enumerate(md.validation.samples):
         base = f"spec.validation.samples[{i}]"
+        yield from _generation_sample_rules(base, sample)
         for side, tensors, declared in (
-            ("inputs", sample.inputs, declared_inputs),
+            ("inputs", sample.inputs or [], declared_inputs),
             ("expectedOutputs", sample.expected_outputs, declared_outputs),
         ):
             for j, tensor in enumerate(tensors):
@@ -115,6 +133,24 @@ def _sample_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
             "minAccuracy is set but there are no samples and no validationSet to "
             "measure accuracy on; add samples or remove minAccuracy.",
         )
+
+
+def _generation_sample_rules(base: str, sample: ValidationSample) -> Iterator[Problem]:
+    """Each kind of sample with its own kind of expectation; a pattern that compiles."""
+    if sample.generate is not None and sample.expected_outputs:
+        yield Problem(f"{base}.expectedOutputs", "ExpectationDoesNotFitSample",
+                      f"sample {sample.name} is a generation sample: state what its text must hold in "
+                      "expectedText, not expectedOutputs.")
+    if sample.inputs is not None and sample.expected_text is not None:
+        yield Problem(f"{base}.expectedText", "ExpectationDoesNotFitSample",
+                      f"sample {sample.name} is an inference sample: state its answer in expectedOutputs; "
+                      "expectedText is for generation samples.")
+    if sample.expected_text is not None and sample.expected_text.regex is not None:
+        try:
+            re.compile(sample.expected_text.regex)
+        except re.error as e:
+            yield Problem(f"{base}.expectedText.regex", "InvalidPattern",
+                          f"sample {sample.name}: the regular expression does not compile ({e}).")
 
 
 def _sample_tensor_rules(
