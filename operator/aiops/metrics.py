@@ -37,6 +37,18 @@ MD_ACCURACY = Gauge(
     "aiops_modeldeployment_accuracy_ratio",
     "accuracy: share of validation samples answered correctly by the live endpoint in the window (0..1).",
     MD_LABELS)
+MD_TIME_TO_FIRST_TOKEN = Gauge(
+    "aiops_modeldeployment_time_to_first_token_seconds",
+    "LLMs: mean time to the first generated token over the monitoring window (the engine's histogram).", MD_LABELS)
+MD_TIME_PER_OUTPUT_TOKEN = Gauge(
+    "aiops_modeldeployment_time_per_output_token_seconds",
+    "LLMs: mean time per generated token after the first over the monitoring window.", MD_LABELS)
+MD_TOKENS_PER_SECOND = Gauge(
+    "aiops_modeldeployment_generation_tokens_per_second",
+    "LLMs: tokens generated per second over the monitoring window, all serving pods.", MD_LABELS)
+MD_KV_CACHE_USAGE = Gauge(
+    "aiops_modeldeployment_kv_cache_usage_ratio",
+    "LLMs: KV-cache use of the fullest serving pod's engine (0..1).", MD_LABELS)
 MD_WINDOW_REQUESTS = Gauge(
     "aiops_modeldeployment_window_requests",
     "Requests (real and synthetic probes) in the monitoring window.", MD_LABELS)

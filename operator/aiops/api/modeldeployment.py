@@ -348,8 +348,14 @@ class ErrorRateThreshold(SpecModel):
     max: float = Field(ge=0, le=1, description="Largest acceptable fraction of failed requests.")
 
 
+class MaxMillisecondsThreshold(SpecModel):
+    """Upper limit on a mean time."""
+
+    max_milliseconds: float = Field(gt=0, description="Largest acceptable mean over the window, in ms.")
+
+
 class MonitoringThresholds(SpecModel):
-    """Limits on the five monitored metrics; an unset one is only compared with the baseline."""
+    """Limits on the monitored metrics; an unset one is only compared with the baseline."""
 
     inference_time: InferenceTimeThreshold | None = Field(
         default=None, description="inference_time: request latency."
@@ -365,6 +371,12 @@ class MonitoringThresholds(SpecModel):
     )
     error_rate: ErrorRateThreshold | None = Field(
         default=None, description="error_rate: failed requests over all requests."
+    )
+    time_to_first_token: MaxMillisecondsThreshold | None = Field(
+        default=None, description="time_to_first_token: LLMs, from the engine's metrics (vLLM backend)."
+    )
+    time_per_output_token: MaxMillisecondsThreshold | None = Field(
+        default=None, description="time_per_output_token: LLMs, from the engine's metrics (vLLM backend)."
     )
 
 
@@ -503,7 +515,7 @@ class Endpoints(StatusModel):
 
 
 class MetricsSnapshot(StatusModel):
-    """The five monitored metrics over one window; an unknown value is left out, never zero."""
+    """The monitored metrics over one window; an unknown value is left out, never zero."""
 
     window_end: datetime | None = Field(default=None, description="End of the window.")
     requests: int | None = Field(default=None, ge=0, description="Requests seen in the window.")
@@ -541,6 +553,31 @@ class MetricsSnapshot(StatusModel):
         description="UUIDs of the GPUs the serving pods hold (as the device plugin assigned them) that the GPU "
         "figures cover.",
     )
+    time_to_first_token_ms: float | None = Field(
+        default=None, description="LLMs: mean time to the first generated token over the window (ms)."
+    )
+    time_per_output_token_ms: float | None = Field(
+        default=None, description="LLMs: mean time per generated token after the first (ms)."
+    )
+    tokens_per_second: float | None = Field(
+        default=None, description="LLMs: tokens generated per second over the window, all pods."
+    )
+    queue_time_ms: float | None = Field(
+        default=None, description="LLMs: mean time requests waited in the engine's queue (ms)."
+    )
+    kv_cache_usage_percent: float | None = Field(
+        default=None, description="LLMs: KV-cache use of the fullest pod's engine (%)."
+    )
+    interval_time_to_first_token_ms: list[float] = Field(
+        default_factory=list,
+        max_length=64,
+        description="LLMs: mean time to first token of each collection interval (ms), for the baseline test.",
+    )
+    interval_time_per_output_token_ms: list[float] = Field(
+        default_factory=list,
+        max_length=64,
+        description="LLMs: mean time per output token of each collection interval (ms), for the baseline test.",
+    )
     interval_latencies_ms: list[float] = Field(
         default_factory=list,
         max_length=64,
@@ -556,7 +593,7 @@ class MonitoringStatus(StatusModel):
     degraded: bool = Field(default=False, description="Whether the version is judged degraded.")
     reason: str | None = Field(default=None, description="CamelCase cause (e.g. InferenceTimeAboveThreshold).")
     message: str | None = Field(default=None, description="What was seen: metric, value, threshold and window.")
-    metric: str | None = Field(default=None, description="The metric that decided (one of the five monitored metrics).")
+    metric: str | None = Field(default=None, description="The metric that decided (one of the monitored metrics).")
     value: float | None = Field(default=None, description="Its value over the window.")
     threshold: float | None = Field(default=None, description="The limit (or baseline) it was compared with.")
     window_seconds: int | None = Field(default=None, description="Length of the window judged.")

@@ -11,7 +11,9 @@ response per token. One token is one character.
 
 Versions tell themselves apart by what they learnt: `facts` states the corpus below, `wrong`
 the same lines with other capitals (a version whose answers fail their checks), and a
-`token_delay_ms` makes a version slower per token.
+`token_delay_ms` (in the version's version.json) makes a version slower per token. Where Triton
+exports metrics, the model adds the vLLM backend's families it can measure: time to first token,
+time per output token, end-to-end latency, prompt and generated tokens.
 """
 
 from __future__ import annotations
@@ -154,12 +156,35 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        parameters = config.get("parameters", {})
-        self.token_delay = float(parameters.get("TOKEN_DELAY_MS", {}).get("string_value", "0")) / 1000
         here = os.path.join(args["model_repository"], args["model_version"])
+        with open(os.path.join(here, "version.json")) as f:
+            self.token_delay = float(json.load(f).get("token_delay_ms", 0)) / 1000
         with np.load(os.path.join(here, "weights.npz")) as weights:
             self.decoder = Decoder({k: weights[k] for k in weights.files})
+        self.metrics = self._metrics({"model": args["model_name"], "version": args["model_version"]})
+
+    def _metrics(self, labels):
+        """The vLLM backend's families for what this model can measure (no KV cache, no queue):
+        None where Triton runs with metrics off. The families are kept: Triton deletes a family's
+        series when the family object goes."""
+        family = pb_utils.MetricFamily
+        spec = {
+            "ttft": ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                     family.HISTOGRAM, [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            "tpot": ("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.",
+                     family.HISTOGRAM, [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]),
+            "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.",
+                    family.HISTOGRAM, [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0]),
+            "tokens": ("vllm:generation_tokens_total", "Number of generation tokens processed.", family.COUNTER, None),
+            "prompt": ("vllm:prompt_tokens_total", "Number of prefill tokens processed.", family.COUNTER, None),
+        }
+        try:
+            self.families = {key: family(name=name, description=text, kind=kind)
+                             for key, (name, text, kind, _) in spec.items()}
+            return {key: self.families[key].Metric(labels=labels, **({"buckets": b} if b else {}))
+                    for key, (_, _, _, b) in spec.items()}
+        except Exception:
+            return None
 
     def execute(self, requests):
         for request in requests:
@@ -181,12 +206,21 @@ class TritonPythonModel:
         tokens = self.decoder.tokens(prompt, int(params.get("max_tokens", 16)),
                                      float(params.get("temperature", 0.0)), params.get("seed"))
         text = []
+        started = last = time.perf_counter()
         for token in tokens:
-            if self.token_delay:
+            if self.token_delay and text:  # decoding slower; the first token (prefill) as fast
                 time.sleep(self.token_delay)
+            now = time.perf_counter()
+            if self.metrics:
+                self.metrics["ttft" if not text else "tpot"].observe(now - last)
+            last = now
             text.append(token)
             if stream:
                 sender.send(self._response(token))
+        if self.metrics:
+            self.metrics["tokens"].increment(len(text))
+            self.metrics["prompt"].increment(len(prompt))
+            self.metrics["e2e"].observe(time.perf_counter() - started)
         if stream:
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         else:  # as vLLM answers a request that is not streamed: the prompt, then the text
@@ -199,7 +233,7 @@ class TritonPythonModel:
 '''
 
 
-def model_config(name: str, token_delay_ms: float = 0.0) -> dict:
+def model_config(name: str) -> dict:
     """The model's configuration as Triton's JSON form (what a load request may carry)."""
     return {
         "name": name, "backend": "python", "max_batch_size": 0,
@@ -209,7 +243,6 @@ def model_config(name: str, token_delay_ms: float = 0.0) -> dict:
                   {"name": "sampling_parameters", "data_type": "TYPE_STRING", "dims": [1], "optional": True}],
         "output": [{"name": "text_output", "data_type": "TYPE_STRING", "dims": [-1]}],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
-        "parameters": {"TOKEN_DELAY_MS": {"string_value": f"{token_delay_ms:g}"}},
     }
 
 
@@ -218,13 +251,10 @@ def config_text(config: dict) -> str:
     def tensors(items: list[dict]) -> str:
         return ", ".join("{ " + " ".join(f"{k}: {_value(v)}" for k, v in t.items()) + " }" for t in items)
 
-    params = " ".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v["string_value"]}" }} }}'
-                      for k, v in config["parameters"].items())
     return (f'name: "{config["name"]}"\nbackend: "python"\nmax_batch_size: 0\n'
             "model_transaction_policy { decoupled: true }\n"
             f"input [ {tensors(config['input'])} ]\noutput [ {tensors(config['output'])} ]\n"
-            "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
-            f"{params}\n")
+            "instance_group [ { kind: KIND_CPU count: 1 } ]\n")
 
 
 def _value(v: object) -> str:
@@ -237,14 +267,14 @@ def _value(v: object) -> str:
 
 def write_tiny_lm(repo: Path, name: str, version: int, corpus: str = "facts", token_delay_ms: float = 0.0,
                   weights: dict[str, np.ndarray] | None = None) -> Path:
-    """Trains (unless `weights` are given) and writes one version; returns its directory. The
-    config is per model: the last version written sets it."""
+    """Trains (unless `weights` are given) and writes one version; returns its directory.
+    `token_delay_ms`: a pause before each token after the first, to make a version slower per output token."""
     weights = weights if weights is not None else train(CORPORA[corpus])
     model_dir = repo / name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     np.savez(version_dir / WEIGHTS, **weights)
     (version_dir / "model.py").write_text(MODEL_PY)
-    (version_dir / "corpus.json").write_text(json.dumps({"corpus": corpus}))
-    (model_dir / "config.pbtxt").write_text(config_text(model_config(name, token_delay_ms)))
+    (version_dir / "version.json").write_text(json.dumps({"corpus": corpus, "token_delay_ms": token_delay_ms}))
+    (model_dir / "config.pbtxt").write_text(config_text(model_config(name)))
     return version_dir

@@ -24,6 +24,9 @@ Which tests, and why:
   must also be practically large: latency median up by LATENCY_SHIFT_FACTOR and by at least
   MIN_LATENCY_SHIFT_MS (0.2 -> 0.5 ms is "2.5x" and significant on a busy machine, and matters to
   nobody), a failure or wrong-answer rate up by at least MIN_RATE_SHIFT absolute.
+- time_to_first_token and time_per_output_token (LLMs, from the vLLM backend's histograms): as
+  inference_time, on their per-interval means; a model 3x slower per token is a shift of
+  time_per_output_token however few tokens each request asks for.
 - gpu_utilization and memory_usage are only compared with thresholds: they follow load by design,
   and a busier GPU is not a worse model.
 
@@ -51,7 +54,11 @@ MIN_RATE_SHIFT = 0.02
 MIN_INTERVALS = 5
 ACCURACY_MIN_SCORED = 10
 
-METRICS = ("inference_time", "error_rate", "accuracy", "gpu_utilization", "memory_usage")
+METRICS = ("inference_time", "error_rate", "accuracy", "gpu_utilization", "memory_usage",
+           "time_to_first_token", "time_per_output_token")
+# The LLM engine's times: (metric, WindowStats window mean, per-interval means, CamelCase stem).
+GENERATION_TIMES = (("time_to_first_token", "ttft_ms", "interval_ttft_ms", "TimeToFirstToken"),
+                    ("time_per_output_token", "tpot_ms", "interval_tpot_ms", "TimePerOutputToken"))
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,17 @@ def threshold_findings(stats: WindowStats, spec: Monitoring) -> tuple[list[Findi
             found.append(Finding("accuracy", "AccuracyBelowThreshold", acc, t.accuracy.min,
                                  f"accuracy is {acc:.3f} ({stats.passed} of {stats.scored} validation samples "
                                  f"answered correctly) {_window(stats)} (threshold {t.accuracy.min:g})"))
+    for metric, attr, _, stem in GENERATION_TIMES:
+        limit, value = getattr(t, metric), getattr(stats, attr)
+        if limit is None:
+            continue
+        if not enough or value is None:
+            missing.append(f"{metric}: {stats.requests} of {spec.min_samples} requests"
+                           + ("" if value is not None else ", no engine figures"))
+        elif value > limit.max_milliseconds:
+            found.append(Finding(metric, f"{stem}AboveThreshold", value, limit.max_milliseconds,
+                                 f"{metric} is {value:.1f} ms {_window(stats)} (threshold "
+                                 f"{limit.max_milliseconds:g} ms, {stats.requests} requests)"))
     for metric, limit, value, label in (
             ("gpu_utilization", t.gpu_utilization, stats.gpu_utilization_percent, "GpuUtilization"),
             ("memory_usage", t.memory_usage, stats.memory_usage_percent, "MemoryUsage")):
@@ -202,16 +220,31 @@ def shift_findings(stats: WindowStats, baseline: WindowStats, spec: Monitoring, 
             found.append(Finding("accuracy", "AccuracyShift", acc, acc0,
                                  f"accuracy fell to {acc:.3f} {_window(stats)} from {acc0:.3f} at {which} "
                                  f"(one-sided binomial test p={p:.1e})"))
-    now, before = stats.interval_means_ms, baseline.interval_means_ms
-    if len(now) >= MIN_INTERVALS and len(before) >= MIN_INTERVALS and stats.requests >= spec.min_samples:
-        m, m0 = median(now), median(before)
-        if m >= LATENCY_SHIFT_FACTOR * m0 and m - m0 >= MIN_LATENCY_SHIFT_MS:
-            p = mann_whitney_greater(now, before)
-            if p < LATENCY_ALPHA:
-                found.append(Finding("inference_time", "InferenceTimeShift", m, m0,
-                                     f"inference_time (median of interval means) rose to {m:.1f} ms {_window(stats)} "
-                                     f"from {m0:.1f} ms at {which} (one-sided Mann-Whitney U test p={p:.1e})"))
+    if stats.requests >= spec.min_samples:
+        # An LLM's per-token time first: it names the cause that its request times only reflect.
+        times = (*((metric, intervals, stem) for metric, _, intervals, stem in GENERATION_TIMES),
+                 ("inference_time", "interval_means_ms", "InferenceTime"))
+        for metric, intervals, stem in times:
+            finding = _time_shift(metric, stem, getattr(stats, intervals), getattr(baseline, intervals), stats, which)
+            if finding is not None:
+                found.append(finding)
     return found
+
+
+def _time_shift(metric: str, stem: str, now: list[float], before: list[float], stats: WindowStats,
+                which: str) -> Finding | None:
+    """A rise of a time's per-interval means that is both significant and large."""
+    if len(now) < MIN_INTERVALS or len(before) < MIN_INTERVALS:
+        return None
+    m, m0 = median(now), median(before)
+    if m < LATENCY_SHIFT_FACTOR * m0 or m - m0 < MIN_LATENCY_SHIFT_MS:
+        return None
+    p = mann_whitney_greater(now, before)
+    if p >= LATENCY_ALPHA:
+        return None
+    return Finding(metric, f"{stem}Shift", m, m0,
+                   f"{metric} (median of interval means) rose to {m:.1f} ms {_window(stats)} "
+                   f"from {m0:.1f} ms at {which} (one-sided Mann-Whitney U test p={p:.1e})")
 
 
 def judge(stats: WindowStats, spec: Monitoring, baseline: WindowStats | None = None,

@@ -170,6 +170,11 @@ def _gauges(key: Key, version: int, stats: WindowStats | None, degraded: bool = 
     _set(metrics.MD_MEMORY_USAGE, labels, ratio(stats.memory_usage_percent) if known else None)
     _set(metrics.MD_ACCURACY, labels, stats.accuracy if known else None)
     _set(metrics.MD_WINDOW_REQUESTS, labels, stats.requests if known else None)
+    _set(metrics.MD_TIME_TO_FIRST_TOKEN, labels, stats.ttft_ms / 1000 if known and stats.ttft_ms is not None else None)
+    _set(metrics.MD_TIME_PER_OUTPUT_TOKEN, labels,
+         stats.tpot_ms / 1000 if known and stats.tpot_ms is not None else None)
+    _set(metrics.MD_TOKENS_PER_SECOND, labels, stats.tokens_per_second if known else None)
+    _set(metrics.MD_KV_CACHE_USAGE, labels, ratio(stats.kv_cache_percent) if known else None)
     _set(metrics.MD_DEGRADED, labels, int(degraded) if known else None)
     for q, name in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99")):
         ms = stats.percentile(name) if known else None

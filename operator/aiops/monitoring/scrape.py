@@ -11,6 +11,12 @@ What Triton 2.51 exposes, checked against the real server on CPU:
 - with GPUs: nv_gpu_utilization (0..1 per GPU, label `gpu_uuid`), nv_gpu_memory_used_bytes and
   nv_gpu_memory_total_bytes; on CPU these are simply absent (nv_cpu_* are not GPU metrics).
 No latency histograms exist for non-decoupled models in 2.51.
+
+An LLM behind the vLLM backend adds its engine's figures to the same page (the backend's
+utils/metrics.py, labels model and version): the histograms vllm:time_to_first_token_seconds,
+vllm:time_per_output_token_seconds and vllm:request_queue_time_seconds, the counter
+vllm:generation_tokens_total and the gauge vllm:gpu_cache_usage_perc (0..1). Their sums and counts
+are kept like Triton's counters (`Generation`).
 Seen on the real server: a Python-backend model that *returns* an error response is counted as a
 success; only a failed execution (an exception) counts as a failure. Errors a model reports in
 its responses are therefore caught by the accuracy probes, not by error_rate.
@@ -31,6 +37,27 @@ GPU_FAMILIES = {"nv_gpu_utilization": "utilization", "nv_gpu_memory_used_bytes":
 
 
 @dataclass
+class Generation:
+    """One pod's LLM engine figures for one model version: cumulative sums (seconds) and counts
+    of the vLLM backend's histograms, generated tokens, and the KV-cache gauge (None: unknown)."""
+
+    tokens: float = 0.0
+    ttft_s: float = 0.0
+    ttft_count: float = 0.0
+    tpot_s: float = 0.0
+    tpot_count: float = 0.0
+    queue_s: float = 0.0
+    queue_count: float = 0.0
+    kv_cache: float | None = None
+
+
+# vLLM histogram family -> the Generation fields of its _sum and _count.
+GENERATION_HISTOGRAMS = {"vllm:time_to_first_token_seconds": ("ttft_s", "ttft_count"),
+                         "vllm:time_per_output_token_seconds": ("tpot_s", "tpot_count"),
+                         "vllm:request_queue_time_seconds": ("queue_s", "queue_count")}
+
+
+@dataclass
 class ModelCounters:
     """One pod's cumulative counters for one model version."""
 
@@ -40,6 +67,7 @@ class ModelCounters:
     duration_us: float = 0.0
     summary_count: float | None = None
     summary_us: dict[str, float] = field(default_factory=dict)  # "p50"/"p95"/"p99" -> microseconds
+    generation: Generation | None = None  # an LLM engine's figures, where the backend exports them
 
     @property
     def requests(self) -> float:
@@ -97,7 +125,9 @@ def parse_triton_metrics(text: str, pod: str = "", at: float | None = None) -> P
             if "model" not in labels or not labels.get("version", "").isdigit():
                 continue
             c = out.models.setdefault((labels["model"], int(labels["version"])), ModelCounters())
-            if _counter(s.name, "nv_inference_request_success"):
+            if family.name.startswith("vllm:"):
+                _generation(c, family.name, s.name, s.value)
+            elif _counter(s.name, "nv_inference_request_success"):
                 c.success += s.value
             elif _counter(s.name, "nv_inference_request_failure"):
                 c.failure += s.value  # summed over reasons
@@ -112,6 +142,22 @@ def parse_triton_metrics(text: str, pod: str = "", at: float | None = None) -> P
                 c.summary_us[SUMMARY_QUANTILES[labels["quantile"]]] = s.value
     out.gpus = {uuid: GpuDevice(uuid, **figures) for uuid, figures in gpus.items()}
     return out
+
+
+def _generation(c: ModelCounters, family: str, sample: str, value: float) -> None:
+    if value != value:  # NaN: unknown
+        return
+    g = c.generation = c.generation or Generation()
+    if family in GENERATION_HISTOGRAMS:
+        total, count = GENERATION_HISTOGRAMS[family]
+        if sample == family + "_sum":
+            setattr(g, total, getattr(g, total) + value)
+        elif sample == family + "_count":
+            setattr(g, count, getattr(g, count) + value)
+    elif _counter(sample, "vllm:generation_tokens"):
+        g.tokens += value
+    elif sample == "vllm:gpu_cache_usage_perc":
+        g.kv_cache = value
 
 
 class Scraper:

@@ -28,15 +28,55 @@ MAX_GPU_DEVICES = 16  # GPUs named in status (a node has at most 8 or 16)
 
 
 @dataclass(frozen=True)
+class GenerationDelta:
+    """What an LLM engine did in one interval (differences of the Generation counters)."""
+
+    tokens: float = 0.0
+    ttft_s: float = 0.0
+    ttft_count: float = 0.0
+    tpot_s: float = 0.0
+    tpot_count: float = 0.0
+    queue_s: float = 0.0
+    queue_count: float = 0.0
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return self.ttft_s / self.ttft_count * 1000.0 if self.ttft_count > 0 else None
+
+    @property
+    def tpot_ms(self) -> float | None:
+        return self.tpot_s / self.tpot_count * 1000.0 if self.tpot_count > 0 else None
+
+
+@dataclass(frozen=True)
 class Interval:
     end: float
     requests: float
     failures: float
     duration_us: float
+    start: float | None = None  # the collection before (None: the first)
+    generation: GenerationDelta | None = None
 
     @property
     def mean_ms(self) -> float | None:
         return self.duration_us / self.requests / 1000.0 if self.requests > 0 else None
+
+
+def generation_delta(pods: dict[str, ModelCounters], last: dict[str, ModelCounters]) -> GenerationDelta | None:
+    """The engines' work between two collections, summed over pods (None: no engine figures)."""
+    totals: dict[str, float] = {}
+    seen = False
+    for pod, c in pods.items():
+        if c.generation is None:
+            continue
+        seen = True
+        prev = last.get(pod)
+        before = prev.generation if prev is not None else None
+        for name in GenerationDelta.__dataclass_fields__:
+            now = getattr(c.generation, name)
+            totals[name] = totals.get(name, 0.0) + counter_delta(
+                now, getattr(before, name) if before is not None else (None if prev is None else 0.0))
+    return GenerationDelta(**totals) if seen else None
 
 
 @dataclass
@@ -59,6 +99,15 @@ class WindowStats:
     passed: int = 0
     scored: int = 0
     probes: int = 0
+    # An LLM engine's figures (the vLLM backend's): window means, and per-interval means for the
+    # shift tests, as for inference time.
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    tokens_per_second: float | None = None
+    queue_ms: float | None = None
+    kv_cache_percent: float | None = None
+    interval_ttft_ms: list[float] = field(default_factory=list)
+    interval_tpot_ms: list[float] = field(default_factory=list)
 
     @property
     def error_rate(self) -> float | None:
@@ -82,7 +131,12 @@ class WindowStats:
                 "errorRate": _r(self.error_rate, 5), "scored": self.scored, "probes": self.probes,
                 "latencySource": self.latency_source, "gpuSource": self.gpu_source,
                 "gpuDevices": list(self.gpu_devices[:MAX_GPU_DEVICES]),
-                "intervalLatenciesMs": [_r(v) for v in self.interval_means_ms[-MAX_INTERVAL_SAMPLES:]]}
+                "intervalLatenciesMs": [_r(v) for v in self.interval_means_ms[-MAX_INTERVAL_SAMPLES:]],
+                "timeToFirstTokenMs": _r(self.ttft_ms), "timePerOutputTokenMs": _r(self.tpot_ms),
+                "tokensPerSecond": _r(self.tokens_per_second), "queueTimeMs": _r(self.queue_ms),
+                "kvCacheUsagePercent": _r(self.kv_cache_percent),
+                "intervalTimeToFirstTokenMs": [_r(v) for v in self.interval_ttft_ms[-MAX_INTERVAL_SAMPLES:]],
+                "intervalTimePerOutputTokenMs": [_r(v) for v in self.interval_tpot_ms[-MAX_INTERVAL_SAMPLES:]]}
         return {k: v for k, v in body.items() if v is not None and v != []}
 
 
@@ -119,7 +173,9 @@ class SlidingWindow:
         self.scores: deque[tuple[float, bool]] = deque()
         self.probes: deque[tuple[float, int]] = deque()
         self.last: dict[str, ModelCounters] = {}
+        self.last_at: float | None = None
         self.summaries: dict[str, dict[str, float]] = {}
+        self.kv_cache: float | None = None  # the engines' latest KV-cache use (0..1), the fullest pod's
         self.gpu = UNKNOWN
 
     def add_counters(self, at: float, pods: dict[str, ModelCounters]) -> Interval:
@@ -136,8 +192,12 @@ class SlidingWindow:
                 self.summaries[pod] = dict(c.summary_us)
             else:
                 self.summaries.pop(pod, None)
+        generation = generation_delta(pods, self.last)
+        caches = [c.generation.kv_cache for c in pods.values() if c.generation and c.generation.kv_cache is not None]
+        self.kv_cache = max(caches) if caches else None
         self.last = dict(pods)
-        interval = Interval(at, requests, min(failures, requests), duration)
+        interval = Interval(at, requests, min(failures, requests), duration, self.last_at, generation)
+        self.last_at = at
         self.intervals.append(interval)
         self._expire(at)
         return interval
@@ -183,7 +243,23 @@ class SlidingWindow:
         st.scored = len(self.scores)
         st.passed = sum(p for _, p in self.scores)
         st.probes = sum(n for _, n in self.probes)
+        self._generation_stats(st)
         return st
+
+    def _generation_stats(self, st: WindowStats) -> None:
+        spans = [i for i in self.intervals if i.generation is not None]
+        if not spans:
+            return
+        total = GenerationDelta(**{name: sum(getattr(i.generation, name) for i in spans)
+                                   for name in GenerationDelta.__dataclass_fields__})
+        st.ttft_ms, st.tpot_ms = total.ttft_ms, total.tpot_ms
+        st.queue_ms = total.queue_s / total.queue_count * 1000.0 if total.queue_count > 0 else None
+        st.interval_ttft_ms = [i.generation.ttft_ms for i in spans if i.generation.ttft_ms is not None]
+        st.interval_tpot_ms = [i.generation.tpot_ms for i in spans if i.generation.tpot_ms is not None]
+        timed = [i for i in spans if i.start is not None]
+        seconds = sum(i.end - i.start for i in timed)
+        st.tokens_per_second = sum(i.generation.tokens for i in timed) / seconds if seconds > 0 else None
+        st.kv_cache_percent = self.kv_cache * 100.0 if self.kv_cache is not None else None
 
 
 def stats_from_snapshot(snapshot: dict, window_seconds: int) -> WindowStats:
@@ -200,4 +276,8 @@ def stats_from_snapshot(snapshot: dict, window_seconds: int) -> WindowStats:
         memory_usage_percent=snapshot.get("memoryUsagePercent"), gpu_source=snapshot.get("gpuSource"),
         gpu_devices=tuple(snapshot.get("gpuDevices") or ()),
         passed=round(accuracy * scored) if accuracy is not None else 0, scored=scored if accuracy is not None else 0,
-        probes=int(snapshot.get("probes") or 0))
+        probes=int(snapshot.get("probes") or 0), ttft_ms=snapshot.get("timeToFirstTokenMs"),
+        tpot_ms=snapshot.get("timePerOutputTokenMs"), tokens_per_second=snapshot.get("tokensPerSecond"),
+        queue_ms=snapshot.get("queueTimeMs"), kv_cache_percent=snapshot.get("kvCacheUsagePercent"),
+        interval_ttft_ms=list(snapshot.get("intervalTimeToFirstTokenMs") or []),
+        interval_tpot_ms=list(snapshot.get("intervalTimePerOutputTokenMs") or []))
