@@ -114,6 +114,19 @@ def test_the_engine_figures_reach_the_metrics_page_as_the_vllm_backend_names_the
     assert g.kv_cache is None  # a GRU has no KV cache: unknown, not 0
 
 
+def test_unload_returns_once_no_version_is_left_and_a_load_brings_them_back(served):
+    loop, triton = served
+
+    async def swap(client):
+        await client.unload(MODEL, timeout=60)
+        gone = await client.loaded_versions(MODEL)
+        await client.load(MODEL, {**model_config(MODEL), "version_policy": {"all": {}}}, timeout=120)
+        return gone, await client.loaded_versions(MODEL)
+
+    gone, back = run(served, swap)
+    assert gone == set() and back == {1, 2}
+
+
 # ---- monitoring under probe traffic alone: a version 3x slower per token -----------------------------
 
 class Clock:

@@ -64,6 +64,11 @@ class FakeServers:
             raise TritonError("TritonRequestFailed", f"load of {model} on {name} failed: simulated")
         self.loaded[name] = set(versions)
 
+    async def unload(self, pod, model, timeout=300.0):
+        name = pod["metadata"]["name"]
+        self.loads.append((name, []))
+        self.loaded[name] = set()
+
     async def run_samples(self, pod, model, version, samples):
         name = pod["metadata"]["name"]
         return [SampleResult(s.name, name not in self.broken, "wrong answer" if name in self.broken else "")
@@ -161,3 +166,47 @@ def test_a_restarted_pod_gets_the_serving_version_loaded_again():
     assert not asyncio.run(recovery.serving_health(c, SPEC, WORLD))
     ready = {c["type"]: c for c in c.status["conditions"]}["Ready"]
     assert ready["status"] == "False" and "reloading version 1 into p1" in ready["message"]
+
+
+# ---- an LLM whose two versions do not fit in GPU memory ------------------------------------------------
+
+def llm_spec(share: float | None = None) -> ModelDeploymentSpec:
+    llm = {"engine": "vllm", **({"gpuMemoryUtilization": share} if share else {})}
+    return ModelDeploymentSpec.from_wire({**SPEC.to_wire(), "llm": llm, "resources": {"gpus": 2}})
+
+
+def test_an_llm_too_large_for_two_versions_is_swapped_in_place_and_the_outage_stated():
+    servers = FakeServers()
+    deploy, _ = parts(servers)
+    c = ctx("Loading")
+    asyncio.run(deploy.loading(c, llm_spec(), WORLD))  # vLLM's default share, 90% of each GPU
+    assert servers.loads == [("p0", []), ("p1", []), ("p0", [2]), ("p1", [2])]  # unloaded, then loaded
+    rollout = c.status["rollout"]
+    assert rollout["swap"] == "Replace" and rollout["outageSeconds"] >= 0
+    assert [e[1] for e in c.events] == ["VersionSwapOutage"] and "90%" in c.events[0][2]
+    c.status["rollout"]["step"] = "HealthChecking"
+    asyncio.run(deploy.health_checking(c, llm_spec(), WORLD))
+    assert "replaced version 1 in place" in c.status["history"][0]["message"]
+
+
+def test_an_llm_that_takes_a_small_share_loads_beside_the_serving_version():
+    servers = FakeServers()
+    deploy, _ = parts(servers)
+    c = ctx("Loading")
+    asyncio.run(deploy.loading(c, llm_spec(share=0.4), WORLD))
+    assert servers.loads == [("p0", [1, 2]), ("p1", [1, 2])] and c.status["rollout"]["swap"] == "Beside"
+    assert "outageSeconds" not in c.status["rollout"] and c.events == []
+
+
+def test_a_failed_in_place_load_gets_the_serving_version_back_by_the_same_rule():
+    servers = FakeServers(refuse={"p1"})
+    deploy, recovery = parts(servers)
+    c = ctx("Loading")
+    with pytest.raises(RolloutFailed) as failed:
+        asyncio.run(deploy.loading(c, llm_spec(), WORLD))
+    assert servers.loaded["p0"] == {2} and servers.loaded["p1"] == set()  # p1: nothing at this moment
+    servers.refuse.clear()
+    asyncio.run(recovery.fail(c, llm_spec(), WORLD, failed.value))
+    assert servers.loaded == {"p0": {1}, "p1": {1}}  # version 1 serves again on both
+    assert servers.loads[-4:] == [("p0", []), ("p0", [1]), ("p1", []), ("p1", [1])]
+    assert c.status["servingVersion"] == 1 and c.status["history"][0]["outcome"] == "Failed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.triton import build_triton_deployment, build_triton_service, child_name, triton_model_config
@@ -18,6 +19,7 @@ from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started
 from aiops.rollout.revision import template_revision
 from aiops.rollout.room import Room
 from aiops.rollout.servers import Servers
+from aiops.rollout.swap import swap_strategy
 from aiops.rollout.world import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, RolloutClient, World
 from aiops.triton.client import TritonError
 from aiops.triton.samples import meets_accuracy
@@ -126,17 +128,38 @@ class Deploy:
         ctx.step("Loading", "Deploying")
         return 0.0
 
+    async def unload(self, pod: dict, spec: ModelDeploymentSpec) -> None:
+        """Every version of the model out of `pod`'s Triton, its memory given back."""
+        await self.servers.unload(pod, spec.model.name, float(spec.health_check.progress_deadline_seconds))
+
     async def loading(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
         rollout = ctx.status["rollout"]
         target, serving = rollout["version"], ctx.status.get("servingVersion")
-        both = serving and serving != target and not rollout.get("templateChanged")
+        in_place = serving and serving != target and not rollout.get("templateChanged")
+        swap, why = swap_strategy(spec)
+        beside = in_place and swap == "Beside"
         config = triton_model_config(json.loads(rollout["modelConfigJson"]), spec,
-                                     [serving, target] if both else [target])
-        for pod in serving_pods(world):
+                                     [serving, target] if beside else [target])
+        pods = serving_pods(world)
+        started = time.monotonic()
+        if in_place:
+            rollout["swap"] = swap
+        if in_place and swap == "Replace":
+            ctx.event("Normal", "VersionSwapOutage", f"Version {serving} is unloaded before version {target} "
+                      f"loads: {why}. Nothing answers until it has loaded.")
+            for pod in pods:
+                try:
+                    await self.unload(pod, spec)
+                except TritonError as e:
+                    raise RolloutFailed("ModelUnloadFailed", f"Triton could not unload version {serving} "
+                                        f"to make room for {target}: {e}") from None
+        for pod in pods:
             try:
                 await self.load(pod, spec, config)
             except TritonError as e:
                 raise RolloutFailed("ModelLoadFailed", f"Triton could not load version {target}: {e}") from None
+        if in_place and swap == "Replace":
+            rollout["outageSeconds"] = round(time.monotonic() - started, 3)
         ctx.step("HealthChecking", "HealthChecking")
         return 0.0
 
@@ -187,8 +210,11 @@ class Deploy:
         if previous and previous != target:
             add_history(ctx.status, previous, "Superseded", "NewVersionServing", f"version {target} took over", now,
                         limit)
+        outage = rollout.get("outageSeconds")
+        swapped = (f"; it replaced version {previous} in place, {outage:.1f}s without an answer"
+                   if outage is not None else "")
         add_history(ctx.status, target, "Serving", "HealthCheckPassed",
-                    f"healthy on {len(pods)} pod(s) after {age(rollout['startedAt']):.1f}s", now, limit)
+                    f"healthy on {len(pods)} pod(s) after {age(rollout['startedAt']):.1f}s{swapped}", now, limit)
         if previous and previous != target:
             remember_previous(ctx)
         dep_revision = None

@@ -16,6 +16,7 @@ from aiops.rollout.deploy import Deploy, owned, serving_pods
 from aiops.rollout.history import add_history, reject
 from aiops.rollout.pods import pod_problem
 from aiops.rollout.servers import Servers
+from aiops.rollout.swap import swap_strategy
 from aiops.rollout.world import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, RolloutClient, World
 from aiops.triton.client import TritonError
 
@@ -75,7 +76,13 @@ class Recovery:
                     break
             return  # the restored pods load the serving version in the steady state
         config = triton_model_config(json.loads(config_json), spec, [version])
+        replace = swap_strategy(spec)[0] == "Replace"  # the way back follows the rule of the way there
         for pod in serving_pods(world):
+            if replace:
+                try:
+                    await self.deploy.unload(pod, spec)
+                except TritonError as e:  # the load says whether there is room
+                    log.warning("unloading %s from %s failed: %s", spec.model.name, pod["metadata"]["name"], e)
             try:
                 await self.deploy.load(pod, spec, config)
             except TritonError as e:  # the steady state will keep trying on this pod

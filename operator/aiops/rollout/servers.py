@@ -20,6 +20,8 @@ class Servers(Protocol):
 
     async def load(self, pod: dict, model: str, config: dict, timeout: float = LOAD_TIMEOUT) -> None: ...
 
+    async def unload(self, pod: dict, model: str, timeout: float = LOAD_TIMEOUT) -> None: ...
+
     async def run_samples(self, pod: dict, model: str, version: int,
                           samples: list[ValidationSample]) -> list[SampleResult]: ...
 
@@ -40,6 +42,10 @@ class PodServers:
     async def load(self, pod: dict, model: str, config: dict, timeout: float = LOAD_TIMEOUT) -> None:
         async with self._client(pod) as server:
             await server.load(model, config, timeout=timeout)
+
+    async def unload(self, pod: dict, model: str, timeout: float = LOAD_TIMEOUT) -> None:
+        async with self._client(pod) as server:
+            await server.unload(model, timeout=timeout)
 
     async def run_samples(self, pod: dict, model: str, version: int,
                           samples: list[ValidationSample]) -> list[SampleResult]:

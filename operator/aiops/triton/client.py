@@ -128,6 +128,19 @@ class TritonServer:
         await self._call(f"loading {model}", self._client.load_model(model, config=json.dumps(config)),
                          timeout=timeout)
 
+    async def unload(self, model: str, timeout: float = 300.0) -> None:
+        """Unloads every version of `model`, then waits until the repository index shows none
+        READY or UNLOADING: the next load must find the GPU memory given back, and an unload
+        request is not promised to return only then."""
+        await self._call(f"unloading {model}", self._client.unload_model(model), timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            index = await self._call("repository index", self._client.get_model_repository_index())
+            if not any(m.get("name") == model and m.get("state") in ("READY", "UNLOADING") for m in index):
+                return
+            await asyncio.sleep(0.1)
+        raise TritonError("TritonTimeout", f"{model} on {self.url} was still unloading after {timeout:.0f}s")
+
     async def loaded_versions(self, model: str) -> set[int]:
         index = await self._call("repository index", self._client.get_model_repository_index())
         return {int(m["version"]) for m in index
