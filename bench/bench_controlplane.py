@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kubernetes import client
 
 from aiops.devenv.controlplane import LocalControlPlane, Ports
-from aiops.devenv.gpunode import NodeAgent, NodeSpec
+from aiops.devenv.gpunode import NodeAgent
+from aiops.devenv.nodespec import NodeSpec
 from aiops.devenv.session import api_client_for
 from aiops.devenv.toolchain import ensure_toolchain
 from report import figure

@@ -41,7 +41,9 @@ sys.path.insert(0, str(HERE))
 from kubernetes import client, watch  # noqa: E402
 
 from aiops.devenv.controlplane import LocalControlPlane, Ports  # noqa: E402
-from aiops.devenv.gpunode import NEVER_READY, NodeAgent, NodeSpec, succeed  # noqa: E402
+from aiops.devenv.gpunode import NodeAgent  # noqa: E402
+from aiops.devenv.nodespec import NodeSpec  # noqa: E402
+from aiops.devenv.podbehaviour import NEVER_READY, succeed  # noqa: E402
 from aiops.devenv.session import api_client_for, install_crds  # noqa: E402
 from aiops.devenv.toolchain import ensure_toolchain  # noqa: E402
 from report import figure  # noqa: E402

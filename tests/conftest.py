@@ -19,7 +19,8 @@ import pytest
 from kubernetes import client
 
 from aiops.devenv.controlplane import LocalControlPlane, Ports
-from aiops.devenv.gpunode import NodeAgent, NodeSpec
+from aiops.devenv.gpunode import NodeAgent
+from aiops.devenv.nodespec import NodeSpec
 from aiops.devenv.session import api_client_for, install_crds
 from aiops.devenv.toolchain import Toolchain, ensure_toolchain
 from aiops.devenv.tritonruntime import put_triton_on_path

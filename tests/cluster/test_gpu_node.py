@@ -6,7 +6,7 @@ import time
 
 from kubernetes import client
 
-from aiops.devenv.gpunode import CRASH_LOOP, NEVER_READY, exit_with, succeed
+from aiops.devenv.podbehaviour import CRASH_LOOP, NEVER_READY, exit_with, succeed
 
 NODE = "aiops-gpu-0"
 

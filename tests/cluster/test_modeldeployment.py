@@ -16,7 +16,7 @@ from kubernetes import client
 from aiops.api.common import GROUP, VERSION
 from aiops.conditions import get_condition
 from aiops.devenv.demomodels import write_python_backend_model
-from aiops.devenv.servicedns import endpoint_slice_lister
+from aiops.devenv.servicedns_table import endpoint_slice_lister
 from aiops.kube.client import KubeClient
 from aiops.kube.objects import resource_version
 from aiops.kube.session import ApiSession
@@ -291,7 +291,7 @@ def _env_is(name: str, value: str):
 def test_broken_pods_roll_back_to_the_last_good_template(kube, namespace, operator, wait_for, repo, fault, reason):
     """A new version that also changes the pods (here: an env var) gets pods that crash or never
     become ready: the previous ReplicaSet's template comes back and the old version serves again."""
-    from aiops.devenv.gpunode import CRASH_LOOP, NEVER_READY
+    from aiops.devenv.podbehaviour import CRASH_LOOP, NEVER_READY
 
     mds = MDs(kube, namespace)
     mds.create(md_manifest("adder", repo, 1, healthCheck={"periodSeconds": 2, "failureThreshold": 2,
@@ -383,7 +383,7 @@ def test_deletion_cleans_up_everything(kube, namespace, operator, wait_for, repo
 
 def test_failed_first_version_frees_its_gpus(kube, namespace, operator, wait_for, repo):
     """With nothing good to roll back to, a crash-looping first version fails and its pods go."""
-    from aiops.devenv.gpunode import CRASH_LOOP
+    from aiops.devenv.podbehaviour import CRASH_LOOP
 
     kube.agent.inject(_env_is("BROKEN", "1"), CRASH_LOOP)
     mds = MDs(kube, namespace)

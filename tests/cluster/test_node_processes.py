@@ -19,7 +19,9 @@ from kubernetes import client
 from tritonclient.utils import InferenceServerException
 
 from aiops.devenv.demomodels import expected_output, sample_input, write_python_backend_model
-from aiops.devenv.gpunode import NEVER_READY, NodeAgent, NodeSpec
+from aiops.devenv.gpunode import NodeAgent
+from aiops.devenv.nodespec import NodeSpec
+from aiops.devenv.podbehaviour import NEVER_READY
 from aiops.devenv.processes import PidRegistry
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from kubernetes import client
 
-from aiops.devenv import servicedns
+from aiops.devenv import servicedns, servicedns_table
 
 
 def ready(kube, namespace, name):
@@ -43,7 +43,7 @@ def web(kube, namespace, wait_for):
     wait_for(lambda: ready(kube, namespace, "web"), what="the web pod Ready")
 
     def endpoint():  # EndpointSlices: Endpoints refuse loopback IPs (see servicedns)
-        slices = servicedns.endpoint_slice_lister(kube.api_client)()["items"]
+        slices = servicedns_table.endpoint_slice_lister(kube.api_client)()["items"]
         return any(ep.get("conditions", {}).get("ready") for s in slices
                    if s["metadata"]["namespace"] == namespace for ep in s.get("endpoints") or [])
     wait_for(endpoint, what="the web Service's ready endpoint")

@@ -15,7 +15,7 @@ import yaml
 from e2ehelpers import wait_until
 from kubernetes import client
 
-from aiops.devenv.deviceplugin import GpuLayout
+from aiops.devenv.deviceplugin_layout import GpuLayout
 from aiops.devenv.realcluster import CHART
 from aiops.monitoring.podresources import PodResources
 

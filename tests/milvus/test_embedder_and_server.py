@@ -7,7 +7,8 @@ import threading
 import numpy as np
 from pymilvus import MilvusClient
 
-from aiops.devenv.milvusserver import MilvusServer, free_ports, healthy
+from aiops.devenv.milvusserver import MilvusServer, healthy
+from aiops.devenv.milvusserver_config import free_ports
 
 
 def test_embeddings_match_sentence_transformers(embedder, corpus):

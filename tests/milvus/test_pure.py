@@ -7,7 +7,7 @@ import json
 from vectorhelpers import make_spec
 
 from aiops.api.vectorindex import DocumentSource, Embedding
-from aiops.devenv.milvusserver import MilvusPorts, etcd_config, override_keys, render_template, write_configs
+from aiops.devenv.milvusserver_config import MilvusPorts, etcd_config, override_keys, render_template, write_configs
 from aiops.vectors.documents import (
     BadDocument,
     Document,

@@ -22,7 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from aiops import metrics
 from aiops.api.common import DEFAULT_SHARED_GPU_RESOURCE
-from aiops.devenv.deviceplugin import GpuLayout
+from aiops.devenv.deviceplugin_layout import GpuLayout
 from aiops.devenv.toolchain import ensure_kubectl_helm
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,15 +14,9 @@ import pytest
 
 from aiops.api.common import DEFAULT_GPU_RESOURCE, DEFAULT_SHARED_GPU_RESOURCE
 from aiops.devenv import deviceplugin_api
-from aiops.devenv.deviceplugin import (
-    AllocationError,
-    DevicePlugins,
-    GpuLayout,
-    PluginInstance,
-    fake_gpu_uuid,
-    preferred_allocation,
-    visible_devices,
-)
+from aiops.devenv.deviceplugin import DevicePlugins
+from aiops.devenv.deviceplugin_allocation import AllocationError, preferred_allocation, visible_devices
+from aiops.devenv.deviceplugin_layout import GpuLayout, PluginInstance, fake_gpu_uuid
 from aiops.devenv.toolchain import cache_dir
 
 API = deviceplugin_api.load_api()

@@ -5,12 +5,12 @@ import datetime as dt
 import pytest
 from kubernetes import client
 
-from aiops.devenv.gpunode import (
+from aiops.devenv.nodespec import NodeSpec
+from aiops.devenv.podbehaviour import (
     CRASH_LOOP,
     NEVER_READY,
     RUN,
     Behaviour,
-    NodeSpec,
     exit_with,
     pod_status,
     succeed,

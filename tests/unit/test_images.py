@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from aiops.devenv import imagerecipes, images, imagetools
+from aiops.devenv import imagecache, imagerecipes, images, imagetools
+from aiops.devenv.imagecache import BuiltImage
 from aiops.devenv.images import (
     IMAGES,
-    BuiltImage,
     ImageBuildError,
     ImageSpec,
     KeyInputs,
@@ -289,17 +289,17 @@ def docker_archive(path: Path, ref: str, layers: list[bytes]) -> str:
 def test_an_archive_counts_only_with_its_metadata_and_its_recorded_size(cache):
     spec = IMAGES["pause"]
     key = "a" * 20
-    archive = images.archive_path(spec.name, key)
-    assert images.read_cached(spec, key) is None
+    archive = imagecache.archive_path(spec.name, key)
+    assert imagecache.read_cached(spec, key) is None
     digest = docker_archive(archive, spec.ref, [b"x" * 1000, b"y" * 24])
-    assert images.read_cached(spec, key) is None, "no metadata yet: the build did not finish"
-    image = images.record(spec, key, archive, 12.34)
+    assert imagecache.read_cached(spec, key) is None, "no metadata yet: the build did not finish"
+    image = imagecache.record(spec, key, archive, 12.34)
     assert (image.config_digest, image.size_bytes, image.archive_bytes) == (digest, 1024, archive.stat().st_size)
-    cached = images.read_cached(spec, key)
+    cached = imagecache.read_cached(spec, key)
     assert cached == dataclasses.replace(image, cached=True, build_seconds=12.3)
     with open(archive, "ab") as f:
         f.write(b"\0" * 512)
-    assert images.read_cached(spec, key) is None, "an archive that is not the one recorded is not reused"
+    assert imagecache.read_cached(spec, key) is None, "an archive that is not the one recorded is not reused"
 
 
 def test_a_new_build_drops_the_older_archives_of_that_image_only(cache):
@@ -308,7 +308,7 @@ def test_a_new_build_drops_the_older_archives_of_that_image_only(cache):
                  "debian-python-" + "2" * 20 + ".tar", "operator-" + "1" * 20 + ".tar", ".lock",
                  "logs/debian-python-" + "1" * 20 + ".log", "logs/debian-python-" + "2" * 20 + ".log"):
         (cache / name).write_text("x")
-    images.drop_older_archives(IMAGES["debian-python"], "2" * 20)
+    imagecache.drop_older_archives(IMAGES["debian-python"], "2" * 20)
     assert sorted(p.name for p in cache.iterdir()) == [".lock", "debian-python-" + "2" * 20 + ".tar", "logs",
                                                        "operator-" + "1" * 20 + ".tar"]
     assert [p.name for p in (cache / "logs").iterdir()] == ["debian-python-" + "2" * 20 + ".log"]
@@ -318,7 +318,7 @@ def test_the_table_says_what_was_built_and_what_came_from_the_cache(tmp_path):
     one = BuiltImage("pause", "localhost/aiops/pause:3.2", "k", tmp_path, "sha256:1", 700_000, 710_000, 3.0)
     two = BuiltImage("worker", "localhost/aiops/worker:0.1.0", "k", tmp_path, "sha256:2", 3_100_000_000,
                      3_100_100_000, 412.0, cached=True)
-    lines = images.format_table([one, two]).splitlines()
+    lines = imagecache.format_table([one, two]).splitlines()
     assert lines[0].split() == ["IMAGE", "SIZE", "ARCHIVE", "BUILD"]
     assert "0.7 MB" in lines[1] and "built in 3 s" in lines[1]
     assert "3100.0 MB" in lines[2] and "cached (built in 412 s)" in lines[2]

@@ -15,7 +15,8 @@ import pytest
 from kubernetes import client
 
 from aiops.devenv import servicedns
-from aiops.devenv.servicedns import build_table, resolve, rewrite_grpc_target, split_service_name
+from aiops.devenv.servicedns import resolve, rewrite_grpc_target, split_service_name
+from aiops.devenv.servicedns_table import build_table
 
 
 def service(name, ns="ns", ports=(("http", 80),), cluster_ip="10.96.0.10", external=None):

@@ -1,8 +1,8 @@
 """What the simulated node advertises: the chart's GPU layout, and allocatable memory below capacity."""
 
 from aiops.api.common import DEFAULT_SHARED_GPU_RESOURCE
-from aiops.devenv.deviceplugin import GpuLayout
-from aiops.devenv.gpunode import NodeSpec
+from aiops.devenv.deviceplugin_layout import GpuLayout
+from aiops.devenv.nodespec import NodeSpec
 
 
 def test_default_node_advertises_what_the_chart_s_gpu_layout_advertises():

@@ -25,7 +25,8 @@ def _cmd_dev_toolchain(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev_images(args: argparse.Namespace) -> int:
-    from aiops.devenv.images import ImageBuildError, ensure_images, format_table
+    from aiops.devenv.imagecache import format_table
+    from aiops.devenv.images import ImageBuildError, ensure_images
 
     try:
         built = ensure_images(args.only or None)
@@ -76,7 +77,8 @@ def _cmd_dev_node_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev_device_plugin(args: argparse.Namespace) -> int:
-    from aiops.devenv.deviceplugin import LAYOUTS, run_until_signalled
+    from aiops.devenv.deviceplugin import run_until_signalled
+    from aiops.devenv.deviceplugin_layout import LAYOUTS
 
     return run_until_signalled(LAYOUTS[args.layout](), Path(args.socket_dir))
 

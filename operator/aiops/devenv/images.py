@@ -7,10 +7,10 @@ are the two targets of the shipped Dockerfile; Triton, Milvus, the pod sandbox's
 and the local node's cluster DNS are `images/<name>/` around what the project already runs (the
 nvidia-pytriton and milvus wheels, Kubernetes' pause.c, Debian's dnsmasq).
 
-The cache: one docker-archive per image under ~/.cache/aiops/images/, named by a key that hashes
-every build input (the Dockerfile, each file of the build context, the build args, the keys of the
-local images it builds FROM, the recipe of files made here such as the base's root filesystem, and
-the wheelhouse). An archive is written under a temporary name and renamed when complete, so an
+The cache (imagecache.py): one docker-archive per image under ~/.cache/aiops/images/, named by a
+key that hashes every build input (the Dockerfile, each file of the build context, the build args,
+the keys of the local images it builds FROM, the recipe of files made here such as the base's root
+filesystem, and the wheelhouse). An archive is written under a temporary name and renamed when complete, so an
 interrupted build is never reused; a changed input gives a new key and a new build. What is
 fetched while building (Debian's packages and updates, the wheels) is pinned by the key's inputs
 where they name versions, and otherwise is what the mirrors had when the key was first built.
@@ -30,20 +30,26 @@ Only building needs root (buildah and debootstrap); finding cached images does n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aiops import __version__
+from aiops.devenv.imagecache import (
+    BuiltImage,
+    archive_path,
+    build_lock,
+    drop_older_archives,
+    images_cache,
+    read_cached,
+    record,
+)
 from aiops.devenv.imagerecipes import (
     PAUSE_VERSION,
     SUITE,
@@ -71,7 +77,6 @@ from aiops.devenv.imagetools import (
     run_logged,
     stage_context,
 )
-from aiops.devenv.toolchain import cache_dir
 
 REGISTRY = "localhost/aiops"
 # Bump when the way images are built changes in a way none of the hashed inputs shows.
@@ -229,55 +234,8 @@ def ensure_in_storage(image: BuiltImage) -> None:
                    image.archive.with_suffix(".pull.log"), f"loading {image.ref} into buildah's storage")
 
 
-# ---- the cache ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BuiltImage:
-    name: str
-    ref: str
-    key: str
-    archive: Path
-    config_digest: str  # the image ID: what a containerd's copy is compared by
-    size_bytes: int  # uncompressed: the sum of its layers
-    archive_bytes: int
-    build_seconds: float  # how long it took when it was built
-    cached: bool = False  # found in the cache by this call
-
-
-def images_cache() -> Path:
-    return cache_dir() / "images"
-
-
-def archive_path(name: str, key: str) -> Path:
-    return images_cache() / f"{name}-{key}.tar"
-
-
-def read_cached(spec: ImageSpec, key: str) -> BuiltImage | None:
-    """The cached image for this key, if its archive is complete (the metadata is written after
-    the archive is renamed into place, and records its size)."""
-    archive = archive_path(spec.name, key)
-    try:
-        meta = json.loads(archive.with_suffix(".json").read_text())
-        if archive.stat().st_size != meta["archive_bytes"]:
-            return None
-    except (OSError, ValueError, KeyError):
-        return None
-    return BuiltImage(name=spec.name, ref=spec.ref, key=key, archive=archive, config_digest=meta["config_digest"],
-                      size_bytes=meta["size_bytes"], archive_bytes=meta["archive_bytes"],
-                      build_seconds=meta["build_seconds"], cached=True)
-
-
-def archive_facts(archive: Path) -> tuple[str, int]:
-    """(config digest, uncompressed size) of a docker-archive: its manifest names the config
-    file (sha256 of the image config) and its layers, which are plain tars."""
-    with tarfile.open(archive) as tar:
-        members = {m.name: m for m in tar.getmembers()}
-        (manifest,) = json.load(tar.extractfile(members["manifest.json"]))
-    config = manifest["Config"].removesuffix(".json").rsplit("/", 1)[-1]
-    return f"sha256:{config}", sum(members[layer].size for layer in manifest["Layers"])
-
-
 def export_archive(spec: ImageSpec, key: str, log: Path) -> Path:
+    """Into the cache, under a temporary name until complete: an interrupted export is never reused."""
     archive = archive_path(spec.name, key)
     partial = archive.with_name(f".{archive.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
@@ -287,37 +245,7 @@ def export_archive(spec: ImageSpec, key: str, log: Path) -> Path:
     return archive
 
 
-def record(spec: ImageSpec, key: str, archive: Path, seconds: float) -> BuiltImage:
-    config_digest, size = archive_facts(archive)
-    image = BuiltImage(name=spec.name, ref=spec.ref, key=key, archive=archive, config_digest=config_digest,
-                       size_bytes=size, archive_bytes=archive.stat().st_size, build_seconds=round(seconds, 1))
-    meta = {k: v for k, v in asdict(image).items() if k not in ("archive", "cached")}
-    partial = archive.with_name(f".{archive.stem}.json.partial")
-    partial.write_text(json.dumps(meta, indent=1))
-    partial.rename(archive.with_suffix(".json"))
-    return image
-
-
-def drop_older_archives(spec: ImageSpec, key: str) -> None:
-    """One archive (and build log) per image: the others are earlier builds (the worker's is
-    gigabytes)."""
-    earlier = re.compile(rf"{re.escape(spec.name)}-(?!{key})[0-9a-f]{{20}}\.")
-    for directory in (images_cache(), images_cache() / "logs"):
-        for old in directory.iterdir() if directory.is_dir() else ():
-            if earlier.match(old.name):
-                old.unlink(missing_ok=True)
-
-
 # ---- building ----------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def build_lock() -> Iterator[None]:
-    """One builder at a time on this machine: builds share buildah's storage and the cache."""
-    images_cache().mkdir(parents=True, exist_ok=True)
-    with open(images_cache() / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
 
 def check_can_build() -> None:
     if os.geteuid() != 0:
@@ -381,20 +309,6 @@ def ensure_images(names: Iterable[str] | None = None) -> dict[str, BuiltImage]:
                 image = build(spec, key, files, inputs.build_args, uses)
             built[name] = image
     return built
-
-
-def format_table(images: Iterable[BuiltImage]) -> str:
-    rows = [("IMAGE", "SIZE", "ARCHIVE", "BUILD")]
-    for image in images:
-        seconds = f"{image.build_seconds:.0f} s"
-        rows.append((image.ref, _megabytes(image.size_bytes), _megabytes(image.archive_bytes),
-                     f"cached (built in {seconds})" if image.cached else f"built in {seconds}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
 
 
 # ---- containerd --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from kubernetes import client
 from aiops.devenv import images as image_builds
 from aiops.devenv.controlplane import LocalControlPlane, Ports
 from aiops.devenv.fit import NodeFit, fit_manifest
+from aiops.devenv.imagecache import BuiltImage, format_table
 from aiops.devenv.realnode import RealNode, host_address
 from aiops.devenv.toolchain import ensure_kubectl_helm
 
@@ -37,7 +38,7 @@ class RealCluster:
     def __init__(self, state_dir: Path | None = None, ports: Ports | None = None):
         self.cp = LocalControlPlane(state_dir, ports, advertise_address=host_address())
         self.node = RealNode(self.cp)
-        self.images: dict[str, image_builds.BuiltImage] = {}
+        self.images: dict[str, BuiltImage] = {}
         self.kubectl, self.helm = ensure_kubectl_helm()
 
     def up(self, image_names: tuple[str, ...] = NODE_IMAGES + PLATFORM_IMAGES, log=print,
@@ -49,7 +50,7 @@ class RealCluster:
             log(f"aiops: {orphan}")
         t0 = time.monotonic()
         self.images = image_builds.ensure_images(image_names)
-        log(f"aiops: images ready in {time.monotonic() - t0:.0f}s:\n" + image_builds.format_table(self.images.values()))
+        log(f"aiops: images ready in {time.monotonic() - t0:.0f}s:\n" + format_table(self.images.values()))
         self.node.sandbox_image = self.images["pause"].ref
         self.node.dns_image = self.images["cluster-dns"].ref
         t0 = time.monotonic()

@@ -13,9 +13,9 @@ goes to the real resolver untouched.
 
 Where the table of services comes from:
 - processes the node launches: a JSON file the node agent rewrites whenever Services or
-  EndpointSlices change (`ServiceDnsPublisher`); the pod's env points `sitecustomize` at it, so the
-  project's own programs (worker, Milvus client, anything in Python) run unchanged and hold no
-  credentials for the API;
+  EndpointSlices change (`ServiceDnsPublisher`, in servicedns_table.py with the table's making);
+  the pod's env points `sitecustomize` at it, so the project's own programs (worker, Milvus
+  client, anything in Python) run unchanged and hold no credentials for the API;
 - a test, or the operator run in dev mode: `install(api)` asks the API (cached for a second).
 
 Names understood, as a pod's resolv.conf search path would expand them: `svc.ns.svc.cluster.local`,
@@ -45,7 +45,6 @@ import socket
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,62 +58,7 @@ SITECUSTOMIZE_DIR = Path(__file__).resolve().parent / "sitecustomize"
 Table = dict
 
 
-# ---- the table (pure) ---------------------------------------------------------------------------
-
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-
-
-def build_table(services: list, slices: list[dict]) -> Table:
-    """The DNS view of Services (kubernetes client objects) and their EndpointSlices (dicts, as
-    v1 and v1beta1 share these fields): ready IPv4 endpoints only, each with its service port ->
-    target port map (slice ports carry the service port's name)."""
-    by_service: dict[str, list[dict]] = defaultdict(list)
-    for sl in slices:
-        meta = sl["metadata"]
-        name = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if name:
-            by_service[f"{meta.get('namespace')}/{name}"].append(sl)
-    table: dict[str, dict] = {}
-    for svc in services:
-        key = f"{svc.metadata.namespace}/{svc.metadata.name}"
-        service_ports = {p.name or "": p.port for p in svc.spec.ports or []}
-        addresses = []
-        for sl in sorted(by_service.get(key, []), key=lambda s: s["metadata"]["name"]):
-            if sl.get("addressType", "IPv4") != "IPv4":
-                continue
-            targets = {p.get("name") or "": p.get("port") for p in sl.get("ports") or []}
-            ports = {str(port): targets[name] for name, port in service_ports.items()
-                     if targets.get(name) is not None}
-            for ep in sl.get("endpoints") or []:
-                ready = (ep.get("conditions") or {}).get("ready")
-                if ready is False or not ep.get("addresses"):  # unset means ready
-                    continue
-                addresses.append({"ip": ep["addresses"][0], "hostname": ep.get("hostname") or "",
-                                  "ports": ports})
-        table[key] = {"clusterIP": svc.spec.cluster_ip or "", "externalName": svc.spec.external_name or "",
-                      "endpoints": addresses}
-    return {"services": table}
-
-
-def endpoint_slice_lister(api) -> Callable:
-    """`list(**kwargs)` of all EndpointSlices as dicts, in the version the server serves
-    (discovery.k8s.io/v1 from Kubernetes 1.21, v1beta1 on 1.20); usable with `watch.Watch`."""
-    import functools
-
-    from kubernetes import client
-
-    custom = client.CustomObjectsApi(api)
-    for version in ("v1", "v1beta1"):
-        lister = functools.partial(custom.list_cluster_custom_object, "discovery.k8s.io", version,
-                                   "endpointslices")
-        try:
-            lister(limit=1)
-            return lister
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
-    raise RuntimeError("the API server serves no discovery.k8s.io EndpointSlices")
-
+# ---- resolving with the table (pure) -------------------------------------------------------------
 
 def split_service_name(host: str, namespace: str | None) -> tuple[str, str, str] | None:
     """(namespace, service, pod hostname or "") for a name that may be a service, else None."""
@@ -221,8 +165,12 @@ class ApiResolver:
     def __init__(self, api, namespace: str | None = None, ttl: float = 1.0):
         from kubernetes import client
 
+        # Imported here: a launched process loads this file alone, without the aiops package.
+        from aiops.devenv.servicedns_table import build_table, endpoint_slice_lister
+
         self.core = client.CoreV1Api(api)
         self.slices = endpoint_slice_lister(api)
+        self._build_table = build_table
         self.namespace, self.ttl = namespace, ttl
         self._at, self._table = 0.0, {}
         self._lock = threading.Lock()
@@ -231,8 +179,8 @@ class ApiResolver:
         with self._lock:
             if time.monotonic() - self._at > self.ttl:
                 with _passthrough():  # the API client's own connection must resolve normally
-                    self._table = build_table(self.core.list_service_for_all_namespaces().items,
-                                              self.slices()["items"])
+                    self._table = self._build_table(self.core.list_service_for_all_namespaces().items,
+                                                    self.slices()["items"])
                 self._at = time.monotonic()
             return self._table
 
@@ -381,33 +329,3 @@ def pod_env(table_file: Path, namespace: str, pythonpath: str = "") -> dict[str,
     path = os.pathsep.join(filter(None, [str(SITECUSTOMIZE_DIR), pythonpath]))
     return {"PYTHONPATH": path, FILE_ENV: str(table_file), NAMESPACE_ENV: namespace}
 
-
-# ---- the agent's side -------------------------------------------------------------------------
-
-class ServiceDnsPublisher:
-    """Keeps `path` current with the cluster's Services and EndpointSlices (in the node agent)."""
-
-    def __init__(self, api, path: Path, stop: threading.Event):
-        from kubernetes import client
-
-        from aiops.devenv.kubemirror import Mirror
-
-        core = client.CoreV1Api(api)
-        self.path = Path(path)
-        self._written = ""
-        self._lock = threading.Lock()
-        self.services = Mirror(core.list_service_for_all_namespaces, self.publish, stop, "Services")
-        self.endpoints = Mirror(endpoint_slice_lister(api), self.publish, stop, "EndpointSlices")
-
-    def publish(self) -> None:
-        if not (self.services.synced.is_set() and self.endpoints.synced.is_set()):
-            return
-        with self._lock:
-            text = json.dumps(build_table(self.services.items(), self.endpoints.items()), sort_keys=True)
-            if text == self._written:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(text)
-            os.replace(partial, self.path)  # readers see the old table or the new, never half
-            self._written = text

@@ -22,7 +22,8 @@ from pathlib import Path
 from kubernetes import client, config
 
 from aiops.devenv.controlplane import ControlPlaneError, LocalControlPlane, _alive
-from aiops.devenv.gpunode import NodeAgent, NodeSpec
+from aiops.devenv.gpunode import NodeAgent
+from aiops.devenv.nodespec import NodeSpec
 from aiops.devenv.realnode import RealNode
 from aiops.devenv.toolchain import ensure_kubectl_helm
 
