@@ -54,10 +54,10 @@ def test_a_status_field_the_crd_lacks_is_caught(monkeypatch, caplog):
         p.status["phase"] = "Ready"
         p.status["rollout"] = {"version": 2, "revision": "r", "step": "Validating", "startedAt": "t",
                                "stepStartedAt": "t", "healthFailures": 0}
-        p.status["metrics"] = {"requests": 3, "tokensPerSecond": 9.0}
+        p.status["metrics"] = {"requests": 3, "tokensPerMinute": 9.0}
         p.status["servingVerison"] = 2  # a typo the API server would drop without a word
 
-    with pytest.raises(AssertionError, match=r"status.metrics.tokensPerSecond, status.servingVerison"):
+    with pytest.raises(AssertionError, match=r"status.metrics.tokensPerMinute, status.servingVerison"):
         asyncio.run(run_pass(MODEL_DEPLOYMENT, body(), Kube(), work))
     monkeypatch.setenv("AIOPS_STRICT_STATUS", "0")  # as in production: written, and said once
     caplog.set_level(logging.ERROR, "aiops.passes")
