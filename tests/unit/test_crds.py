@@ -22,7 +22,7 @@ from aiops.api.registry import KINDS, KindInfo, kind_info
 from aiops.api.validation import semantic_problems
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml")) + sorted((REPO / "examples" / "llm").glob("*.yaml"))
 
 
 def crd_for(info: KindInfo) -> dict[str, Any]:

@@ -344,6 +344,13 @@ def test_examples_have_no_problems_on_the_seed_node(kind):
     assert semantic_problems(kind, EXAMPLES[kind]) == []
 
 
+def test_the_llm_example_has_no_problems_on_the_seed_node():
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "llm" /
+                           "modeldeployment-vllm.yaml").read_text())["spec"]
+    gpus = {"nvidia.com/gpu": 3, "nvidia.com/gpu.shared": 2}
+    assert semantic_problems("ModelDeployment", spec, max_gpus_per_node=gpus) == []
+
+
 def test_gpu_capacity_per_resource_name_and_unknown_names_are_skipped():
     md = example_with("ModelDeployment", {"resources.gpus": 4})
     assert [

@@ -1,0 +1,89 @@
+"""A language model as a ModelDeployment, the whole path on the local cluster: the small causal
+LM of aiops.devenv.tinylm (the local counterpart of an LLM behind the vLLM backend) validated by
+its generation samples in the validation Job, loaded into the Triton pod, answering a streamed
+generate request, swapped v1 -> v2 in the running server, and a version whose answers fail the
+checks rejected while the good one keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from test_modeldeployment import MDs, condition, serving, triton_pods
+
+from aiops.api.common import GROUP, VERSION
+from aiops.api.modeldeployment import GenerateRequest
+from aiops.devenv.tinylm import CORPORA, train, write_tiny_lm
+from aiops.triton.client import TritonServer
+
+MODEL = "tinylm"
+pytestmark = pytest.mark.timeout(300)
+
+
+def llm_manifest(name: str, repo: Path, version: int) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {
+            "model": {"name": MODEL, "version": version, "backend": "python"},
+            "llm": {"engine": "python"},
+            "repository": {"hostPath": {"path": str(repo)}},
+            "resources": {"gpus": 2, "memory": "2Gi"},
+            "validation": {"samples": [
+                {"name": "france", "generate": {"prompt": "The capital of France is", "maxTokens": 16},
+                 "expectedText": {"contains": ["Paris"]}},
+                {"name": "italy-streamed", "generate": {"prompt": "The capital of Italy is", "stream": True},
+                 "expectedText": {"exact": "Rome."}}]},
+            "healthCheck": {"periodSeconds": 2, "failureThreshold": 2, "progressDeadlineSeconds": 120},
+            "monitoring": {"enabled": False},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def llm_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("llm") / "models"
+    facts = train(CORPORA["facts"])
+    write_tiny_lm(repo, MODEL, 1, weights=facts)
+    write_tiny_lm(repo, MODEL, 2, weights=facts, token_delay_ms=1)
+    write_tiny_lm(repo, MODEL, 3, corpus="wrong")
+    return repo
+
+
+def stream(ip: str, prompt: str, version: int):
+    async def ask():
+        async with TritonServer(f"{ip}:8000", timeout=30) as server:
+            return await server.generate(MODEL, version, GenerateRequest.from_wire({"prompt": prompt, "stream": True}))
+    return asyncio.run(ask())
+
+
+def test_an_llm_is_validated_by_generation_served_streamed_swapped_and_a_wrong_version_rejected(
+        kube, namespace, operator, wait_for, llm_repo):
+    mds = MDs(kube, namespace)
+    mds.create(llm_manifest("chat", llm_repo, 1))
+    obj = wait_for(serving(mds, "chat", 1), timeout=180, what="version 1 of the LLM serving and Ready")
+    assert condition(obj, "Valid")["status"] == "True"
+    (pod,) = triton_pods(kube, namespace)
+    answer = stream(pod.status.pod_ip, "The capital of Spain is", 1)
+    assert answer.text == " Madrid." and answer.chunks == len(" Madrid.")
+
+    # v1 -> v2 in the running server: a small model loads beside the serving one.
+    mds.patch("chat", {"spec": {"model": {"version": 2}}})
+    obj = wait_for(serving(mds, "chat", 2), timeout=180, what="version 2 serving")
+    assert [p.metadata.uid for p in triton_pods(kube, namespace)] == [pod.metadata.uid]
+    assert [(h["version"], h["outcome"]) for h in obj["status"]["history"]][:2] == [(2, "Serving"), (1, "Superseded")]
+    assert stream(pod.status.pod_ip, "The capital of Japan is", 2).text == " Tokyo."
+
+    # v3 learnt other capitals: its generation samples fail, v2 keeps serving.
+    mds.patch("chat", {"spec": {"model": {"version": 3}}})
+
+    def rejected():
+        o = mds.get("chat")
+        return o if 3 in (o.get("status") or {}).get("rejectedVersions", []) else None
+
+    obj = wait_for(rejected, timeout=180, what="version 3 rejected")
+    failed = obj["status"]["history"][0]
+    assert (failed["version"], failed["outcome"], failed["reason"]) == (3, "Failed", "SampleMismatch")
+    assert "Lyon" in failed["message"] or "Milan" in failed["message"]
+    assert obj["status"]["servingVersion"] == 2 and condition(obj, "Ready")["status"] == "True"
+    assert stream(pod.status.pod_ip, "The capital of France is", 2).text == " Paris."
