@@ -21,7 +21,7 @@ if SAME_OBJECTS:  # imported up front, as the operator does: not on the first ob
     from aiops.api.modeldeployment import ModelDeploymentSpec
     from aiops.builders.triton import build_triton_deployment
     from aiops.builders.validation_job import build_validation_objects, validation_attempt
-    from aiops.kube import owned_by
+    from aiops.kube.objects import owned_by
     from aiops.rollout.revision import spec_revision
 
 

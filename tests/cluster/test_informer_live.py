@@ -1,4 +1,4 @@
-"""An informer (aiops.informer) against the real API server: its first list, live events, an
+"""An informer (aiops.kube.informer) against the real API server: its first list, live events, an
 object larger than aiohttp's line limit, and what a re-list announces after the informer was away
 (deletions it never saw as events)."""
 

@@ -1,4 +1,4 @@
-"""What an informer hands out from a re-list and from watch events (aiops.informer); the live
+"""What an informer hands out from a re-list and from watch events (aiops.kube.informer); the live
 list-and-watch against the API server is tests/cluster/test_informer_live.py."""
 
 import pytest

@@ -41,3 +41,24 @@ def test_only_the_kube_layer_uses_the_kubernetes_clients():
         if used:
             offenders[str(p.relative_to(PACKAGE))] = used
     assert offenders == {}
+
+
+def test_every_import_of_the_package_resolves():
+    """Also the imports inside functions (a floor operator of the benchmarks, lazy CLI imports),
+    which no test run reaches before a module moves."""
+    import importlib
+
+    root = PACKAGE.parents[1]
+    missing = []
+    for path in [*PACKAGE.rglob("*.py"), *(root / "tests").rglob("*.py"), *(root / "bench").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "aiops":
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as e:
+                    missing.append(f"{path.relative_to(root)}: {node.module} ({e})")
+                    continue
+                missing += [f"{path.relative_to(root)}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert missing == []
