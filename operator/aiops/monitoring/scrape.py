@@ -50,6 +50,22 @@ class Generation:
     queue_count: float = 0.0
     kv_cache: float | None = None
 
+    @property
+    def ttft_ms(self) -> float | None:
+        return self.ttft_s / self.ttft_count * 1000.0 if self.ttft_count > 0 else None
+
+    @property
+    def tpot_ms(self) -> float | None:
+        return self.tpot_s / self.tpot_count * 1000.0 if self.tpot_count > 0 else None
+
+    @property
+    def queue_ms(self) -> float | None:
+        return self.queue_s / self.queue_count * 1000.0 if self.queue_count > 0 else None
+
+
+# What a window sums of Generation (kv_cache is a gauge: the latest value, not a sum).
+GENERATION_COUNTERS = ("tokens", "ttft_s", "ttft_count", "tpot_s", "tpot_count", "queue_s", "queue_count")
+
 
 # vLLM histogram family -> the Generation fields of its _sum and _count.
 GENERATION_HISTOGRAMS = {"vllm:time_to_first_token_seconds": ("ttft_s", "ttft_count"),

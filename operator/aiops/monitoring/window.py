@@ -21,31 +21,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from aiops.monitoring.gpu import UNKNOWN
-from aiops.monitoring.scrape import ModelCounters
+from aiops.monitoring.scrape import GENERATION_COUNTERS, Generation, ModelCounters
 
 MAX_INTERVAL_SAMPLES = 64  # per-interval means kept in status for the baseline test
 MAX_GPU_DEVICES = 16  # GPUs named in status (a node has at most 8 or 16)
-
-
-@dataclass(frozen=True)
-class GenerationDelta:
-    """What an LLM engine did in one interval (differences of the Generation counters)."""
-
-    tokens: float = 0.0
-    ttft_s: float = 0.0
-    ttft_count: float = 0.0
-    tpot_s: float = 0.0
-    tpot_count: float = 0.0
-    queue_s: float = 0.0
-    queue_count: float = 0.0
-
-    @property
-    def ttft_ms(self) -> float | None:
-        return self.ttft_s / self.ttft_count * 1000.0 if self.ttft_count > 0 else None
-
-    @property
-    def tpot_ms(self) -> float | None:
-        return self.tpot_s / self.tpot_count * 1000.0 if self.tpot_count > 0 else None
 
 
 @dataclass(frozen=True)
@@ -55,16 +34,16 @@ class Interval:
     failures: float
     duration_us: float
     start: float | None = None  # the collection before (None: the first)
-    generation: GenerationDelta | None = None
+    generation: Generation | None = None  # what the LLM engines did in the interval
 
     @property
     def mean_ms(self) -> float | None:
         return self.duration_us / self.requests / 1000.0 if self.requests > 0 else None
 
 
-def generation_delta(pods: dict[str, ModelCounters], last: dict[str, ModelCounters]) -> GenerationDelta | None:
+def generation_delta(pods: dict[str, ModelCounters], last: dict[str, ModelCounters]) -> Generation | None:
     """The engines' work between two collections, summed over pods (None: no engine figures)."""
-    totals: dict[str, float] = {}
+    totals = dict.fromkeys(GENERATION_COUNTERS, 0.0)
     seen = False
     for pod, c in pods.items():
         if c.generation is None:
@@ -72,11 +51,11 @@ def generation_delta(pods: dict[str, ModelCounters], last: dict[str, ModelCounte
         seen = True
         prev = last.get(pod)
         before = prev.generation if prev is not None else None
-        for name in GenerationDelta.__dataclass_fields__:
-            now = getattr(c.generation, name)
-            totals[name] = totals.get(name, 0.0) + counter_delta(
-                now, getattr(before, name) if before is not None else (None if prev is None else 0.0))
-    return GenerationDelta(**totals) if seen else None
+        for name in GENERATION_COUNTERS:
+            # A pod seen before without engine figures started them from 0 since.
+            then = getattr(before, name) if before is not None else (None if prev is None else 0.0)
+            totals[name] += counter_delta(getattr(c.generation, name), then)
+    return Generation(**totals) if seen else None
 
 
 @dataclass
@@ -250,10 +229,8 @@ class SlidingWindow:
         spans = [i for i in self.intervals if i.generation is not None]
         if not spans:
             return
-        total = GenerationDelta(**{name: sum(getattr(i.generation, name) for i in spans)
-                                   for name in GenerationDelta.__dataclass_fields__})
-        st.ttft_ms, st.tpot_ms = total.ttft_ms, total.tpot_ms
-        st.queue_ms = total.queue_s / total.queue_count * 1000.0 if total.queue_count > 0 else None
+        total = Generation(**{name: sum(getattr(i.generation, name) for i in spans) for name in GENERATION_COUNTERS})
+        st.ttft_ms, st.tpot_ms, st.queue_ms = total.ttft_ms, total.tpot_ms, total.queue_ms
         st.interval_ttft_ms = [i.generation.ttft_ms for i in spans if i.generation.ttft_ms is not None]
         st.interval_tpot_ms = [i.generation.tpot_ms for i in spans if i.generation.tpot_ms is not None]
         timed = [i for i in spans if i.start is not None]

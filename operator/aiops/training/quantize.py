@@ -25,6 +25,11 @@ from torch.nn.utils import prune
 SPARSE_FORMAT = "aiops-int8-sparse-v1"
 
 
+def dequantize(weight_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """fp32 weights from int8 rows and one scale per row (TorchScript compiles it with the callers)."""
+    return weight_int8.to(torch.float32) * scale.unsqueeze(1)
+
+
 class Int8Linear(nn.Module):
     """A Linear layer with int8 weights and per-output-channel scales; scriptable."""
 
@@ -40,7 +45,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.cache
         if w is None:
-            w = self.weight_int8.to(torch.float32) * self.scale.unsqueeze(1)
+            w = dequantize(self.weight_int8, self.scale)
             self.cache = w
         return F.linear(x, w.to(x.dtype), self.bias.to(x.dtype))
 
@@ -60,7 +65,7 @@ class Int8Embedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         w = self.cache
         if w is None:
-            w = self.weight_int8.to(torch.float32) * self.scale.unsqueeze(1)
+            w = dequantize(self.weight_int8, self.scale)
             self.cache = w
         return F.embedding(ids, w)
 

@@ -54,6 +54,13 @@ def gpus_fit_a_node(
         )
 
 
+def resources_rules(resources: Any, facts: ClusterFacts) -> Iterator[Problem]:
+    """spec.resources of a kind that runs pods on GPUs: the GPUs fit a node, the memory request
+    fits the limit."""
+    yield from gpus_fit_a_node("spec.resources.gpus", resources.gpus, resources.gpu_resource_name, facts)
+    yield from memory_rules("spec.resources", resources)
+
+
 def memory_rules(field: str, resources: Any) -> Iterator[Problem]:
     request, limit = resources.memory_request, resources.memory
     if request is None:

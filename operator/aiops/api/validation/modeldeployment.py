@@ -8,15 +8,7 @@ import re
 from collections.abc import Iterator
 
 from aiops.api.modeldeployment import LLM_GPU_ENGINES, ModelDeploymentSpec, SampleTensor, ValidationSample
-from aiops.api.validation.base import (
-    ClusterFacts,
-    Problem,
-    duplicates,
-    env_rules,
-    gpus_fit_a_node,
-    memory_rules,
-    repository_rules,
-)
+from aiops.api.validation.base import ClusterFacts, Problem, duplicates, env_rules, repository_rules, resources_rules
 
 # Flags the operator sets on tritonserver itself: repeating them would fight its model control.
 RESERVED_TRITON_FLAGS = frozenset(
@@ -35,10 +27,7 @@ RESERVED_TRITON_FLAGS = frozenset(
 
 
 def rules(md: ModelDeploymentSpec, facts: ClusterFacts) -> Iterator[Problem]:
-    yield from gpus_fit_a_node(
-        "spec.resources.gpus", md.resources.gpus, md.resources.gpu_resource_name, facts
-    )
-    yield from memory_rules("spec.resources", md.resources)
+    yield from resources_rules(md.resources, facts)
     yield from repository_rules("spec.repository", md.repository)
     yield from env_rules("spec.runtime.env", md.runtime.env)
     yield from _batching_rules(md)

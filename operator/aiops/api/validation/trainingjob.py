@@ -8,22 +8,11 @@ from collections.abc import Iterator
 
 from aiops.api.common import ModelRepository
 from aiops.api.trainingjob import TrainingJobSpec
-from aiops.api.validation.base import (
-    ClusterFacts,
-    Problem,
-    duplicates,
-    env_rules,
-    gpus_fit_a_node,
-    memory_rules,
-    repository_rules,
-)
+from aiops.api.validation.base import ClusterFacts, Problem, duplicates, env_rules, repository_rules, resources_rules
 
 
 def rules(tj: TrainingJobSpec, facts: ClusterFacts) -> Iterator[Problem]:
-    yield from gpus_fit_a_node(
-        "spec.resources.gpus", tj.resources.gpus, tj.resources.gpu_resource_name, facts
-    )
-    yield from memory_rules("spec.resources", tj.resources)
+    yield from resources_rules(tj.resources, facts)
     yield from repository_rules("spec.output.repository", tj.output.repository)
     if tj.dataset.source.persistent_volume_claim is not None:
         yield from repository_rules(
