@@ -40,7 +40,8 @@ ALLOWED_UNUSED = {
     ("apps", "deployments/scale", "patch"),
     # A superseded ingest/training run's Job is deleted (kube.delete).
     ("batch", "jobs", "delete"),
-    # An external Milvus with credentials (VectorIndex spec; the example runs a managed one).
+    # An external Milvus with credentials (VectorIndex spec; the example runs a managed one), and a
+    # model-control key read back after an operator restart (a short run made and kept them).
     ("", "secrets", "get"),
     # A changed VectorIndex spec updates the managed Milvus ConfigMap and StatefulSet template
     # (indexing/reconciler.py _apply); the example is applied once and never changed here.

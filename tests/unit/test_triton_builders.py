@@ -83,7 +83,9 @@ def test_runtime_env_and_args():
         {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]})
     c = container(build_triton_deployment("a", s, surge=False))
     assert c["args"][-1] == "--log-verbose=1"
-    assert c["env"] == [{"name": "A", "value": "1"},
+    assert c["env"] == [{"name": "AIOPS_MODEL_CONTROL_KEY",
+                         "valueFrom": {"secretKeyRef": {"name": "a-model-control", "key": "key"}}},
+                        {"name": "A", "value": "1"},
                         {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
 
 

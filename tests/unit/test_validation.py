@@ -55,6 +55,8 @@ CASES = [
     ),
     ("ModelDeployment", {"runtime.env": ENV_BOTH}, "EnvVarValueConflict", "spec.runtime.env[0]"),
     ("ModelDeployment", {"runtime.env": ENV_TWICE}, "DuplicateEnvVar", "spec.runtime.env[1].name"),
+    ("ModelDeployment", {"runtime.env": [{"name": "AIOPS_MODEL_CONTROL_KEY", "value": "guess"}]}, "ReservedEnvVar",
+     "spec.runtime.env[0].name"),
     ("ModelDeployment", {"validation.samples.0.expectedText": {"contains": ["four"]}},
      "ExpectationDoesNotFitSample", "spec.validation.samples[0].expectedText"),
     ("ModelDeployment", {"validation.samples": [{"name": "g", "generate": {"prompt": "Hi"},

@@ -102,10 +102,12 @@ denied request and on a rule nothing used, apart from a short commented allowlis
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create"]
-# Credentials of an external Milvus (VectorIndex spec.milvus secret reference): read only.
+# Secrets: the key of each ModelDeployment's Triton model control (made with its first pods, read
+# back after a restart), and the credentials of an external Milvus (VectorIndex spec.milvus
+# secret reference), read only.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 # Events for `kubectl describe` (the controllers' and Kopf's warnings); listed to read the kubelet's
 # FailedMount on a validation pod whose hostPath model repository does not exist.
 - apiGroups: [""]

@@ -11,6 +11,7 @@ has loaded the serving version into it again.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
@@ -77,9 +78,32 @@ def _env(spec: ModelDeploymentSpec) -> list[dict]:
     return out
 
 
+# Model control (load, unload, the repository index) answers only requests that carry this
+# header with the ModelDeployment's key: any pod may infer, none but the operator may swap or
+# unload the model. The key lives in a Secret of its own (model_control_secret) and reaches
+# tritonserver through an environment variable that Kubernetes expands in the arguments, so the
+# pod spec never holds it.
+MODEL_CONTROL_HEADER = "aiops-model-control"
+MODEL_CONTROL_ENV = "AIOPS_MODEL_CONTROL_KEY"
+MODEL_CONTROL_KEY = "key"
+
+
+def model_control_secret_name(md_name: str) -> str:
+    return child_name(md_name, "model-control")
+
+
+def build_model_control_secret(md_name: str, key: str) -> dict:
+    """The Secret holding the key the Triton pods demand for model control."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": model_control_secret_name(md_name), "labels": triton_labels(md_name)},
+            "data": {MODEL_CONTROL_KEY: base64.b64encode(key.encode()).decode()}}
+
+
 def triton_args(spec: ModelDeploymentSpec, repository: str) -> list[str]:
+    restricted = f"model-repository:{MODEL_CONTROL_HEADER}=$({MODEL_CONTROL_ENV})"
     return [f"--model-repository={repository}", "--model-control-mode=explicit",
             f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}", f"--metrics-port={METRICS_PORT}",
+            f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
             "--allow-metrics=true", "--allow-gpu-metrics=true",
             # Exact latency quantiles for monitoring (a summary), not only per-interval means.
             "--metrics-config=summary_latencies=true", *spec.runtime.args]
@@ -105,7 +129,9 @@ def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool
         "imagePullPolicy": spec.runtime.image_pull_policy,
         "command": ["tritonserver"],
         "args": triton_args(spec, repository),
-        "env": _env(spec),
+        # The spec may not set this name (a validation rule): the arguments expand this value.
+        "env": [{"name": MODEL_CONTROL_ENV, "valueFrom": {"secretKeyRef": {
+            "name": model_control_secret_name(md_name), "key": MODEL_CONTROL_KEY}}}, *_env(spec)],
         "envFrom": env_from,
         "ports": [{"name": "http", "containerPort": HTTP_PORT},
                   {"name": "grpc", "containerPort": GRPC_PORT},

@@ -15,6 +15,7 @@ from aiops.kube.objects import owned_by
 from aiops.rollout.context import CAPACITY_POLL, PODS_SAFETY_LOOK, ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
 from aiops.rollout.deadlines import seconds_left
 from aiops.rollout.history import add_history, remember_previous
+from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started
 from aiops.rollout.revision import template_revision
 from aiops.rollout.room import Room
@@ -68,8 +69,9 @@ def serving_pods(world: World) -> list[dict]:
 
 
 class Deploy:
-    def __init__(self, kube: RolloutClient, servers: Servers, room: Room):
+    def __init__(self, kube: RolloutClient, servers: Servers, room: Room, keys: ModelControlKeys | None = None):
         self.kube, self.servers, self.room = kube, servers, room
+        self.keys = keys  # None: pods without a model-control key (tests of the steps alone)
 
     async def load(self, pod: dict, spec: ModelDeploymentSpec, config: dict) -> None:
         await self.servers.load(pod, spec.model.name, config, float(spec.health_check.progress_deadline_seconds))
@@ -95,6 +97,8 @@ class Deploy:
             desired, revision = desired_deployment(ctx, spec, surge)
             rollout["templateChanged"] = current is not None and current_rev != revision
             check_owned(ctx, current)
+            if self.keys is not None:  # before the pods, which read their model-control key from it
+                check_owned(ctx, await self.keys.ensure(ctx.md))
             check_owned(ctx, await self.kube.apply_deployment(desired, current))
             rollout.pop("waitReason", None)
             ctx.condition("ResourcesAvailable", True, "ResourcesFit", message)

@@ -33,6 +33,7 @@ from aiops.rollout.demotion import Demotion
 from aiops.rollout.deploy import Deploy
 from aiops.rollout.history import rejection
 from aiops.rollout.jobwatch import JobWatch
+from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import pod_ready
 from aiops.rollout.recovery import Recovery
 from aiops.rollout.revision import spec_revision
@@ -55,10 +56,11 @@ class ModelDeploymentReconciler:
         self.kube = kube
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
         self.verdicts = verdicts
-        servers = servers or PodServers(triton_timeout)
+        self.keys = ModelControlKeys(kube)
+        servers = servers or PodServers(triton_timeout, self.keys)
         room = Room(kube)
-        self.validation = Validation(kube, self.jobs, room, worker_image, validation_job_ttl)
-        self.deploy = Deploy(kube, servers, room)
+        self.validation = Validation(kube, self.jobs, room, worker_image, validation_job_ttl, self.keys)
+        self.deploy = Deploy(kube, servers, room, self.keys)
         self.recovery = Recovery(kube, servers, self.deploy)
         self.demotion = Demotion(verdicts, self.recovery)
         self._revisions: PerGeneration[str] = PerGeneration()

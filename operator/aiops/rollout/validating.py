@@ -17,8 +17,9 @@ from aiops.builders.validation_job import build_validation_objects, validation_a
 from aiops.capacity import CAPACITY_REASONS
 from aiops.kube.objects import owned_by
 from aiops.rollout.context import ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
-from aiops.rollout.deploy import deployment_ref, desired_deployment, owned
+from aiops.rollout.deploy import check_owned, deployment_ref, desired_deployment, owned
 from aiops.rollout.jobwatch import JobWatch
+from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.room import Room, fits_no_node, starts_early
 from aiops.rollout.verdict import job_outcome
@@ -32,8 +33,9 @@ MOUNT_CHECK_EVERY = 10.0
 
 class Validation:
     def __init__(self, kube: RolloutClient, jobs: JobWatch, room: Room, worker_image: str,
-                 validation_job_ttl: int | None = None):
+                 validation_job_ttl: int | None = None, keys: ModelControlKeys | None = None):
         self.kube, self.jobs, self.room = kube, jobs, room
+        self.keys = keys
         self.worker_image = worker_image
         self.validation_job_ttl = validation_job_ttl  # seconds a finished validation Job stays
         self._mount_checks: dict[tuple[str, str], float] = {}  # validation Job -> when its mounts were looked into
@@ -65,10 +67,14 @@ class Validation:
             # The Deployment goes first: its image pull and server start are the longest wait.
             creates = build_validation_objects(ctx.name, spec, version, attempt, self.worker_image,
                                                self.validation_job_ttl)
-            if starts_early(ctx, spec, room):
+            early = starts_early(ctx, spec, room)
+            if early:
                 creates.insert(0, desired_deployment(ctx, spec, surge=False)[0])
                 rollout["serverStartedEarly"] = True
-            await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates))
+            made = await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates),
+                                        *([self.keys.ensure(ctx.md)] if early and self.keys is not None else []))
+            if len(made) > len(creates):
+                check_owned(ctx, made[-1])  # the early pods' model-control key
             rollout["validationJob"] = name
             return ROLLOUT_POLL
         if not outcome.finished:

@@ -79,9 +79,12 @@ async def _server_sent_events(response: aiohttp.ClientResponse):
 class TritonServer:
     """One server at host:port (a pod IP and the HTTP port)."""
 
-    def __init__(self, url: str, timeout: float = 5.0):
+    def __init__(self, url: str, timeout: float = 5.0, control_headers: dict[str, str] | None = None):
+        """control_headers: what a server started with a restricted model-repository API asks of
+        load, unload and index requests (the operator's key, see builders/triton.py)."""
         self.url = url
         self.timeout = timeout
+        self.control_headers = control_headers
         # The client's conn_timeout is aiohttp's *total* request timeout: a model load takes far
         # longer than a health check. Each call is bounded by `_call` instead.
         self._client = aioclient.InferenceServerClient(url, conn_timeout=REQUEST_CEILING)
@@ -125,24 +128,27 @@ class TritonServer:
     async def load(self, model: str, config: dict, timeout: float = 300.0) -> None:
         """Loads (or reloads) `model` with `config`; Triton keeps serving what it had until the
         new configuration is loaded, and keeps it if loading fails."""
-        await self._call(f"loading {model}", self._client.load_model(model, config=json.dumps(config)),
-                         timeout=timeout)
+        await self._call(f"loading {model}", self._client.load_model(
+            model, headers=self.control_headers, config=json.dumps(config)), timeout=timeout)
 
     async def unload(self, model: str, timeout: float = 300.0) -> None:
         """Unloads every version of `model`, then waits until the repository index shows none
         READY or UNLOADING: the next load must find the GPU memory given back, and an unload
         request is not promised to return only then."""
-        await self._call(f"unloading {model}", self._client.unload_model(model), timeout=timeout)
+        await self._call(f"unloading {model}", self._client.unload_model(model, headers=self.control_headers),
+                         timeout=timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            index = await self._call("repository index", self._client.get_model_repository_index())
+            index = await self._call("repository index", self._client.get_model_repository_index(
+                headers=self.control_headers))
             if not any(m.get("name") == model and m.get("state") in ("READY", "UNLOADING") for m in index):
                 return
             await asyncio.sleep(0.1)
         raise TritonError("TritonTimeout", f"{model} on {self.url} was still unloading after {timeout:.0f}s")
 
     async def loaded_versions(self, model: str) -> set[int]:
-        index = await self._call("repository index", self._client.get_model_repository_index())
+        index = await self._call("repository index", self._client.get_model_repository_index(
+            headers=self.control_headers))
         return {int(m["version"]) for m in index
                 if m.get("name") == model and m.get("state") == "READY" and m.get("version")}
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from aiops.api.modeldeployment import LLM_GPU_ENGINES, ModelDeploymentSpec, SampleTensor, ValidationSample
 from aiops.api.validation.base import ClusterFacts, Problem, duplicates, env_rules, repository_rules, resources_rules
+from aiops.builders.triton import MODEL_CONTROL_ENV
 
 # Flags the operator sets on tritonserver itself: repeating them would fight its model control.
 RESERVED_TRITON_FLAGS = frozenset(
@@ -22,6 +23,9 @@ RESERVED_TRITON_FLAGS = frozenset(
         "--metrics-port",
         "--http-address",
         "--grpc-address",
+        # Model control is restricted to the operator's key.
+        "--http-restricted-api",
+        "--grpc-restricted-protocol",
     }
 )
 
@@ -32,6 +36,7 @@ def rules(md: ModelDeploymentSpec, facts: ClusterFacts) -> Iterator[Problem]:
     yield from env_rules("spec.runtime.env", md.runtime.env)
     yield from _batching_rules(md)
     yield from _runtime_arg_rules(md)
+    yield from _runtime_env_rules(md)
     yield from _signature_rules(md)
     yield from _sample_rules(md)
     yield from _monitoring_rules(md)
@@ -70,6 +75,14 @@ def _batching_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
             "DuplicatePreferredBatchSize",
             f"preferred batch size {size} is listed more than once; list each size once.",
         )
+
+
+def _runtime_env_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
+    for i, var in enumerate(md.runtime.env):
+        if var.name == MODEL_CONTROL_ENV:
+            yield Problem(f"spec.runtime.env[{i}].name", "ReservedEnvVar",
+                          f"{var.name} carries the key that restricts Triton's model control to the operator; "
+                          "it is set by the operator: use another name.")
 
 
 def _runtime_arg_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
