@@ -21,8 +21,8 @@ MODEL = "tinylm"
 pytestmark = pytest.mark.timeout(300)
 
 
-def llm_manifest(name: str, repo: Path, version: int) -> dict:
-    return {
+def llm_manifest(name: str, repo: Path, version: int, **spec) -> dict:
+    body = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": name},
         "spec": {
             "model": {"name": MODEL, "version": version, "backend": "python"},
@@ -38,6 +38,8 @@ def llm_manifest(name: str, repo: Path, version: int) -> dict:
             "monitoring": {"enabled": False},
         },
     }
+    body["spec"].update(spec)
+    return body
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +84,48 @@ def test_an_llm_is_validated_by_generation_served_streamed_swapped_and_a_wrong_v
         return o if 3 in (o.get("status") or {}).get("rejectedVersions", []) else None
 
     obj = wait_for(rejected, timeout=180, what="version 3 rejected")
+    assert condition(obj, "RolledBack")["status"] == "True"
     failed = obj["status"]["history"][0]
     assert (failed["version"], failed["outcome"], failed["reason"]) == (3, "Failed", "SampleMismatch")
     assert "Lyon" in failed["message"] or "Milan" in failed["message"]
     assert obj["status"]["servingVersion"] == 2 and condition(obj, "Ready")["status"] == "True"
     assert stream(pod.status.pod_ip, "The capital of France is", 2).text == " Paris."
+
+
+@pytest.mark.timeout(480)
+def test_a_version_slower_per_token_is_rolled_back_by_monitoring_on_probe_traffic_alone(
+        kube, namespace, operator, wait_for, tmp_path):
+    """Nobody sends a request: the monitor's generation probes are all the traffic. Version 1
+    (4 ms per token) sets the baseline; version 2 answers the same, 3x slower per token, and
+    monitoring rolls it back."""
+    repo = tmp_path / "models"
+    facts = train(CORPORA["facts"])
+    write_tiny_lm(repo, MODEL, 1, weights=facts, token_delay_ms=4)
+    write_tiny_lm(repo, MODEL, 2, weights=facts, token_delay_ms=12)
+    monitoring = {"enabled": True, "intervalSeconds": 5, "windowSeconds": 30, "consecutiveWindows": 2,
+                  "minSamples": 6, "action": "rollback"}
+    mds = MDs(kube, namespace)
+    mds.create(llm_manifest("chat", repo, 1, monitoring=monitoring))
+    wait_for(serving(mds, "chat", 1), timeout=180, what="version 1 serving")
+
+    def baseline_taken():
+        st = mds.get("chat").get("status") or {}
+        return st if (st.get("baseline") or {}).get("timePerOutputTokenMs") else None
+
+    st = wait_for(baseline_taken, timeout=150, what="version 1's baseline with its generation figures")
+    assert st["metrics"]["timeToFirstTokenMs"] > 0 and st["metrics"]["tokensPerSecond"] > 0
+    assert st["baseline"]["timePerOutputTokenMs"] >= 4
+
+    mds.patch("chat", {"spec": {"model": {"version": 2}}})
+    wait_for(serving(mds, "chat", 2), timeout=180, what="version 2 serving")
+
+    def rolled_back():
+        o = mds.get("chat")
+        c = condition(o, "RolledBack")
+        return o if c and c["status"] == "True" and o["status"].get("servingVersion") == 1 else None
+
+    obj = wait_for(rolled_back, timeout=180, what="version 2 rolled back by monitoring")
+    rolled = condition(obj, "RolledBack")
+    assert rolled["reason"] == "TimePerOutputTokenShift", rolled
+    assert "version 1's baseline" in rolled["message"]
+    assert obj["status"]["rejectedVersions"] == [2]
