@@ -129,3 +129,42 @@ def test_a_version_slower_per_token_is_rolled_back_by_monitoring_on_probe_traffi
     assert rolled["reason"] == "TimePerOutputTokenShift", rolled
     assert "version 1's baseline" in rolled["message"]
     assert obj["status"]["rejectedVersions"] == [2]
+
+
+def gpu_pods(kube) -> list:
+    """Pods anywhere that hold whole GPUs (other tests' namespaces may still be going away)."""
+    return [p for p in kube.core.list_pod_for_all_namespaces().items
+            if any((c.resources.limits or {}).get("nvidia.com/gpu") for c in p.spec.containers)
+            and p.status.phase not in ("Succeeded", "Failed")]
+
+
+@pytest.mark.parametrize("gpus, swap", [(1, "Surge"), (2, "Replace")])
+def test_two_versions_that_do_not_fit_one_pod_surge_where_a_node_has_room_else_swap_in_place(
+        kube, namespace, operator, wait_for, llm_repo, gpus, swap):
+    """90% of each GPU per version: never beside each other in one pod. With one GPU per pod the
+    node (two GPUs) has room for a new pod: version 2 comes up in it and nothing stops
+    answering. With both GPUs taken, version 1 is unloaded and version 2 loaded in the same pod,
+    and the time without an answer is stated."""
+    mds = MDs(kube, namespace)
+    mds.create(llm_manifest("big", llm_repo, 1, resources={"gpus": gpus, "memory": "2Gi"},
+                            llm={"engine": "python", "gpuMemoryUtilization": 0.9}))
+    wait_for(serving(mds, "big", 1), timeout=180, what="version 1 serving")
+    (pod,) = triton_pods(kube, namespace)
+    wait_for(lambda: len(gpu_pods(kube)) == 1 or None, timeout=120, what="no other pod holding GPUs")
+
+    mds.patch("big", {"spec": {"model": {"version": 2}}})
+    obj = wait_for(serving(mds, "big", 2), timeout=180, what="version 2 serving")
+    message = obj["status"]["history"][0]["message"]
+    reasons = [e.reason for e in kube.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=big").items]
+    wait_for(lambda: len(triton_pods(kube, namespace)) == 1 or None, timeout=90, what="one Triton pod again")
+    (now,) = triton_pods(kube, namespace)
+    if swap == "Surge":
+        assert "new pods came up beside version 1's" in message, message
+        assert now.metadata.uid != pod.metadata.uid and "VersionSurge" in reasons
+    else:
+        assert "replaced version 1 in place" in message and "s without an answer" in message, message
+        assert now.metadata.uid == pod.metadata.uid
+        wait_for(lambda: "VersionSwapOutage" in [e.reason for e in kube.core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=big").items] or None, what="the outage Event")
+    assert stream(now.status.pod_ip, "The capital of Egypt is", 2).text == " Cairo."

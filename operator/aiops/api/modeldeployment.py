@@ -640,10 +640,11 @@ class RolloutProgress(StatusModel):
     model_config_json: str | None = Field(
         default=None, description="config.pbtxt of the new version as JSON, from the validation Job."
     )
-    swap: Literal["Beside", "Replace"] | None = Field(
+    swap: Literal["Beside", "Replace", "Surge"] | None = Field(
         default=None,
-        description="How the new version took over in the running pods: Beside the serving one, or in its "
-        "place (Replace: an LLM whose two versions do not fit in GPU memory; the serving one is unloaded first).",
+        description="How the new version takes over: Beside the serving one in the running pods; for an LLM "
+        "whose two versions do not fit in GPU memory, Surge (new pods for it beside the old ones, where a node "
+        "has room) or Replace (in the running pods, the serving one unloaded first).",
     )
     outage_seconds: float | None = Field(
         default=None, ge=0, description="Replace: how long no version answered, from the unload to the new load."

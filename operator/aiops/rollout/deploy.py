@@ -25,15 +25,28 @@ from aiops.rollout.world import REVISION_ANNOTATION, TEMPLATE_ANNOTATION, Rollou
 from aiops.triton.client import TritonError
 from aiops.triton.samples import meets_accuracy
 
+PODS_FOR_ANNOTATION = "aiops.dev/pods-for-version"
 
-def desired_deployment(ctx: Ctx, spec: ModelDeploymentSpec, surge: bool) -> tuple[dict, str]:
-    """The Triton Deployment of this spec, owned by the object, with its pod template's revision."""
+
+def desired_deployment(ctx: Ctx, spec: ModelDeploymentSpec, surge: bool,
+                       pods_for: str | None = None) -> tuple[dict, str]:
+    """The Triton Deployment of this spec, owned by the object, with its pod template's revision.
+    `pods_for`: the version the pods were made for, where a rollout surged new pods for it (a
+    template change of its own), carried over by later rollouts so they change no pods."""
     dep = owned_by(build_triton_deployment(ctx.name, spec, surge), ctx.md)
     template = dep["spec"]["template"]
+    if pods_for:
+        template["metadata"].setdefault("annotations", {})[PODS_FOR_ANNOTATION] = pods_for
     revision = template_revision(template)
     template["metadata"].setdefault("annotations", {})[TEMPLATE_ANNOTATION] = revision
     dep["metadata"]["annotations"] = {TEMPLATE_ANNOTATION: revision}
     return dep, revision
+
+
+def pods_for(deployment: dict | None) -> str | None:
+    """The version a Deployment's pods were surged for (None: made for no version in particular)."""
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    return (template.get("metadata", {}).get("annotations") or {}).get(PODS_FOR_ANNOTATION)
 
 
 def deployment_ref(ctx: Ctx) -> dict:
@@ -76,11 +89,27 @@ class Deploy:
     async def load(self, pod: dict, spec: ModelDeploymentSpec, config: dict) -> None:
         await self.servers.load(pod, spec.model.name, config, float(spec.health_check.progress_deadline_seconds))
 
+    async def _surges(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, current: dict) -> bool:
+        """Whether this rollout brings the new version up in new pods beside the serving ones:
+        two versions do not fit in one pod's GPU memory, and a node has a spare pod's room."""
+        target, serving = ctx.status["rollout"]["version"], ctx.status.get("servingVersion")
+        if not serving or serving == target or swap_strategy(spec)[0] != "Replace":
+            return False
+        return (await self.room.for_deployment(spec, world, current, True))[1]
+
     async def deploying(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float | None:
         rollout = ctx.status["rollout"]
-        desired, revision = desired_deployment(ctx, spec, surge=False)
         current = world.deployment
         current_rev = ((current or {}).get("metadata", {}).get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+        pinned = str(rollout["version"]) if rollout.get("swap") == "Surge" else pods_for(current)
+        desired, revision = desired_deployment(ctx, spec, False, pinned)
+        if "swap" not in rollout and current is not None and current_rev == revision \
+                and await self._surges(ctx, spec, world, current):
+            rollout["swap"] = "Surge"
+            ctx.event("Normal", "VersionSurge", f"Version {rollout['version']} starts in new pods beside version "
+                      f"{ctx.status['servingVersion']}: {swap_strategy(spec)[1].split(', so')[0]}, and a node "
+                      "has room for a new pod.")
+            desired, revision = desired_deployment(ctx, spec, False, str(rollout["version"]))
         if current is None or current_rev != revision or current["spec"].get("replicas") != spec.replicas:
             fits, surge, reason, message = await self.room.for_deployment(spec, world, current,
                                                                           current_rev != revision)
@@ -94,7 +123,8 @@ class Deploy:
                 ctx.condition("Ready", bool(ctx.status.get("servingVersion")), reason,
                               f"Version {rollout['version']} waits for room on a node: {message}")
                 return CAPACITY_POLL  # node and pod events wake us sooner
-            desired, revision = desired_deployment(ctx, spec, surge)
+            desired, revision = desired_deployment(ctx, spec, surge, str(rollout["version"])
+                                                   if rollout.get("swap") == "Surge" else pods_for(current))
             rollout["templateChanged"] = current is not None and current_rev != revision
             check_owned(ctx, current)
             if self.keys is not None:  # before the pods, which read their model-control key from it
@@ -216,7 +246,8 @@ class Deploy:
                         limit)
         outage = rollout.get("outageSeconds")
         swapped = (f"; it replaced version {previous} in place, {outage:.1f}s without an answer"
-                   if outage is not None else "")
+                   if outage is not None else f"; new pods came up beside version {previous}'s"
+                   if rollout.get("swap") == "Surge" else "")
         add_history(ctx.status, target, "Serving", "HealthCheckPassed",
                     f"healthy on {len(pods)} pod(s) after {age(rollout['startedAt']):.1f}s{swapped}", now, limit)
         if previous and previous != target:
