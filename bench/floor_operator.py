@@ -6,11 +6,13 @@ validation Jobs so the simulated node runs its pod the same way: the floor of an
 must validate in a Job, as the operator does, to tell the Job's own cost from the operator's.
 
 With FLOOR_SAME_OBJECTS=1 it creates exactly the objects our first pass creates, from our
-builders: the Triton Deployment and the validation Job, owned by the ModelDeployment. Their size
+builders: the Triton Deployment, its model-control Secret and the validation Job, owned by the
+ModelDeployment. Their size
 is what the API server, etcd, the controllers and every watcher handle for each object: this floor
 tells that cost from our operator's own."""
 
 import os
+import secrets
 
 import kopf
 from kubernetes import client, config
@@ -19,7 +21,7 @@ WITH_JOB = os.environ.get("FLOOR_WITH_JOB") == "1"
 SAME_OBJECTS = os.environ.get("FLOOR_SAME_OBJECTS") == "1"
 if SAME_OBJECTS:  # imported up front, as the operator does: not on the first object's clock
     from aiops.api.modeldeployment import ModelDeploymentSpec
-    from aiops.builders.triton import build_triton_deployment
+    from aiops.builders.triton import build_model_control_secret, build_triton_deployment
     from aiops.builders.validation_job import build_validation_objects, validation_attempt
     from aiops.kube.objects import owned_by
     from aiops.rollout.revision import spec_revision
@@ -28,7 +30,7 @@ if SAME_OBJECTS:  # imported up front, as the operator does: not on the first ob
 @kopf.on.startup()
 def setup(memo: kopf.Memo, **_):
     api = config.new_client_from_config()
-    memo.apps, memo.batch = client.AppsV1Api(api), client.BatchV1Api(api)
+    memo.apps, memo.batch, memo.core = client.AppsV1Api(api), client.BatchV1Api(api), client.CoreV1Api(api)
 
 
 @kopf.on.create("aiops.dev", "v1alpha1", "modeldeployments")
@@ -55,5 +57,7 @@ def create_ours(name: str, namespace: str, body: dict, memo: kopf.Memo) -> None:
     spec = ModelDeploymentSpec.from_wire(body["spec"])
     attempt = validation_attempt(spec_revision(spec), "")
     memo.apps.create_namespaced_deployment(namespace, owned_by(build_triton_deployment(name, spec, False), body))
+    key = secrets.token_hex(32)
+    memo.core.create_namespaced_secret(namespace, owned_by(build_model_control_secret(name, key), body))
     for job in build_validation_objects(name, spec, spec.model.version, attempt, "worker", 3600):
         memo.batch.create_namespaced_job(namespace, owned_by(job, body))
