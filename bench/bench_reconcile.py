@@ -243,8 +243,8 @@ NOTES = {
     "floor.cpu_per_object": "operator process CPU time",
     "floor.api_requests_per_object": "all clients, until every pod is up",
     "floor_with_job.apply_to_deployment.p50": "the same handler also creating a bare Job, run like our validation Job",
-    "floor_same_objects.apply_to_deployment.p50": "the same handler creating our own Triton Deployment and "
-                                                  "validation Job, from our builders",
+    "floor_same_objects.apply_to_deployment.p50": "the same handler creating our own Triton Deployment, its "
+                                                  "model-control Secret and validation Job, from our builders",
     "aiops.apply_to_first_child.p50": "the validation Job",
     "aiops.apply_to_deployment.p50": "made beside the validation Job",
     "aiops.validated_to_next_step.p50": "validation pod Succeeded -> status past Validating: the operator's "
