@@ -8,7 +8,7 @@ import argparse
 import logging
 import os
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 COMMANDS = "aiops.commands"
@@ -103,8 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_parser("embed", help="ingest documents into a VectorIndex: embed and upsert")
 
     for command in entry_points(group=COMMANDS):  # `aiops dev ...` and `aiops kubectl` (aiops.devenv.cli)
-        command.load()(sub)
+        add_commands = _load_commands(command)
+        if add_commands is not None:
+            add_commands(sub)
     return parser
+
+
+def _load_commands(command: EntryPoint):
+    """The function an `aiops.commands` entry point names, or None where its module is not installed:
+    the images leave the development environment out while the package's metadata still names it.
+    A module that is there but fails to import is a bug, and raises."""
+    try:
+        return command.load()
+    except ModuleNotFoundError as e:
+        if e.name and (command.module == e.name or command.module.startswith(e.name + ".")):
+            return None
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
