@@ -1,8 +1,8 @@
 """The plain-manifest install path on the real node: `kubectl apply -k` of an overlay on deploy/
 that only points the images at the ones built here, as docs/install.md tells a user to do. The
 operator comes up as its pod with deploy/'s RBAC and brings a VectorIndex (Milvus in its
-StatefulSet, an ingest Job) to Ready. Removed afterwards without its CRDs, so the other modules'
-objects stay."""
+StatefulSet, an ingest Job) to Ready. Removed with `kubectl delete -k`, which leaves the CRDs
+(deploy/crds holds them), so every custom resource stays."""
 
 from __future__ import annotations
 
@@ -41,17 +41,19 @@ def overlay(real):
     }))
     real.run(real.kubectl, "apply", "-k", str(directory))
     yield directory
-    rendered = real.run(real.kubectl, "kustomize", str(directory)).stdout
-    keep = ("CustomResourceDefinition", "Namespace")  # the CRDs hold every test's objects
-    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] not in keep]
-    # Foreground: the operator's pod is gone, not just its Deployment, before the chart's comes.
-    real.run(real.kubectl, "delete", "--wait=true", "--cascade=foreground", "-f", "-",
-             input=yaml.safe_dump_all(docs), check=False)
+    uninstall(real, directory)  # again, should a test have stopped before its own uninstall
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def uninstall(real, directory) -> None:
+    """`kubectl delete -k`, as a user removes the install. Foreground: the operator's pod is gone,
+    not just its Deployment, before the chart's operator comes."""
+    real.run(real.kubectl, "delete", "-k", str(directory), "--ignore-not-found", "--wait=true",
+             "--cascade=foreground", "--timeout=180s", check=False)
     core = client.CoreV1Api(real.api())
     wait_until(lambda: not core.list_namespaced_pod(
         "aiops-system", label_selector="app.kubernetes.io/instance=aiops-operator").items, 120,
         "the kustomize install's operator pod gone")
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_apply_k_runs_the_operator_which_serves_a_vector_index(real, overlay, core):
@@ -79,3 +81,31 @@ def test_apply_k_runs_the_operator_which_serves_a_vector_index(real, overlay, co
         # While this operator still runs: it releases the VectorIndex's finalizer.
         wait_until(lambda: ns not in {n.metadata.name for n in core.list_namespace().items}, 120,
                    f"namespace {ns} gone")
+
+
+def test_delete_k_removes_the_operator_and_leaves_the_crds_and_custom_resources(real, overlay, core):
+    """Uninstalling the plain manifests must not take the data with it: deleting a CRD deletes
+    every object of its kind and what they own (Triton, Milvus, the training workspaces)."""
+    extensions = client.ApiextensionsV1Api(real.api())
+    before = {c.metadata.name: c.metadata.uid for c in extensions.list_custom_resource_definition().items
+              if c.spec.group == "aiops.dev"}
+    assert len(before) == 3
+    ns = f"e2e-keep-{uuid.uuid4().hex[:5]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    custom = client.CustomObjectsApi(real.api())
+    try:
+        uninstall(real, overlay)
+        apps = client.AppsV1Api(real.api())
+        assert "aiops-operator" not in {d.metadata.name for d in apps.list_deployment_for_all_namespaces().items}
+        after = {c.metadata.name: c for c in extensions.list_custom_resource_definition().items
+                 if c.spec.group == "aiops.dev"}
+        assert {name: c.metadata.uid for name, c in after.items()} == before
+        assert all(c.metadata.deletion_timestamp is None for c in after.values())
+        # The kinds still serve: a custom resource can be made and read back with no operator running.
+        [example] = [d for d in yaml.safe_load_all((REPO / "examples" / "vectorindex.yaml").read_text())
+                     if d and d["kind"] == "VectorIndex"]
+        body = {**example, "metadata": {"name": "kept"}}
+        custom.create_namespaced_custom_object("aiops.dev", "v1alpha1", ns, "vectorindexes", body)
+        assert custom.get_namespaced_custom_object("aiops.dev", "v1alpha1", ns, "vectorindexes", "kept")
+    finally:
+        core.delete_namespace(ns)  # no operator: nothing put a finalizer on the object

@@ -119,8 +119,9 @@ KUSTOMIZATION = "Kustomization"
 
 
 def kustomization_yaml() -> str:
-    """crds/ as a kustomize base for `kubectl apply -k deploy/`: kustomize refuses files outside
-    its root, even symlinked, so deploy/ refers to this directory (the chart's .helmignore skips it)."""
+    """crds/ as a kustomize base for `kubectl apply -k deploy/crds`: kustomize refuses files outside
+    its root, even symlinked, so deploy/crds refers to this directory (the chart's .helmignore
+    skips it)."""
     return HEADER + yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                                     "resources": [crd_filename(info) for info in KINDS]}, sort_keys=False)
 
