@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 import warnings
@@ -27,6 +28,10 @@ from aiops.devenv.tritonruntime import put_triton_on_path
 
 # A status field the CRD does not declare fails the reconcile in the tests (see aiops.passes).
 os.environ["AIOPS_STRICT_STATUS"] = "1"
+
+# The operators the tests run mount model repositories and workspaces from pytest's temporary
+# directories, as an admin lists the node directories of their own install (hostPaths.allowed).
+os.environ.setdefault("AIOPS_ALLOWED_HOST_PATHS", f"/var/lib/aiops,{tempfile.gettempdir()}")
 
 # The validation worker finds `tritonserver` on PATH, as in its image; here that is the wheel's.
 # Set before any fixture starts a process (the simulated node's pods inherit PATH).

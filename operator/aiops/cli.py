@@ -15,7 +15,7 @@ COMMANDS = "aiops.commands"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from aiops.controllers.settings import step_job_ttl, validation_job_ttl
+    from aiops.controllers.settings import allowed_host_paths, step_job_ttl, validation_job_ttl
     from aiops.kube.lease import LeaderElectionError, LeaseSettings
     from aiops.runner import run_operator
 
@@ -24,6 +24,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if args.leader_elect else None
         validation_job_ttl()  # settings from the environment: wrong ones stop the start, not a reconcile
         step_job_ttl()
+        allowed_host_paths()
     except (LeaderElectionError, ValueError) as e:
         print(f"aiops: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ said loudly (under AIOPS_STRICT_STATUS=1, the tests, the pass fails)."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
@@ -17,11 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from aiops import metrics
 from aiops.api.registry import KindInfo
 from aiops.conditions import get_condition, set_condition
+from aiops.kube.objects import NameTaken
 
 log = logging.getLogger(__name__)
 RETRY_ANNOTATION = "aiops.dev/retry"
@@ -81,11 +84,61 @@ async def run_pass(kind: KindInfo, obj: dict, kube: WriteBack, body: Callable[[P
     started = time.perf_counter()
     try:
         delay = await body(p)
+        _accepted(p)
+    except (ApiException, NameTaken) as e:
+        if isinstance(e, ApiException) and e.status not in REJECTIONS:
+            raise
+        metrics.RECONCILE_ERRORS.labels(kind=kind.kind).inc()
+        # What the pass recorded before the refusal may describe changes that never happened:
+        # only the refusal is written.
+        p.status, p.events = copy.deepcopy(before), []
+        delay = _rejected(p, e)
     finally:
         metrics.RECONCILE_SECONDS.labels(kind=kind.kind).observe(time.perf_counter() - started)
     status = through_model(kind, p.status)
     written = await kube.write_back(obj, kind.plural, before, status, p.events)
     return delay, written
+
+
+# What the API server answers when it refuses an object the pass built, as opposed to a passing
+# failure: 400 bad request, 403 forbidden (RBAC, an exceeded ResourceQuota, an admission policy),
+# 413 too large, 422 invalid. Retrying does not help until something changes, so the reason goes
+# to status and an Event (so does NameTaken: a child's name held by an object not ours); the pass
+# is looked at again after REJECTED_RETRY_SECONDS, and at once when the object changes.
+REJECTIONS = frozenset({400, 403, 413, 422})
+REJECTED_RETRY_SECONDS = 60.0
+APPLIED = "Applied"
+
+
+def _rejected(p: Pass, error: ApiException | NameTaken) -> float:
+    if isinstance(error, NameTaken):
+        reason, message = error.reason, str(error)
+    else:
+        reason = "RejectedByAPIServer"
+        message = f"The API server refused a request this resource needs ({error.status}): {api_message(error)}"
+    if p.condition(APPLIED, False, reason, message):
+        p.event("Warning", reason, message)
+    log.warning("%s/%s: %s", p.namespace, p.name, message)
+    return REJECTED_RETRY_SECONDS
+
+
+def _accepted(p: Pass) -> None:
+    """Clears an earlier refusal once a whole pass went through; a resource never refused carries
+    no Applied condition."""
+    applied = get_condition(p.status.get("conditions"), APPLIED)
+    if applied is not None and applied.get("status") != "True":
+        p.condition(APPLIED, True, "Accepted", "The API server accepts every object this resource needs.")
+        p.event("Normal", "Accepted", "The API server accepts every object this resource needs again.")
+
+
+def api_message(error: ApiException) -> str:
+    """The API server's own words from a Status body, else the HTTP reason."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or error.reason or "no message")[:2000]
 
 
 _reported: set[str] = set()

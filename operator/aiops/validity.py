@@ -20,12 +20,15 @@ Event = tuple[str, str, str]
 _CHECKS: PerGeneration[SpecCheck] = PerGeneration()
 
 
-def judge_spec(kind: str, body: dict, status: dict, nodes: list[dict]) -> tuple[Any | None, list[Event]]:
-    """(the parsed spec, or None when invalid; the Events to post). Updates `status` in place."""
+def judge_spec(kind: str, body: dict, status: dict, nodes: list[dict],
+               host_paths: tuple[str, ...] | None = None) -> tuple[Any | None, list[Event]]:
+    """(the parsed spec, or None when invalid; the Events to post). Updates `status` in place.
+    `host_paths`: the node directories CRs may mount (None: not restricted)."""
     generation = body["metadata"].get("generation")
     most_gpus = max_gpus_per_node(nodes) or None
-    check = _CHECKS.get(body, (kind, tuple(sorted((most_gpus or {}).items()))),
-                        lambda: check_spec(kind, body["spec"], max_gpus_per_node=most_gpus))
+    check = _CHECKS.get(body, (kind, tuple(sorted((most_gpus or {}).items())), host_paths),
+                        lambda: check_spec(kind, body["spec"], max_gpus_per_node=most_gpus,
+                                           allowed_host_paths=host_paths))
     reason, message = condition_summary(check.problems)
     before = get_condition(status.get("conditions"), "Valid")
     status["conditions"] = set_condition(status.get("conditions"), "Valid", check.valid, reason, message,

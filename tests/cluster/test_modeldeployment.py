@@ -193,6 +193,67 @@ def test_broken_config_is_rejected_before_anything_serves(kube, namespace, opera
         namespace, field_selector="involvedObject.name=broken").items), what="a Warning Event ConfigInvalid")
 
 
+def test_a_hostpath_outside_the_allowed_directories_is_refused_and_mounts_nothing(kube, namespace, operator,
+                                                                                    wait_for, repo):
+    """A CR author cannot have the operator mount a node directory the admin did not list: the
+    spec is refused before any pod names it, and naming an allowed directory carries on."""
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("escape", Path("/etc"), 1, resources={"gpus": 0, "memory": "2Gi"}))
+
+    def refused():
+        o = mds.get("escape")
+        valid = condition(o, "Valid")
+        return o if valid and valid["status"] == "False" else None
+
+    obj = wait_for(refused, timeout=60, what="Valid=False")
+    valid = condition(obj, "Valid")
+    assert valid["reason"] == "HostPathNotAllowed"
+    assert valid["message"].startswith("spec.repository.hostPath.path: /etc")
+    assert obj["status"]["phase"] == "Invalid"
+    wait_for(lambda: any(e.reason == "HostPathNotAllowed" and e.type == "Warning"
+                         for e in kube.core.list_namespaced_event(
+                             namespace, field_selector="involvedObject.name=escape").items),
+             what="a Warning Event HostPathNotAllowed")
+    assert client.BatchV1Api(kube.api_client).list_namespaced_job(namespace).items == []
+    assert client.AppsV1Api(kube.api_client).list_namespaced_deployment(namespace).items == []
+    assert kube.core.list_namespaced_pod(namespace).items == []
+
+    mds.patch("escape", {"spec": {"repository": {"hostPath": {"path": str(repo)}}}})
+    wait_for(serving(mds, "escape", 1), timeout=150, what="version 1 serving from an allowed directory")
+
+
+def test_a_child_the_api_server_refuses_shows_in_status_with_its_message(kube, namespace, operator, wait_for,
+                                                                          repo):
+    """A namespace's ResourceQuota allows no Job: the validation Job is refused (403), and the
+    refusal is in status and an Event at once, in the API server's words, instead of a retry loop
+    nobody sees. Once the quota allows it, the retry annotation carries on."""
+    quota = client.V1ResourceQuota(metadata=client.V1ObjectMeta(name="no-jobs"),
+                                   spec=client.V1ResourceQuotaSpec(hard={"count/jobs.batch": "0"}))
+    kube.core.create_namespaced_resource_quota(namespace, quota)
+    wait_for(lambda: (kube.core.read_namespaced_resource_quota("no-jobs", namespace).status.hard or None),
+             what="the quota counted by the controller")
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("quota", repo, 1, validation={"startServerEarly": False},
+                           resources={"gpus": 0, "memory": "2Gi"}))
+
+    def refused():
+        applied = condition(mds.get("quota"), "Applied")
+        return applied if applied and applied["status"] == "False" else None
+
+    applied = wait_for(refused, timeout=60, what="Applied=False")
+    assert applied["reason"] == "RejectedByAPIServer"
+    assert "(403)" in applied["message"] and "exceeded quota: no-jobs" in applied["message"]
+    wait_for(lambda: [e for e in kube.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=quota,reason=RejectedByAPIServer").items
+        if e.type == "Warning"], what="a Warning Event RejectedByAPIServer")
+    assert client.BatchV1Api(kube.api_client).list_namespaced_job(namespace).items == []
+
+    kube.core.delete_namespaced_resource_quota("no-jobs", namespace)
+    mds.patch("quota", {"metadata": {"annotations": {"aiops.dev/retry": "quota-raised"}}})
+    obj = wait_for(serving(mds, "quota", 1), timeout=150, what="version 1 serving once Jobs are allowed")
+    assert (condition(obj, "Applied")["status"], condition(obj, "Applied")["reason"]) == ("True", "Accepted")
+
+
 def test_retry_annotation_validates_the_same_spec_again(kube, namespace, operator, wait_for, tmp_path):
     """A rejected spec is not retried on its own; the model fixed in place plus a new value of
     aiops.dev/retry runs a fresh validation Job (not the failed one again) and the version serves."""
@@ -452,3 +513,52 @@ def test_a_deployment_of_the_same_name_that_is_not_ours_is_never_taken_over(kube
     theirs = apps.read_namespaced_deployment("taken-triton", namespace)
     assert theirs.spec.template.spec.containers[0].image == "theirs:1" and not theirs.metadata.owner_references
     assert theirs.spec.replicas == 1, "scaled by the operator"
+
+
+def test_a_status_write_from_a_pass_over_an_older_version_is_refused(kube, namespace, crds_installed):
+    """Fencing: a pass writes status only onto the version of the object it read. One that read
+    an older version (a deposed leader's pass finishing late, or a spec changed meanwhile) writes
+    nothing and posts no Event; the pass over the current version writes."""
+    mds = MDs(kube, namespace)
+    read = mds.create(md_manifest("fenced", Path("/var/lib/aiops/models"), 1))
+    mds.patch("fenced", {"spec": {"model": {"version": 2}}})
+
+    async def write(obj, phase):
+        session = ApiSession(kube.api_client.configuration)
+        try:
+            client_ = KubeClient(session)
+            written = await client_.write_back(obj, "modeldeployments", {}, {"phase": phase},
+                                               [("Normal", "Stale", "from the older version")])
+            await client_.flush()
+            return written
+        finally:
+            await session.close()
+
+    assert asyncio.run(write(read, "Ready")) is None
+    current = mds.get("fenced")
+    assert (current.get("status") or {}).get("phase") is None
+    assert not kube.core.list_namespaced_event(namespace, field_selector="reason=Stale").items
+    written = asyncio.run(write(current, "Pending"))
+    assert written["status"]["phase"] == "Pending" and mds.get("fenced")["status"]["phase"] == "Pending"
+
+
+def test_the_same_event_again_is_counted_on_the_first_not_posted_anew(kube, namespace, crds_installed):
+    """Events aggregate as client-go's recorder does: a repeat within the series window raises
+    count and lastTimestamp on the Event already there; another message is an Event of its own."""
+    mds = MDs(kube, namespace)
+    md = mds.create(md_manifest("noisy", Path("/var/lib/aiops/models"), 1))
+
+    async def post(messages):
+        session = ApiSession(kube.api_client.configuration)
+        try:
+            client_ = KubeClient(session)
+            for message in messages:
+                await client_.event(md, "Warning", "Flapping", message)
+        finally:
+            await session.close()
+
+    asyncio.run(post(["the same", "the same", "the same", "another"]))
+    events = kube.core.list_namespaced_event(namespace, field_selector="reason=Flapping").items
+    assert sorted((e.message, e.count) for e in events) == [("another", 1), ("the same", 3)]
+    same = next(e for e in events if e.message == "the same")
+    assert same.last_timestamp >= same.first_timestamp

@@ -182,3 +182,35 @@ def test_a_step_pod_the_scheduler_cannot_place_shows_in_ready(kube, namespace, o
 
     obj = wait_for(placed, timeout=90, what="the step placed once the memory was freed")
     assert obj["status"]["phase"] != "Failed", obj["status"]
+
+
+def test_a_workspace_claim_of_the_name_that_is_not_ours_is_never_mounted(kube, namespace, operator, wait_for,
+                                                                         tmp_path):
+    """Someone else's PVC named like the TrainingJob's managed workspace: mounting it read-write
+    would let the TrainingJob's author write into that volume. The run waits with Applied=False,
+    NameTaken, and no step Job is made; the claim is left as it was."""
+    from aiops.builders.training_job import workspace_claim_name
+
+    cm, tj = training_job(tmp_path, name="borrow", workspace={"managed": {"size": "1Gi"}})
+    theirs = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+              "metadata": {"name": workspace_claim_name("borrow"), "labels": {"app": "theirs"}},
+              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    kube.core.create_namespaced_persistent_volume_claim(namespace, theirs)
+    kube.core.create_namespaced_config_map(namespace, cm)
+    tjs = CRs(kube, namespace, "trainingjobs")
+    tjs.create(tj)
+
+    def refused():
+        applied = condition(tjs.get("borrow"), "Applied")
+        return applied if applied and applied["status"] == "False" else None
+
+    applied = wait_for(refused, timeout=60, what="Applied=False")
+    assert applied["reason"] == "NameTaken"
+    assert applied["message"].startswith(f"PersistentVolumeClaim {workspace_claim_name('borrow')} already exists "
+                                         "and does not belong to this TrainingJob")
+    wait_for(lambda: [e for e in kube.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=borrow,reason=NameTaken").items if e.type == "Warning"],
+        what="a Warning Event NameTaken")
+    assert client.BatchV1Api(kube.api_client).list_namespaced_job(namespace).items == []
+    claim = kube.core.read_namespaced_persistent_volume_claim(workspace_claim_name("borrow"), namespace)
+    assert claim.metadata.owner_references is None and claim.metadata.labels == {"app": "theirs"}

@@ -72,8 +72,9 @@ def core(real) -> client.CoreV1Api:
 
 @pytest.fixture(scope="session")
 def platform(real):
-    """The operator installed by its chart (and left installed for the session's tests)."""
-    real.install_operator()
+    """The operator installed by its chart (and left installed for the session's tests), allowed
+    to mount the tests' node directories besides the default one."""
+    real.install_operator("--set", f"hostPaths.allowed={{/var/lib/aiops,{HOST_DIRS}}}")
     yield real
 
 

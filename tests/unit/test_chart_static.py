@@ -134,6 +134,7 @@ def test_defaults_render_the_operator_locked_down(tools):
     assert env["AIOPS_WORKER_IMAGE"]["value"] == "ghcr.io/aiops-operator/aiops-worker:0.1.0", \
         "the workers run the Dockerfile's worker target, tagged like the operator"
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["AIOPS_ALLOWED_HOST_PATHS"]["value"] == "/var/lib/aiops"
     assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
     svc = docs[("Service", NAMESPACE, "aiops-operator-metrics")]
     assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
@@ -323,9 +324,12 @@ def test_kustomize_renders_the_same_objects_as_the_chart(tools):
     if not (ROOT / "crds" / "Kustomization").exists():
         pytest.fail("crds/Kustomization is missing: `aiops crds` (operator/aiops/api/crds.py) must write it; "
                     "deploy/ takes the CRDs from crds/ as a kustomize base")
-    result = subprocess.run([str(tools[0]), "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    rendered = index([d for d in yaml.safe_load_all(result.stdout) if d])
+    rendered = {}
+    for directory in (DEPLOY / "crds", DEPLOY):
+        result = subprocess.run([str(tools[0]), "kustomize", str(directory)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        rendered |= index([d for d in yaml.safe_load_all(result.stdout) if d])
     chart = index(plain_manifests(tools) + [d for d in template(tools, None, None, "--include-crds")
                                             if d["kind"] == "CustomResourceDefinition"])
     assert set(rendered) - set(chart) == {("Namespace", "", NAMESPACE)}
@@ -337,6 +341,14 @@ def test_kustomize_renders_the_same_objects_as_the_chart(tools):
             assert annotations.pop("argocd.argoproj.io/sync-wave") == "-2"
             got = {**got, "metadata": {**got["metadata"], "annotations": annotations}}
         assert got == obj, f"{key} differs between deploy/ and the chart"
+
+
+def test_deleting_deploy_leaves_the_crds_and_so_every_custom_resource(tools):
+    """`kubectl delete -k deploy/` deletes what deploy/ renders: the CRDs must not be among it."""
+    result = subprocess.run([str(tools[0]), "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout) if d}
+    assert "CustomResourceDefinition" not in kinds and "Deployment" in kinds
 
 
 def test_argocd_kustomization_carries_the_lua_health_checks(tools):
@@ -357,3 +369,18 @@ def test_argocd_kustomization_carries_the_lua_health_checks(tools):
     assert (ROOT / workloads["spec"]["source"]["path"]).is_dir()
     appset = yaml.safe_load((DEPLOY / "argocd" / "applicationset.yaml").read_text())
     assert appset["spec"]["template"]["spec"]["source"]["path"] == "helm/aiops-operator"
+
+
+@pytest.mark.parametrize("allowed, value", [
+    ([], ""), (["/var/lib/aiops", "/srv/models"], "/var/lib/aiops,/srv/models")])
+def test_the_allowed_host_paths_reach_the_operator(tools, tmp_path, allowed, value):
+    docs = index(template(tools, tmp_path, {"hostPaths": {"allowed": allowed}}))
+    (c,) = docs[("Deployment", NAMESPACE, "aiops-operator")]["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in c["env"]}["AIOPS_ALLOWED_HOST_PATHS"] == value
+
+
+def test_a_relative_allowed_host_path_is_refused_by_the_chart(tools, tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"hostPaths": {"allowed": ["models"]}}))
+    result = helm(tools, "template", "aiops-operator", str(CHART), "-f", str(path), check=False)
+    assert result.returncode != 0 and "hostPaths" in result.stderr

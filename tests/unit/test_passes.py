@@ -4,13 +4,15 @@ observed, and a status field the CRD does not declare caught before the API serv
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from aiops import metrics
 from aiops.api.registry import MODEL_DEPLOYMENT, VECTOR_INDEX
-from aiops.passes import Pass, run_pass
+from aiops.passes import REJECTED_RETRY_SECONDS, Pass, run_pass
 
 
 class Kube:
@@ -66,3 +68,57 @@ def test_a_status_field_the_crd_lacks_is_caught(monkeypatch, caplog):
         asyncio.run(run_pass(MODEL_DEPLOYMENT, body(), kube, work))
     assert len(kube.writes) == 3
     assert len([r for r in caplog.records if "servingVerison" in r.getMessage()]) == 1
+
+
+def quota_refusal() -> ApiException:
+    error = ApiException(status=403, reason="Forbidden")
+    error.body = json.dumps({"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+                             "message": 'jobs.batch "v-validate-2" is forbidden: exceeded quota: no-jobs'})
+    return error
+
+
+def test_an_object_the_api_server_refuses_shows_in_status_at_once_and_clears_when_accepted():
+    kube = Kube()
+
+    async def refused(p: Pass) -> float:
+        p.status["phase"] = "Validating"  # recorded before the refusal: never written
+        p.event("Normal", "Validating", "version 2")
+        raise quota_refusal()
+
+    delay, written = asyncio.run(run_pass(VECTOR_INDEX, body({"phase": "Ready"}), kube, refused))
+    assert delay == REJECTED_RETRY_SECONDS
+    status, events = written["status"], kube.writes[0][3]
+    assert status["phase"] == "Ready"
+    (applied,) = status["conditions"]
+    assert (applied["type"], applied["status"], applied["reason"]) == ("Applied", "False", "RejectedByAPIServer")
+    assert applied["message"] == ("The API server refused a request this resource needs (403): "
+                                  'jobs.batch "v-validate-2" is forbidden: exceeded quota: no-jobs')
+    assert events == [("Warning", "RejectedByAPIServer", applied["message"])]
+
+    asyncio.run(run_pass(VECTOR_INDEX, written, kube, refused))
+    assert kube.writes[1][3] == [], "the same refusal again: no second Event"
+
+    async def fine(p: Pass) -> None:
+        p.status["phase"] = "Ready"
+
+    _, written = asyncio.run(run_pass(VECTOR_INDEX, written, kube, fine))
+    (applied,) = written["status"]["conditions"]
+    assert (applied["status"], applied["reason"]) == ("True", "Accepted")
+    assert [e[1] for e in kube.writes[2][3]] == ["Accepted"]
+
+
+@pytest.mark.parametrize("status", [404, 409, 429, 500, 503])
+def test_passing_api_failures_are_raised_for_the_work_queue_to_retry(status):
+    async def failing(p: Pass) -> None:
+        raise ApiException(status=status, reason="passing")
+
+    with pytest.raises(ApiException):
+        asyncio.run(run_pass(VECTOR_INDEX, body(), Kube(), failing))
+
+
+def test_a_pass_never_refused_has_no_applied_condition():
+    async def fine(p: Pass) -> None:
+        p.status["phase"] = "Ready"
+
+    _, written = asyncio.run(run_pass(VECTOR_INDEX, body(), Kube(), fine))
+    assert written["status"]["conditions"] == []

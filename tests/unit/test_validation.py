@@ -13,6 +13,8 @@ import yaml
 
 from aiops.api import validation
 from aiops.api.validation import Problem, condition_summary, semantic_problems
+from aiops.api.validation.base import host_path_allowed
+from aiops.controllers.settings import DEFAULT_ALLOWED_HOST_PATHS, allowed_host_paths
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = {
@@ -53,6 +55,8 @@ CASES = [
         "SubPathEscapesVolume",
         "spec.repository.persistentVolumeClaim.subPath",
     ),
+    ("ModelDeployment", {"repository": {"hostPath": {"path": "/etc"}}}, "HostPathNotAllowed",
+     "spec.repository.hostPath.path"),
     ("ModelDeployment", {"runtime.env": ENV_BOTH}, "EnvVarValueConflict", "spec.runtime.env[0]"),
     ("ModelDeployment", {"runtime.env": ENV_TWICE}, "DuplicateEnvVar", "spec.runtime.env[1].name"),
     ("ModelDeployment", {"runtime.env": [{"name": "AIOPS_MODEL_CONTROL_KEY", "value": "guess"}]}, "ReservedEnvVar",
@@ -326,7 +330,8 @@ CASES = [
 )
 def test_rule_fires_with_its_reason_on_its_field(kind, changes, reason, field):
     problems = semantic_problems(
-        kind, example_with(kind, changes), max_gpus_per_node=1 if "GPUs" in reason else 3
+        kind, example_with(kind, changes), max_gpus_per_node=1 if "GPUs" in reason else 3,
+        allowed_host_paths=DEFAULT_ALLOWED_HOST_PATHS,
     )
     assert (field, reason) in {(p.field, p.reason) for p in problems}, problems
     assert all(p.message and p.message[-1] in ".)" for p in problems)
@@ -342,7 +347,8 @@ def test_every_rule_in_the_module_has_a_case():
 @pytest.mark.parametrize("kind", ["ModelDeployment", "VectorIndex", "TrainingJob"])
 def test_examples_have_no_problems_on_the_seed_node(kind):
     gpus = {"nvidia.com/gpu": 3, "nvidia.com/gpu.shared": 2}
-    assert semantic_problems(kind, EXAMPLES[kind], max_gpus_per_node=gpus) == []
+    assert semantic_problems(kind, EXAMPLES[kind], max_gpus_per_node=gpus,
+                             allowed_host_paths=DEFAULT_ALLOWED_HOST_PATHS) == []
     assert semantic_problems(kind, EXAMPLES[kind]) == []
 
 
@@ -473,3 +479,48 @@ def test_condition_summary():
 def test_unknown_kind_is_an_error_that_lists_the_known_ones():
     with pytest.raises(KeyError, match="ModelDeployment, VectorIndex, TrainingJob"):
         semantic_problems("Gadget", {})
+
+
+@pytest.mark.parametrize("path, allowed", [
+    ("/var/lib/aiops", True),
+    ("/var/lib/aiops/models/", True),
+    ("/var/lib/aiops/./models", True),
+    ("/var/lib/aiops/../../../etc", False),  # resolved before it is compared
+    ("/var/lib/aiops-other", False),  # a directory whose name only starts the same
+    ("/var/lib", False),
+    ("/", False),
+])
+def test_host_paths_are_compared_resolved_and_by_whole_directories(path, allowed):
+    assert host_path_allowed(path, DEFAULT_ALLOWED_HOST_PATHS) is allowed
+
+
+@pytest.mark.parametrize("field, changes", [
+    ("spec.workspace.hostPath.path", {"workspace": {"hostPath": {"path": "/root"}}}),
+    ("spec.output.repository.hostPath.path", {"output.repository": {"hostPath": {"path": "/home/x/models"}}}),
+])
+def test_every_hostpath_of_a_training_job_is_held_to_the_list(field, changes):
+    problems = semantic_problems("TrainingJob", example_with("TrainingJob", changes),
+                                 allowed_host_paths=("/var/lib/aiops", "/srv/models"))
+    [problem] = [p for p in problems if p.reason == "HostPathNotAllowed"]
+    assert problem.field == field
+    assert "/var/lib/aiops, /srv/models" in problem.message
+    allowed = semantic_problems("TrainingJob", example_with("TrainingJob", changes), allowed_host_paths=None)
+    assert "HostPathNotAllowed" not in {p.reason for p in allowed}  # None: not restricted
+
+
+def test_an_empty_list_allows_no_hostpath_and_says_so():
+    spec = example_with("ModelDeployment", {"repository": {"hostPath": {"path": "/var/lib/aiops/m"}}})
+    [problem] = semantic_problems("ModelDeployment", spec, allowed_host_paths=())
+    assert problem.reason == "HostPathNotAllowed" and "allows no hostPath" in problem.message
+
+
+def test_the_allowed_host_paths_setting(monkeypatch):
+    monkeypatch.delenv("AIOPS_ALLOWED_HOST_PATHS", raising=False)
+    assert allowed_host_paths() == ("/var/lib/aiops",)
+    monkeypatch.setenv("AIOPS_ALLOWED_HOST_PATHS", "")
+    assert allowed_host_paths() == ()
+    monkeypatch.setenv("AIOPS_ALLOWED_HOST_PATHS", "/var/lib/aiops, /srv/models")
+    assert allowed_host_paths() == ("/var/lib/aiops", "/srv/models")
+    monkeypatch.setenv("AIOPS_ALLOWED_HOST_PATHS", "/var/lib/aiops,models")
+    with pytest.raises(ValueError, match="absolute paths, not models"):
+        allowed_host_paths()

@@ -15,6 +15,7 @@ DEFAULT_WORKER_IMAGE = "ghcr.io/aiops-operator/aiops-worker:0.1.0"  # the Docker
 VALIDATION_JOB_TTL_SECONDS = 3600
 STEP_JOB_TTL_SECONDS = 86400
 MIN_JOB_TTL_SECONDS = 60
+DEFAULT_ALLOWED_HOST_PATHS = ("/var/lib/aiops",)
 
 
 def _job_ttl(variable: str, default: int) -> int:
@@ -41,6 +42,22 @@ def step_job_ttl() -> int:
     default a day): each step's result is in status once its Job ends, so nothing needs the Job
     after that but `kubectl logs`; without a TTL every run left four Jobs behind for good."""
     return _job_ttl("AIOPS_STEP_JOB_TTL_SECONDS", STEP_JOB_TTL_SECONDS)
+
+
+def allowed_host_paths() -> tuple[str, ...]:
+    """The node directories (each with everything under it) that a custom resource may mount as a
+    hostPath: AIOPS_ALLOWED_HOST_PATHS, comma-separated absolute paths (the Helm value
+    hostPaths.allowed); unset, the reference node's /var/lib/aiops; empty, none. A CR naming any
+    other directory gets Valid=False (HostPathNotAllowed): its author would otherwise reach any node
+    directory through the operator's pods."""
+    raw = os.environ.get("AIOPS_ALLOWED_HOST_PATHS")
+    if raw is None:
+        return DEFAULT_ALLOWED_HOST_PATHS
+    paths = tuple(p.strip() for p in raw.split(",") if p.strip())
+    relative = [p for p in paths if not p.startswith("/")]
+    if relative:
+        raise ValueError(f"AIOPS_ALLOWED_HOST_PATHS takes absolute paths, not {', '.join(relative)}")
+    return paths
 
 
 def worker_image() -> str:

@@ -10,14 +10,15 @@ from aiops.api.registry import TRAINING_JOB
 from aiops.builders.training_job import TRAINING_JOB_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
-from aiops.controllers.settings import step_job_ttl, worker_image
+from aiops.controllers.settings import allowed_host_paths, step_job_ttl, worker_image
 from aiops.controllers.watches import shared_session, shared_watches
 from aiops.kube.client import KubeClient
 from aiops.trainingrun.reconciler import TrainingJobReconciler
 
 
 def build(memo: kopf.Memo) -> ReconcileLoop:
-    reconciler = TrainingJobReconciler(KubeClient(shared_session(memo)), worker_image(), step_job_ttl())
+    reconciler = TrainingJobReconciler(KubeClient(shared_session(memo)), worker_image(), step_job_ttl(),
+                                       host_paths=allowed_host_paths())
     loop = ReconcileLoop("TrainingJob", reconciler, shared_nodes(memo))
 
     def child_changed(kind: str, obj: dict) -> None:

@@ -32,7 +32,7 @@ from aiops.conditions import get_condition, now_iso
 from aiops.indexing.probe import IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube.client import KubeClient
-from aiops.kube.objects import owned_by
+from aiops.kube.objects import NameTaken, owned_by
 from aiops.passes import Pass, run_pass
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
@@ -61,8 +61,10 @@ def _template_hash(obj: dict) -> str:
 
 
 class VectorIndexReconciler:
-    def __init__(self, kube: KubeClient, worker_image: str, probe: IndexProbe | None = None):
+    def __init__(self, kube: KubeClient, worker_image: str, probe: IndexProbe | None = None,
+                 host_paths: tuple[str, ...] | None = None):
         self.kube = kube
+        self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.worker_image = worker_image
         self.probe = probe or IndexProbe()
 
@@ -91,7 +93,7 @@ class VectorIndexReconciler:
         return min(pending) if pending else None
 
     def _validate(self, ctx: Pass, nodes: list[dict]) -> VectorIndexSpec | None:
-        spec, events = judge_spec(VECTOR_INDEX.kind, ctx.obj, ctx.status, nodes)
+        spec, events = judge_spec(VECTOR_INDEX.kind, ctx.obj, ctx.status, nodes, self.host_paths)
         ctx.events += events
         return spec
 
@@ -178,9 +180,7 @@ class VectorIndexReconciler:
             return
         uid = ctx.obj["metadata"].get("uid")
         if not any(ref.get("uid") == uid for ref in existing["metadata"].get("ownerReferences") or []):
-            raise ProbeError("NameTaken", f"{kind} {name} already exists and does not belong to this VectorIndex; "
-                             "the operator never changes what it does not own: delete or rename that object, "
-                             "or rename the VectorIndex")
+            raise ProbeError(NameTaken.reason, str(NameTaken(kind, name, "VectorIndex")))
         if kind == "Service":  # selector and ports never change for a given name
             return
         wanted = obj["metadata"]["annotations"][TEMPLATE_HASH]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
+from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -18,7 +20,7 @@ import orjson
 from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
-from aiops.kube.objects import resource_version
+from aiops.kube.objects import NameTaken, controller_of, resource_version
 from aiops.kube.session import ApiSession
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,10 @@ PATHS = {
     "Deployment": ("/apis/apps/v1", "deployments"), "ReplicaSet": ("/apis/apps/v1", "replicasets"),
     "StatefulSet": ("/apis/apps/v1", "statefulsets"),
 }
+# Repeats of an Event are counted on the first for this long, as client-go's recorder does (its
+# aggregation interval), among at most this many recent Events (its cache size).
+EVENT_SERIES_SECONDS = 600.0
+EVENT_SERIES_KEPT = 4096
 MERGE, STRATEGIC, JSON_PATCH = ("application/merge-patch+json", "application/strategic-merge-patch+json",
                                 "application/json-patch+json")
 
@@ -54,6 +60,9 @@ class KubeClient:
         self.api = session
         self._slots = asyncio.Semaphore(concurrency)
         self._posting: set[asyncio.Task] = set()  # Events being posted behind their reconcile
+        # Events posted lately, by (object uid, type, reason, message): the same one again
+        # within EVENT_SERIES_SECONDS counts up on the Event already there.
+        self._series: OrderedDict[tuple[str, str, str, str], tuple[str, int, float]] = OrderedDict()
 
     async def _request(self, method: str, url: str, body: Any = None, **kwargs) -> bytes:
         async with self._slots:
@@ -107,7 +116,24 @@ class KubeClient:
 
     # ---- writing ---------------------------------------------------------------------------------
     async def create_if_missing(self, obj: dict) -> None:
-        await self._send_unless(409, "POST", path(obj["kind"], obj["metadata"]["namespace"]), obj)
+        """Creates `obj`; one of its name that exists already is fine when `obj`'s controller owns
+        it too (a pass that made it and lost its status write), and NameTaken when not."""
+        try:
+            await self._request("POST", path(obj["kind"], obj["metadata"]["namespace"]), obj)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        else:
+            return
+        owner = controller_of(obj)
+        if owner is None:
+            return
+        meta = obj["metadata"]
+        found = await self._get(path(obj["kind"], meta["namespace"], meta["name"]))
+        if found is None:  # deleted between the two calls: the next pass creates it again
+            raise ApiException(status=409, reason=f"{obj['kind']} {meta['name']} went away while it was created")
+        if not any(ref.get("uid") == owner["uid"] for ref in found["metadata"].get("ownerReferences") or []):
+            raise NameTaken(obj["kind"], meta["name"], owner["kind"])
 
     async def create_or_read(self, obj: dict) -> dict:
         """Creates `obj`, or reads it when it exists already; returns it as the API server has it
@@ -138,20 +164,39 @@ class KubeClient:
         spec that changed frees its GPU now). One that is gone already is fine."""
         await self._send_unless(404, "DELETE", path(kind, namespace, name), params={"propagationPolicy": "Background"})
 
-    async def patch_status(self, namespace: str, name: str, status: dict, plural: str) -> dict:
+    async def patch_status(self, namespace: str, name: str, status: dict, plural: str,
+                           resource_version: str | None = None) -> dict:
+        """A merge patch of status; with `resource_version`, only onto that version of the object
+        (409 Conflict otherwise)."""
         url = custom_path(plural, namespace, name, "status")
-        return orjson.loads(await self._request("PATCH", url, {"status": status}, content_type=MERGE))
+        body: dict = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return orjson.loads(await self._request("PATCH", url, body, content_type=MERGE))
 
     async def write_back(self, obj: dict, plural: str, before: dict, status: dict,
                          events: list[tuple[str, str, str]]) -> dict | None:
         """The end of every reconcile: a merge patch of the top-level status keys that changed
-        (removed ones as null), then the Events. Returns the object as written, or None."""
+        (removed ones as null), then the Events. Returns the object as written, or None.
+
+        The patch applies only to the version of the object the pass read. A pass whose object
+        changed meanwhile (a new spec, another writer: a deposed leader's pass finishing after its
+        successor wrote) writes nothing and posts no Event: what it concluded may be stale, and
+        the change that moved the version reaches the work queue through the watch."""
         changed = {k: v for k, v in status.items() if before.get(k) != v}
         removed = {k: None for k in before if k not in status}
         written = None
         if changed or removed:
             meta = obj["metadata"]
-            written = await self.patch_status(meta["namespace"], meta["name"], {**changed, **removed}, plural)
+            try:
+                written = await self.patch_status(meta["namespace"], meta["name"], {**changed, **removed}, plural,
+                                                  meta.get("resourceVersion"))
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                log.info("%s %s/%s changed while it was reconciled; its status is written by the next pass",
+                         obj.get("kind", plural), meta["namespace"], meta["name"])
+                return None
         if events:
             # Posted behind the reconcile, not inside it: they are for `kubectl describe`, and
             # each one is a round trip the next object in the queue should not wait for.
@@ -170,20 +215,58 @@ class KubeClient:
             await asyncio.wait(list(self._posting), timeout=timeout)
 
     async def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on `obj`, for `kubectl describe`."""
+        """A core/v1 Event on `obj`, for `kubectl describe`. The same Event again (same object,
+        type, reason and message) within EVENT_SERIES_SECONDS is counted on the one posted before
+        (count and lastTimestamp), as client-go's event recorder does, instead of a new object
+        each time; that Event gone (the API server's TTL), a new one starts the count again."""
         meta = obj["metadata"]
         now = dt.datetime.now(dt.UTC)
+        message = message[:1024]
+        key = (meta["uid"], type_, reason, message)
+        try:
+            if await self._count_again(key, meta["namespace"], now):
+                return
+        except ApiException as e:
+            log.warning("could not count event %s on %s again: %s", reason, meta["name"], e.reason)
+            return
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:
+            log.warning("could not count event %s on %s again: %s", reason, meta["name"], e)
+            return
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
                                "namespace": meta["namespace"], "uid": meta["uid"]},
-            "type": type_, "reason": reason, "message": message[:1024],
+            "type": type_, "reason": reason, "message": message,
             "source": {"component": "aiops-operator"}, "reportingComponent": "aiops-operator",
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
         }
         try:
-            await self._request("POST", path("Event", meta["namespace"]), body)
+            posted = orjson.loads(await self._request("POST", path("Event", meta["namespace"]), body))
+            self._remember(key, posted["metadata"]["name"], 1)
         except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:  # e.g. the operator is stopping
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e)
+
+    async def _count_again(self, key: tuple[str, str, str, str], namespace: str, now: dt.datetime) -> bool:
+        """Counts one more on the Event of `key` posted lately; False when there is none to count on."""
+        seen = self._series.get(key)
+        if seen is None or time.monotonic() - seen[2] > EVENT_SERIES_SECONDS:
+            return False
+        name, count = seen[0], seen[1] + 1
+        try:
+            await self._request("PATCH", path("Event", namespace, name),
+                                {"count": count, "lastTimestamp": now.isoformat()}, content_type=MERGE)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            del self._series[key]
+            return False
+        self._remember(key, name, count, seen[2])
+        return True
+
+    def _remember(self, key: tuple[str, str, str, str], name: str, count: int, since: float | None = None) -> None:
+        self._series[key] = (name, count, time.monotonic() if since is None else since)
+        self._series.move_to_end(key)
+        while len(self._series) > EVENT_SERIES_KEPT:
+            self._series.popitem(last=False)

@@ -17,6 +17,23 @@ def owned_by(obj: dict, owner: dict) -> dict:
     return obj
 
 
+class NameTaken(Exception):
+    """An object of the name a resource needs exists and is not that resource's: the operator
+    never changes, uses or adopts what it did not create."""
+
+    reason = "NameTaken"
+
+    def __init__(self, kind: str, name: str, owner_kind: str):
+        super().__init__(f"{kind} {name} already exists and does not belong to this {owner_kind}; the operator "
+                         "never changes or uses what it did not create: delete or rename that object, or rename "
+                         f"the {owner_kind}.")
+
+
+def controller_of(obj: dict) -> dict | None:
+    """The ownerReference marked controller, if any."""
+    return next((ref for ref in obj.get("metadata", {}).get("ownerReferences") or [] if ref.get("controller")), None)
+
+
 def vanished(cache: Mapping[tuple[str, str], dict], namespace: str, listed: list[dict],
              listed_at: int) -> list[tuple[str, str]]:
     """The (namespace, name) keys of `cache` in `namespace` that a LIST (`listed`, taken at

@@ -11,7 +11,7 @@ import time
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.triton import build_triton_deployment, build_triton_service, child_name, triton_model_config
 from aiops.conditions import now_iso
-from aiops.kube.objects import owned_by
+from aiops.kube.objects import NameTaken, owned_by
 from aiops.rollout.context import CAPACITY_POLL, PODS_SAFETY_LOOK, ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
 from aiops.rollout.deadlines import seconds_left
 from aiops.rollout.history import add_history, remember_previous
@@ -65,9 +65,8 @@ def check_owned(ctx: Ctx, obj: dict | None) -> None:
     if obj is None:
         return
     if not owned(ctx, obj):
-        raise RolloutFailed("NameTaken", f"{obj.get('kind', 'object')} {obj['metadata']['name']} already exists and "
-                            "does not belong to this ModelDeployment; the operator never changes what it does "
-                            "not own: delete or rename that object, or rename the ModelDeployment")
+        taken = NameTaken(obj.get("kind", "object"), obj["metadata"]["name"], "ModelDeployment")
+        raise RolloutFailed(taken.reason, str(taken))
 
 
 def current_pods(world: World, revision: str) -> list[dict]:

@@ -52,8 +52,10 @@ class ModelDeploymentReconciler:
 
     def __init__(self, kube: RolloutClient, worker_image: str, triton_timeout: float = 5.0,
                  verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None,
-                 validation_job_ttl: int | None = None, servers: Servers | None = None):
+                 validation_job_ttl: int | None = None, servers: Servers | None = None,
+                 host_paths: tuple[str, ...] | None = None):
         self.kube = kube
+        self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
         self.verdicts = verdicts
         self.keys = ModelControlKeys(kube)
@@ -104,7 +106,7 @@ class ModelDeploymentReconciler:
 
     # ---- validity and reporting ------------------------------------------------------------------
     def _validate(self, ctx: Ctx, nodes: list[dict]) -> ModelDeploymentSpec | None:
-        spec, events = judge_spec(MODEL_DEPLOYMENT.kind, ctx.md, ctx.status, nodes)
+        spec, events = judge_spec(MODEL_DEPLOYMENT.kind, ctx.md, ctx.status, nodes, self.host_paths)
         ctx.events += events
         if spec is None:
             ctx.condition("Ready", bool(ctx.status.get("servingVersion")) and "Unknown", "InvalidSpec",

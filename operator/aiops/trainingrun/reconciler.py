@@ -46,8 +46,10 @@ PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why
 
 
 class TrainingJobReconciler:
-    def __init__(self, kube: KubeClient, worker_image: str, step_job_ttl: int | None = None):
+    def __init__(self, kube: KubeClient, worker_image: str, step_job_ttl: int | None = None,
+                 host_paths: tuple[str, ...] | None = None):
         self.kube = kube
+        self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.worker_image = worker_image
         self.step_job_ttl = step_job_ttl  # seconds a finished step Job stays
 
@@ -84,7 +86,7 @@ class TrainingJobReconciler:
         return None
 
     def _validate(self, tj: dict, status: dict, events: list, nodes: list[dict]) -> TrainingJobSpec | None:
-        spec, found = judge_spec(TRAINING_JOB.kind, tj, status, nodes)
+        spec, found = judge_spec(TRAINING_JOB.kind, tj, status, nodes, self.host_paths)
         events += found
         return spec
 

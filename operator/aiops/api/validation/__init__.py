@@ -42,7 +42,8 @@ class SpecCheck:
 
 
 def check_spec(
-    kind: str, spec: Mapping[str, Any], *, max_gpus_per_node: int | Mapping[str, int] | None = None
+    kind: str, spec: Mapping[str, Any], *, max_gpus_per_node: int | Mapping[str, int] | None = None,
+    allowed_host_paths: tuple[str, ...] | None = None,
 ) -> SpecCheck:
     """Parses `spec` (the wire form, camelCase) of `kind` and runs every rule on it.
 
@@ -54,14 +55,16 @@ def check_spec(
         model = info.spec_model.from_wire(spec)
     except ValidationError as error:
         return SpecCheck(None, [_schema_problem(e) for e in error.errors()])
-    return SpecCheck(model, list(RULES[info.kind](model, ClusterFacts(max_gpus_per_node))))
+    return SpecCheck(model, list(RULES[info.kind](model, ClusterFacts(max_gpus_per_node, allowed_host_paths))))
 
 
 def semantic_problems(
-    kind: str, spec: Mapping[str, Any], *, max_gpus_per_node: int | Mapping[str, int] | None = None
+    kind: str, spec: Mapping[str, Any], *, max_gpus_per_node: int | Mapping[str, int] | None = None,
+    allowed_host_paths: tuple[str, ...] | None = None,
 ) -> list[Problem]:
     """Every problem with `spec` of `kind`; empty when it is valid."""
-    return check_spec(kind, spec, max_gpus_per_node=max_gpus_per_node).problems
+    return check_spec(kind, spec, max_gpus_per_node=max_gpus_per_node,
+                      allowed_host_paths=allowed_host_paths).problems
 
 
 def condition_summary(problems: list[Problem]) -> tuple[str, str]:

@@ -4,13 +4,14 @@ mounted repositories)."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from aiops.api.common import EnvVar, ModelRepository
+from aiops.api.common import EnvVar, HostPath, ModelRepository
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,14 @@ class Problem:
 class ClusterFacts:
     """What the rules may know about the cluster. `max_gpus_per_node` is the most any single node
     offers: one number for every GPU resource name, or a number per resource name (a name not in
-    the map is treated as unknown). None: unknown, so the rule is skipped."""
+    the map is treated as unknown). None: unknown, so the rule is skipped.
+
+    `allowed_host_paths` is the admin's list of node directories a CR may mount as a hostPath
+    (the directories and everything under them); None: not restricted, for callers outside the
+    operator."""
 
     max_gpus_per_node: int | Mapping[str, int] | None = None
+    allowed_host_paths: tuple[str, ...] | None = None
 
     def max_gpus(self, resource_name: str) -> int | None:
         if isinstance(self.max_gpus_per_node, Mapping):
@@ -97,7 +103,36 @@ def env_rules(field: str, env: list[EnvVar]) -> Iterator[Problem]:
         seen.add(var.name)
 
 
-def repository_rules(field: str, repository: ModelRepository) -> Iterator[Problem]:
+def host_path_allowed(path: str, allowed: Iterable[str]) -> bool:
+    """Whether `path`, once `..` and `.` are resolved, is one of `allowed` or under one. Symlinks
+    on the node are the admin's to keep out of the allowed directories: the kubelet follows them."""
+    resolved = posixpath.normpath(path)
+    for root in allowed:
+        root = posixpath.normpath(root)
+        if resolved == root or resolved.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def host_path_rules(field: str, host_path: HostPath | None, facts: ClusterFacts) -> Iterator[Problem]:
+    """A hostPath outside the admin's list: mounting it would let the CR's author reach any node
+    directory (the kubelet mounts what the operator's pod spec names), which Kubernetes itself
+    grants only to those allowed to create hostPath pods."""
+    allowed = facts.allowed_host_paths
+    if host_path is None or allowed is None or host_path_allowed(host_path.path, allowed):
+        return
+    offered = ", ".join(allowed) if allowed else "none: this cluster allows no hostPath"
+    yield Problem(
+        f"{field}.hostPath.path",
+        "HostPathNotAllowed",
+        f"{host_path.path} is outside the node directories this cluster lets custom resources mount "
+        f"({offered}); use a directory under one of them or a persistentVolumeClaim. The operator's "
+        "admin lists them in the Helm value hostPaths.allowed.",
+    )
+
+
+def repository_rules(field: str, repository: ModelRepository, facts: ClusterFacts) -> Iterator[Problem]:
+    yield from host_path_rules(field, repository.host_path, facts)
     pvc = repository.persistent_volume_claim
     if pvc is not None and pvc.sub_path and ".." in pvc.sub_path.split("/"):
         yield Problem(

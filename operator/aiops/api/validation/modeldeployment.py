@@ -32,7 +32,7 @@ RESERVED_TRITON_FLAGS = frozenset(
 
 def rules(md: ModelDeploymentSpec, facts: ClusterFacts) -> Iterator[Problem]:
     yield from resources_rules(md.resources, facts)
-    yield from repository_rules("spec.repository", md.repository)
+    yield from repository_rules("spec.repository", md.repository, facts)
     yield from env_rules("spec.runtime.env", md.runtime.env)
     yield from _batching_rules(md)
     yield from _runtime_arg_rules(md)

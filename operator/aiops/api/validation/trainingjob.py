@@ -8,16 +8,25 @@ from collections.abc import Iterator
 
 from aiops.api.common import ModelRepository
 from aiops.api.trainingjob import TrainingJobSpec
-from aiops.api.validation.base import ClusterFacts, Problem, duplicates, env_rules, repository_rules, resources_rules
+from aiops.api.validation.base import (
+    ClusterFacts,
+    Problem,
+    duplicates,
+    env_rules,
+    host_path_rules,
+    repository_rules,
+    resources_rules,
+)
 
 
 def rules(tj: TrainingJobSpec, facts: ClusterFacts) -> Iterator[Problem]:
     yield from resources_rules(tj.resources, facts)
-    yield from repository_rules("spec.output.repository", tj.output.repository)
+    yield from repository_rules("spec.output.repository", tj.output.repository, facts)
     if tj.dataset.source.persistent_volume_claim is not None:
         yield from repository_rules(
             "spec.dataset.source",
             ModelRepository(persistent_volume_claim=tj.dataset.source.persistent_volume_claim),
+            facts,
         )
     if tj.output.repository.object_store is not None:
         yield Problem(
@@ -27,10 +36,11 @@ def rules(tj: TrainingJobSpec, facts: ClusterFacts) -> Iterator[Problem]:
             "object store cannot be mounted. Use a persistentVolumeClaim or hostPath repository "
             "(and sync it to object storage yourself if Triton reads from there).",
         )
+    yield from host_path_rules("spec.workspace", tj.workspace.host_path, facts)
     workspace = tj.workspace.persistent_volume_claim
     if workspace is not None:
         yield from repository_rules(
-            "spec.workspace", ModelRepository(persistent_volume_claim=workspace)
+            "spec.workspace", ModelRepository(persistent_volume_claim=workspace), facts
         )
     if tj.training.image is not None:
         yield from env_rules("spec.training.image.env", tj.training.image.env)

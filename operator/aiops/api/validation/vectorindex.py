@@ -52,6 +52,7 @@ def rules(vi: VectorIndexSpec, facts: ClusterFacts) -> Iterator[Problem]:
         yield from repository_rules(
             "spec.source",
             ModelRepository(persistent_volume_claim=vi.source.persistent_volume_claim),
+            facts,
         )
 
 
