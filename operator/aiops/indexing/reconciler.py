@@ -32,7 +32,7 @@ from aiops.conditions import get_condition, now_iso
 from aiops.indexing.probe import IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube.client import KubeClient
-from aiops.kube.objects import NameTaken, owned_by
+from aiops.kube.objects import NameTaken, owned_by, owned_by_uid
 from aiops.passes import Pass, run_pass
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
@@ -178,8 +178,7 @@ class VectorIndexReconciler:
         if existing is None:
             await self.kube.create_if_missing(obj)
             return
-        uid = ctx.obj["metadata"].get("uid")
-        if not any(ref.get("uid") == uid for ref in existing["metadata"].get("ownerReferences") or []):
+        if not owned_by_uid(existing, ctx.obj["metadata"].get("uid")):
             raise ProbeError(NameTaken.reason, str(NameTaken(kind, name, "VectorIndex")))
         if kind == "Service":  # selector and ports never change for a given name
             return

@@ -20,7 +20,7 @@ import orjson
 from kubernetes.client.rest import ApiException
 
 from aiops.api.common import GROUP, VERSION
-from aiops.kube.objects import NameTaken, controller_of, resource_version
+from aiops.kube.objects import NameTaken, controller_of, owned_by_uid, resource_version
 from aiops.kube.session import ApiSession
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class KubeClient:
         found = await self._get(path(obj["kind"], meta["namespace"], meta["name"]))
         if found is None:  # deleted between the two calls: the next pass creates it again
             raise ApiException(status=409, reason=f"{obj['kind']} {meta['name']} went away while it was created")
-        if not any(ref.get("uid") == owner["uid"] for ref in found["metadata"].get("ownerReferences") or []):
+        if not owned_by_uid(found, owner["uid"]):
             raise NameTaken(obj["kind"], meta["name"], owner["kind"])
 
     async def create_or_read(self, obj: dict) -> dict:
@@ -223,15 +223,6 @@ class KubeClient:
         now = dt.datetime.now(dt.UTC)
         message = message[:1024]
         key = (meta["uid"], type_, reason, message)
-        try:
-            if await self._count_again(key, meta["namespace"], now):
-                return
-        except ApiException as e:
-            log.warning("could not count event %s on %s again: %s", reason, meta["name"], e.reason)
-            return
-        except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:
-            log.warning("could not count event %s on %s again: %s", reason, meta["name"], e)
-            return
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
@@ -241,8 +232,9 @@ class KubeClient:
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
         }
         try:
-            posted = orjson.loads(await self._request("POST", path("Event", meta["namespace"]), body))
-            self._remember(key, posted["metadata"]["name"], 1)
+            if not await self._count_again(key, meta["namespace"], now):
+                posted = orjson.loads(await self._request("POST", path("Event", meta["namespace"]), body))
+                self._remember(key, posted["metadata"]["name"], 1)
         except ApiException as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:  # e.g. the operator is stopping

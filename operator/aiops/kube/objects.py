@@ -29,6 +29,11 @@ class NameTaken(Exception):
                          f"the {owner_kind}.")
 
 
+def owned_by_uid(obj: dict, uid: str | None) -> bool:
+    """Whether the object with `uid` is among `obj`'s owners."""
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
 def controller_of(obj: dict) -> dict | None:
     """The ownerReference marked controller, if any."""
     return next((ref for ref in obj.get("metadata", {}).get("ownerReferences") or [] if ref.get("controller")), None)

@@ -11,7 +11,7 @@ import time
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.triton import build_triton_deployment, build_triton_service, child_name, triton_model_config
 from aiops.conditions import now_iso
-from aiops.kube.objects import NameTaken, owned_by
+from aiops.kube.objects import NameTaken, owned_by, owned_by_uid
 from aiops.rollout.context import CAPACITY_POLL, PODS_SAFETY_LOOK, ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
 from aiops.rollout.deadlines import seconds_left
 from aiops.rollout.history import add_history, remember_previous
@@ -55,8 +55,7 @@ def deployment_ref(ctx: Ctx) -> dict:
 
 def owned(ctx: Ctx, obj: dict) -> bool:
     """Whether this ModelDeployment owns `obj`."""
-    uid = ctx.md["metadata"].get("uid")
-    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+    return owned_by_uid(obj, ctx.md["metadata"].get("uid"))
 
 
 def check_owned(ctx: Ctx, obj: dict | None) -> None:
