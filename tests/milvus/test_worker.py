@@ -78,3 +78,18 @@ def test_handled_failures_say_why(tmp_path, milvus_server):
     assert (code, result["reason"]) == (1, "NoValidDocuments")
     code, result = run_worker(tmp_path, {**wire, "collection": {"name": "x"}}, source, milvus_server.uri)
     assert (code, result["reason"]) == (1, "InvalidSpec")
+
+
+def test_a_collection_owned_by_another_vectorindex_fails_the_run_and_keeps_its_rows(tmp_path, milvus, milvus_server,
+                                                                                   corpus):
+    spec, wire = make_spec("owned_by_a", embedding={"device": "cpu", "maxSequenceLength": 128, "batchSize": 32})
+    if milvus.has_collection("owned_by_a"):
+        milvus.drop_collection("owned_by_a")
+    source = write_jsonl(tmp_path / "cm" / "docs.jsonl", corpus[:5]).parent
+    code, result = run_worker(tmp_path, wire, source, milvus_server.uri, "--owner", "team-a/manuals")
+    assert (code, result["rows"]) == (0, 5)
+    write_jsonl(source / "docs.jsonl", corpus[50:52])
+    code, result = run_worker(tmp_path, wire, source, milvus_server.uri, "--owner", "team-b/faq")
+    assert (code, result["reason"]) == (1, "CollectionOwned") and "team-a/manuals" in result["message"]
+    assert store.count_rows(milvus, "owned_by_a") == 5
+    milvus.drop_collection("owned_by_a")

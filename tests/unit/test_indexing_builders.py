@@ -42,20 +42,22 @@ def test_milvus_keeps_its_data_on_a_claim_and_its_gpu_pool_capped():
 
 
 def test_ingest_job_embeds_on_the_shared_gpu_and_reads_credentials_from_the_secret():
-    job = build_ingest_job("idx", spec(), "k1", "http://m:19530", "img:1")
+    job = build_ingest_job("idx", spec(), "k1", "http://m:19530", "img:1", "ns")
     c = container(job)
     assert c["resources"]["limits"]["nvidia.com/gpu.shared"] == "1"
     assert "--milvus-uri=http://m:19530" in c["args"] and "--source=/etc/aiops/source" in c["args"]
+    assert "--owner=ns/idx" in c["args"], "the collection is recorded as this VectorIndex's"
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
     external = spec(milvus={"external": {"uri": "http://milvus.search:19530",
                                          "credentials": {"secretName": "milvus-auth"}}})
-    c = container(build_ingest_job("idx", external, "k1", "http://milvus.search:19530", "img:1"))
-    volumes = build_ingest_job("idx", external, "k1", "u", "i")["spec"]["template"]["spec"]["volumes"]
+    c = container(build_ingest_job("idx", external, "k1", "http://milvus.search:19530", "img:1", "ns"))
+    volumes = build_ingest_job("idx", external, "k1", "u", "i", "ns")["spec"]["template"]["spec"]["volumes"]
     secret = next(v for v in volumes if v["name"] == "credentials")["secret"]
     assert secret["secretName"] == "milvus-auth" and [i["key"] for i in secret["items"]] == ["username", "password"]
     assert "--credentials-dir=/etc/aiops/milvus-credentials" in c["args"]
     cpu = spec(embedding={**EXAMPLE["spec"]["embedding"], "device": "cpu"})
-    assert not any("gpu" in k for k in container(build_ingest_job("idx", cpu, "k", "u", "i"))["resources"]["limits"])
+    limits = container(build_ingest_job("idx", cpu, "k", "u", "i", "ns"))["resources"]["limits"]
+    assert not any("gpu" in k for k in limits)
 
 
 def test_ingest_key_follows_spec_and_source_version():

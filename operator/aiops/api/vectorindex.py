@@ -184,7 +184,10 @@ class Collection(SpecModel):
     """The Milvus collection: primary key = document id, the vector, text hash and metadata."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=255, description="Collection name."
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=255,
+        description="Collection name. The collection records this VectorIndex (namespace/name) as its "
+                    "owner in the collection property aiops.owner; another VectorIndex naming it is "
+                    "refused (Valid=False, CollectionOwned) until that property is set empty.",
     )
     dimension: int = Field(
         ge=2,

@@ -67,7 +67,9 @@ def _resources(spec: VectorIndexSpec) -> dict:
     return {"requests": requests, "limits": limits}
 
 
-def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: str, image: str) -> dict:
+def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: str, image: str,
+                     namespace: str) -> dict:
+    """The Job of one ingest run; the collection is recorded as belonging to namespace/vi_name."""
     name = ingest_job_name(vi_name, key)
     labels = _labels(vi_name, key)
     source, source_volume, source_mount = _source(spec)
@@ -75,7 +77,7 @@ def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: 
     mounts = [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}, source_mount,
               {"name": "tmp", "mountPath": "/tmp"}]
     args = [f"--spec={SPEC_MOUNT}/spec.json", f"--source={source}", f"--milvus-uri={milvus_uri}",
-            "--result=/dev/termination-log"]
+            f"--owner={namespace}/{vi_name}", "--result=/dev/termination-log"]
     external = spec.milvus.external
     if external and external.credentials:
         creds = external.credentials

@@ -84,9 +84,17 @@ async def _with_client(uri: str, token: str | None, database: str, work: Callabl
 
 
 class IndexProbe:
-    async def ping(self, uri: str, token: str | None, database: str = "default") -> None:
-        await _with_client(uri, token, database, lambda client: client.list_collections(),
-                           ("MilvusUnreachable", "no answer"))
+    async def ping(self, uri: str, token: str | None, database: str = "default",
+                   collection: str | None = None) -> str | None:
+        """Milvus answers (else ProbeError); returns the VectorIndex ("namespace/name") recorded as
+        `collection`'s owner, None when the collection is absent or nobody's."""
+        from aiops.vectors.store import collection_owner
+
+        def work(client) -> str | None:
+            names = client.list_collections()
+            return collection_owner(client.describe_collection(collection)) if collection in names else None
+
+        return await _with_client(uri, token, database, work, ("MilvusUnreachable", "no answer"))
 
     async def measure(self, uri: str, token: str | None, spec: VectorIndexSpec,
                       search_params: dict[str, Any] | None = None) -> IndexReport:

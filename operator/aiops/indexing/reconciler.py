@@ -18,6 +18,7 @@ import logging
 
 from aiops import metrics
 from aiops.api.registry import VECTOR_INDEX
+from aiops.api.validation import condition_summary
 from aiops.api.vectorindex import VectorIndexSpec
 from aiops.builders.ingest_job import build_ingest_configmap, build_ingest_job, ingest_job_name, ingest_key
 from aiops.builders.milvus import (
@@ -37,12 +38,14 @@ from aiops.passes import Pass, run_pass
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.validity import judge_spec
+from aiops.vectors.store import owned_message
 
 log = logging.getLogger(__name__)
 TEMPLATE_HASH = "aiops.dev/template-hash"
 KEEP_INGEST_JOBS = 3  # finished ingest Jobs kept for `kubectl logs`, like a CronJob's history
 NOT_READY_POLL = 10.0
 SUPERSEDED_POLL = 2.0  # while a superseded ingest run's pod stops
+COLLECTION_OWNED = "CollectionOwned"
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -80,7 +83,9 @@ class VectorIndexReconciler:
         ctx.status["collection"] = spec.collection.name
         uri = await self._milvus(ctx, spec)
         if uri is None:
-            ctx.status["phase"] = "Provisioning" if not ctx.status.get("lastIngest") else "Degraded"
+            owned = get_condition(ctx.status.get("conditions"), "Valid")["status"] == "False"  # CollectionOwned
+            ctx.status["phase"] = "Invalid" if owned else "Provisioning" if not ctx.status.get("lastIngest") \
+                else "Degraded"
             self._ready(ctx)
             return NOT_READY_POLL
         delays = [await self._ingest(ctx, spec, uri)]
@@ -93,7 +98,12 @@ class VectorIndexReconciler:
         return min(pending) if pending else None
 
     def _validate(self, ctx: Pass, nodes: list[dict]) -> VectorIndexSpec | None:
+        before = get_condition(ctx.status.get("conditions"), "Valid")
         spec, events = judge_spec(VECTOR_INDEX.kind, ctx.obj, ctx.status, nodes, self.host_paths)
+        if spec is not None and before and before.get("reason") == COLLECTION_OWNED:
+            # The spec alone cannot clear this: whether the collection is still another's, Milvus says.
+            ctx.status["conditions"] = [before if c["type"] == "Valid" else c for c in ctx.status["conditions"]]
+            events = [e for e in events if e[1] != "SpecValid"]
         ctx.events += events
         return spec
 
@@ -101,9 +111,9 @@ class VectorIndexReconciler:
     def _ready(ctx: Pass) -> None:
         """The summary condition `kubectl get vidx` shows: the first thing not ready, or all well."""
         conditions = ctx.status.get("conditions")
-        for type_ in ("MilvusReady", "Ingested", "IndexReady"):
+        for type_ in ("Valid", "MilvusReady", "Ingested", "IndexReady"):
             c = get_condition(conditions, type_)
-            if c is None or c["status"] != "True":
+            if (c is None and type_ != "Valid") or (c and c["status"] != "True"):
                 reason = c["reason"] if c else "Pending"
                 message = c["message"] if c else f"{type_} is not known yet."
                 ctx.condition("Ready", False, reason, message)
@@ -133,11 +143,21 @@ class VectorIndexReconciler:
             ctx.status["milvusUri"] = uri
             try:
                 token = await self._credentials(ctx, spec)
-                await self.probe.ping(uri, token, spec.milvus.external.database)
+                owner = await self.probe.ping(uri, token, spec.milvus.external.database, spec.collection.name)
             except ProbeError as e:
                 if ctx.condition("MilvusReady", False, e.reason, f"External Milvus at {uri}: {e}"):
                     ctx.event("Warning", e.reason, f"External Milvus at {uri}: {e}")
                 return None
+            if owner and owner != f"{ctx.namespace}/{ctx.name}":
+                message = owned_message(spec.collection.name, owner)
+                message = message[0].upper() + message[1:] + "."
+                if ctx.condition("Valid", False, COLLECTION_OWNED, message):
+                    ctx.event("Warning", COLLECTION_OWNED, message)
+                return None
+            valid = get_condition(ctx.status.get("conditions"), "Valid")
+            if valid and valid["reason"] == COLLECTION_OWNED:  # released: the spec's own verdict again
+                ctx.condition("Valid", True, *condition_summary([]))
+                ctx.event("Normal", "SpecValid", f"Collection {spec.collection.name} is no longer another's.")
             if ctx.condition("MilvusReady", True, "Reachable", f"External Milvus at {uri} answers."):
                 ctx.event("Normal", "MilvusReady", f"External Milvus at {uri} answers.")
             return uri
@@ -250,7 +270,7 @@ class VectorIndexReconciler:
             # The run's spec ConfigMap belongs to its Job, so pruning the Job takes it along (the
             # Job's pod waits in the kubelet for the ConfigMap it mounts).
             created = await self.kube.create_or_read(
-                owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image), ctx.obj))
+                owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image, ctx.namespace), ctx.obj))
             await self.kube.create_if_missing(owned_by(build_ingest_configmap(ctx.name, spec, key), created))
             ctx.status["lastIngest"] = {**{k: v for k, v in last.items() if k in ("completionTime",)},
                                         "job": job_name, "key": key, "startTime": now_iso(), "outcome": "Running"}

@@ -118,10 +118,11 @@ def embed_and_upsert(client, name: str, todo: list[Document], embedder,
 
 
 def run_ingest(client, spec: VectorIndexSpec, source: Path, embedder=None,
-               on_batch: Callable[[int, int], None] | None = None) -> IngestResult:
+               on_batch: Callable[[int, int], None] | None = None, owner: str | None = None) -> IngestResult:
     """The whole run; raises store.StoreError, SourceEmpty, NothingValid, documents.SourceError,
     embedder.ModelNotFound for the worker to report. `embedder`: an aiops.vectors.embedder.Embedder
-    (made from the spec when None; pass one to reuse a loaded model)."""
+    (made from the spec when None; pass one to reuse a loaded model). `owner`: the VectorIndex
+    ("namespace/name") the collection must belong to (store.ensure_collection)."""
     started = time.monotonic()
     key = spec.source.config_map.key if spec.source.config_map else None
     files = source_files(source, key)
@@ -131,7 +132,7 @@ def run_ingest(client, spec: VectorIndexSpec, source: Path, embedder=None,
         raise NothingValid(f"none of {len(parsed.bad)} lines is a valid document; first: "
                            f"{parsed.bad[0].where}: {parsed.bad[0].reason}")
     name = spec.collection.name
-    store.ensure_collection(client, spec)
+    store.ensure_collection(client, spec, owner)
     index = store.ensure_index(client, spec)
     if index.state == "Failed":
         raise store.StoreError("IndexFailed", index.message)

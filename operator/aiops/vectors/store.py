@@ -29,6 +29,7 @@ VECTOR_FIELD = "vector"
 OUTPUT_FIELDS = ("id", "content_hash", "text", "metadata")
 QUERY_BATCH = 4096  # rows per query_iterator page (Milvus caps one query at 16384)
 CONSISTENCY = "Strong"
+OWNER_PROPERTY = "aiops.owner"  # the collection property naming its VectorIndex
 
 # The operator's build parameters per index type when the spec leaves them unset, and the search
 # parameters it uses. Chosen by bench/bench_search.py: recall@10 >= 0.95 on 20k MiniLM embeddings
@@ -97,23 +98,50 @@ def stored_dimension(description: dict) -> int | None:
     return None
 
 
-def ensure_collection(client, spec: VectorIndexSpec) -> bool:
+def collection_owner(description: dict) -> str | None:
+    """The VectorIndex ("namespace/name") recorded on a collection; None: nobody (or released)."""
+    return (description.get("properties") or {}).get(OWNER_PROPERTY) or None
+
+
+def ensure_collection(client, spec: VectorIndexSpec, owner: str | None = None) -> bool:
     """Creates the collection when missing; returns True when it did. An existing one must have
     our vector field with the spec's dimension (raises StoreError("CollectionMismatch")): changing
-    the dimension means new vectors for everything, which is a new collection, not an update."""
+    the dimension means new vectors for everything, which is a new collection, not an update.
+
+    `owner` ("namespace/name" of the VectorIndex): recorded on the collection as a property, so
+    that a second VectorIndex naming the same collection is refused (StoreError("CollectionOwned"))
+    instead of deleting the first one's documents as "gone from its source". A collection with no
+    owner recorded (made before, or released by setting the property empty) is claimed."""
     name = spec.collection.name
-    if client.has_collection(name):
-        description = client.describe_collection(name)
-        names = {f.get("name") for f in description.get("fields", [])}
-        dimension = stored_dimension(description)
-        if not {"id", VECTOR_FIELD, "content_hash"} <= names or dimension != spec.collection.dimension:
-            raise StoreError("CollectionMismatch",
-                             f"collection {name} exists with fields {sorted(names)} and dimension {dimension}; "
-                             f"the spec needs id/vector/content_hash and dimension {spec.collection.dimension}: "
-                             "use a new collection name (or drop this one) to change the schema")
-        return False
-    client.create_collection(name, schema=build_schema(spec.collection.dimension), consistency_level="Bounded")
-    return True
+    properties = {OWNER_PROPERTY: owner} if owner else None
+    if not client.has_collection(name):
+        try:
+            client.create_collection(name, schema=build_schema(spec.collection.dimension),
+                                     consistency_level="Bounded", properties=properties)
+            return True
+        except Exception:  # noqa: BLE001 - another run made it first ("duplicate collection"): check it
+            if not client.has_collection(name):
+                raise
+    description = client.describe_collection(name)
+    names = {f.get("name") for f in description.get("fields", [])}
+    dimension = stored_dimension(description)
+    if not {"id", VECTOR_FIELD, "content_hash"} <= names or dimension != spec.collection.dimension:
+        raise StoreError("CollectionMismatch",
+                         f"collection {name} exists with fields {sorted(names)} and dimension {dimension}; "
+                         f"the spec needs id/vector/content_hash and dimension {spec.collection.dimension}: "
+                         "use a new collection name (or drop this one) to change the schema")
+    recorded = collection_owner(description)
+    if owner and recorded and recorded != owner:
+        raise StoreError("CollectionOwned", owned_message(name, recorded))
+    if owner and not recorded:
+        client.alter_collection_properties(name, properties=properties)
+    return False
+
+
+def owned_message(collection: str, owner: str) -> str:
+    return (f"collection {collection} belongs to VectorIndex {owner}: each would delete the other's documents "
+            f"as gone from its source. Name another collection, or release this one first (set its "
+            f"collection property {OWNER_PROPERTY} to an empty string)")
 
 
 # ---- the index ---------------------------------------------------------------------------------

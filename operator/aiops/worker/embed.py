@@ -1,13 +1,14 @@
 """`aiops worker embed`: one ingest run of a VectorIndex, in a Job pod on the shared GPU.
 
     aiops worker embed --spec SPEC.json --source PATH --milvus-uri URI [--credentials-dir DIR]
-                       [--checksum-only] [--result FILE]
+                       [--owner NAMESPACE/NAME] [--checksum-only] [--result FILE]
 
 SPEC.json: the VectorIndex spec in wire (camelCase) form, or the whole object. PATH: the mounted
 source (ConfigMap dir or PVC file/dir). DIR: the mounted credentials Secret (its keys per
-spec.milvus.external.credentials; never in the spec). The result is one JSON object written to
-FILE (default $AIOPS_RESULT_FILE or /dev/termination-log, which Kubernetes caps at 4096 bytes:
-results stay under 3 KB) and printed as the last line of stdout:
+spec.milvus.external.credentials; never in the spec). NAMESPACE/NAME: the VectorIndex the
+collection belongs to (recorded on the collection; one owned by another is refused). The result
+is one JSON object written to FILE (default $AIOPS_RESULT_FILE or /dev/termination-log, which
+Kubernetes caps at 4096 bytes: results stay under 3 KB) and printed as the last line of stdout:
 
     ok: {"ok": true, "total", "embedded", "skipped", "deleted", "failed", "durationSeconds",
          "documentsPerSecond", "sourceChecksum", "collection", "rows", ["failures"], ["index"]}
@@ -43,6 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--source", required=True, help="the mounted document source")
     parser.add_argument("--milvus-uri", help="Milvus endpoint, e.g. http://milvus:19530")
     parser.add_argument("--credentials-dir", help="the mounted credentials Secret")
+    parser.add_argument("--owner", help="the VectorIndex (namespace/name) the collection belongs to")
     parser.add_argument("--checksum-only", action="store_true", help="only the source checksum; no Milvus")
     parser.add_argument("--result", default=os.environ.get("AIOPS_RESULT_FILE", "/dev/termination-log"))
     args = parser.parse_args(argv)
@@ -135,7 +137,7 @@ def ingest(spec: VectorIndexSpec, source: Path, args: argparse.Namespace) -> dic
     except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException or grpc errors
         return failure("MilvusUnavailable", f"{args.milvus_uri}: {exc}")
     try:
-        result = run_ingest(client, spec, source,
+        result = run_ingest(client, spec, source, owner=args.owner,
                             on_batch=lambda done, total: log.info("stored %d/%d documents", done, total))
         return result.to_json()
     except SourceError as exc:
