@@ -153,6 +153,8 @@ def test_invalid_data_fails_with_row_numbers_and_stores_nothing(kube, namespace,
     jobs = client.BatchV1Api(kube.api_client).list_namespaced_job(
         namespace, label_selector="aiops.dev/trainingjob=dirty").items
     assert [j.metadata.labels["aiops.dev/step"] for j in jobs] == ["data"]
+    # The run is its Jobs alone (the spec rides on their pods): their TTL leaves nothing behind.
+    assert kube.core.list_namespaced_config_map(namespace, label_selector="aiops.dev/trainingjob=dirty").items == []
 
 
 def test_a_step_pod_the_scheduler_cannot_place_shows_in_ready(kube, namespace, operator, wait_for, tmp_path,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import yaml
 
 from aiops.api.vectorindex import VectorIndexSpec
-from aiops.builders.ingest_job import build_ingest_job, ingest_key
+from aiops.builders.ingest_job import build_ingest_configmap, build_ingest_job, ingest_key
+from aiops.builders.jobs import SPEC_ANNOTATION
 from aiops.builders.milvus import build_milvus_configmap, build_milvus_statefulset, milvus_uri
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 
@@ -47,6 +49,8 @@ def test_ingest_job_embeds_on_the_shared_gpu_and_reads_credentials_from_the_secr
     assert c["resources"]["limits"]["nvidia.com/gpu.shared"] == "1"
     assert "--milvus-uri=http://m:19530" in c["args"] and "--source=/etc/aiops/source" in c["args"]
     assert "--owner=ns/idx" in c["args"], "the collection is recorded as this VectorIndex's"
+    carried = json.loads(job["spec"]["template"]["metadata"]["annotations"][SPEC_ANNOTATION])
+    assert VectorIndexSpec.from_wire(carried) == spec() and build_ingest_configmap("idx", spec(), "k1") is None
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
     external = spec(milvus={"external": {"uri": "http://milvus.search:19530",
                                          "credentials": {"secretName": "milvus-auth"}}})

@@ -154,7 +154,8 @@ def test_validation_job_names_change_with_the_retry_annotation_only():
 def test_validation_spec_travels_in_a_pod_annotation_unless_too_big():
     """A version's validation costs one object: the worker's spec file is the pod's annotation
     through a downwardAPI volume. A spec past the annotation budget goes in a ConfigMap."""
-    from aiops.builders.validation_job import MAX_ANNOTATED_SPEC, SPEC_ANNOTATION, build_validation_objects
+    from aiops.builders.jobs import MAX_ANNOTATED_SPEC, SPEC_ANNOTATION
+    from aiops.builders.validation_job import build_validation_objects
 
     base = {"model": {"name": "m", "version": 3}, "repository": {"hostPath": {"path": "/m"}}}
     spec = ModelDeploymentSpec.from_wire(base)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from aiops.api.trainingjob import TrainingJobSpec
+from aiops.builders.jobs import MAX_ANNOTATED_SPEC, SPEC_ANNOTATION
 from aiops.builders.training_job import (
     build_spec_configmap,
     build_step_job,
@@ -89,10 +90,24 @@ def test_workspace_is_managed_by_default_and_user_storage_otherwise():
     assert volume["persistentVolumeClaim"]["claimName"] == "mine" and mount["subPath"] == "runs"
 
 
-def test_spec_configmap_carries_the_wire_spec():
-    cm = build_spec_configmap("tj", spec(), "h1")
-    assert cm["metadata"]["name"] == "tj-spec-h1"
-    assert TrainingJobSpec.model_validate(yaml.safe_load(cm["data"]["spec.json"])) == spec()
+def test_each_step_job_carries_the_spec_so_nothing_outlives_it():
+    """The spec rides on every step Job's pod (downward API): when the Job's TTL deletes it, no
+    per-run ConfigMap stays behind. A spec too big for an annotation goes in a ConfigMap."""
+    assert build_spec_configmap("tj", spec(), "h1") is None
+    pod = build_step_job("tj", spec(), "train", "h1", "i", dataset_version="v", run="r")["spec"]["template"]
+    assert TrainingJobSpec.model_validate(yaml.safe_load(pod["metadata"]["annotations"][SPEC_ANNOTATION])) == spec()
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "spec"]
+    assert volume["downwardAPI"]["items"][0]["path"] == "spec.json"
+
+    fields = [{"name": f"f{i}", "type": "string", "allowedValues": [f"value-{i}-{j:04d}" for j in range(1000)]}
+              for i in range(12)]
+    big = spec(dataset={**EXAMPLE["spec"]["dataset"], "schema": {"fields": fields}})
+    cm = build_spec_configmap("tj", big, "h2")
+    assert cm["metadata"]["name"] == "tj-spec-h2" and len(cm["data"]["spec.json"]) > MAX_ANNOTATED_SPEC
+    assert TrainingJobSpec.model_validate(yaml.safe_load(cm["data"]["spec.json"])) == big
+    pod = build_step_job("tj", big, "data", "h2", "i")["spec"]["template"]
+    assert {"name": "spec", "configMap": {"name": "tj-spec-h2"}} in pod["spec"]["volumes"]
+    assert SPEC_ANNOTATION not in (pod["metadata"].get("annotations") or {})
 
 
 def test_results_move_the_steps_and_fill_status():

@@ -9,7 +9,7 @@ import json
 
 from aiops.api.common import memory_request
 from aiops.api.vectorindex import VectorIndexSpec
-from aiops.builders.jobs import worker_job
+from aiops.builders.jobs import spec_file, worker_job
 from aiops.builders.milvus import VECTOR_INDEX_LABEL
 from aiops.builders.triton import MANAGED_BY, child_name
 
@@ -35,12 +35,13 @@ def _labels(vi_name: str, key: str) -> dict[str, str]:
             "app.kubernetes.io/name": "aiops-ingest", "app.kubernetes.io/managed-by": MANAGED_BY}
 
 
-def build_ingest_configmap(vi_name: str, spec: VectorIndexSpec, key: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": ingest_job_name(vi_name, key), "labels": _labels(vi_name, key)},
-        "data": {"spec.json": json.dumps(spec.to_wire(), sort_keys=True)},
-    }
+def _spec_text(spec: VectorIndexSpec) -> str:
+    return json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":"))
+
+
+def build_ingest_configmap(vi_name: str, spec: VectorIndexSpec, key: str) -> dict | None:
+    """The run's spec ConfigMap, only for a spec too big to ride on its Job (None otherwise)."""
+    return spec_file(ingest_job_name(vi_name, key), _labels(vi_name, key), _spec_text(spec))[2]
 
 
 def _source(spec: VectorIndexSpec) -> tuple[str, dict, dict]:
@@ -73,7 +74,8 @@ def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: 
     name = ingest_job_name(vi_name, key)
     labels = _labels(vi_name, key)
     source, source_volume, source_mount = _source(spec)
-    volumes = [{"name": "spec", "configMap": {"name": name}}, source_volume, {"name": "tmp", "emptyDir": {}}]
+    spec_volume, annotations, _ = spec_file(name, labels, _spec_text(spec))
+    volumes = [spec_volume, source_volume, {"name": "tmp", "emptyDir": {}}]
     mounts = [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}, source_mount,
               {"name": "tmp", "mountPath": "/tmp"}]
     args = [f"--spec={SPEC_MOUNT}/spec.json", f"--source={source}", f"--milvus-uri={milvus_uri}",
@@ -98,4 +100,5 @@ def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: 
     }
     # Ingestion is idempotent (upsert by id, skip by content hash): a retry resumes, it never
     # duplicates, so retrying is safe.
-    return worker_job(name, labels, container, volumes, backoff_limit=spec.ingest.backoff_limit)
+    return worker_job(name, labels, container, volumes, backoff_limit=spec.ingest.backoff_limit,
+                      pod_annotations=annotations)

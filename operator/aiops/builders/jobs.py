@@ -11,10 +11,30 @@ RUN_AS_USER = 10001  # the project image's non-root user (Dockerfile), which the
 # guaranteed and no CPU limit, so they use what is idle. A whole core each kept them Pending on a
 # small GPU node whose cores the long-running servers already hold.
 STEP_RESOURCES = {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+SPEC_ANNOTATION = "aiops.dev/spec"
+# The API server caps all of an object's annotations at 256 KiB together; leave room for others.
+MAX_ANNOTATED_SPEC = 128 * 1024
+
+
+def spec_file(name: str, labels: dict[str, str], text: str) -> tuple[dict, dict, dict | None]:
+    """How a worker Job gets `text` as the file spec.json in its volume "spec": (the volume, the
+    pod template's annotations, a ConfigMap to create first or None).
+
+    Up to MAX_ANNOTATED_SPEC it rides as an annotation on the Job's pod, read through a downwardAPI
+    volume: the Job is then all there is, and it goes with its TTL or its pruning, leaving nothing
+    behind. A larger one goes in a ConfigMap named `name` (whose owner the caller sets)."""
+    if len(text.encode()) <= MAX_ANNOTATED_SPEC:
+        volume = {"name": "spec", "downwardAPI": {"items": [
+            {"path": "spec.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}]}}
+        return volume, {SPEC_ANNOTATION: text}, None
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": dict(labels)},
+                 "data": {"spec.json": text}}
+    return {"name": "spec", "configMap": {"name": name}}, {}, configmap
 
 
 def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list[dict], backoff_limit: int,
-               active_deadline_seconds: int | None = None, ttl_seconds_after_finished: int | None = None) -> dict:
+               active_deadline_seconds: int | None = None, ttl_seconds_after_finished: int | None = None,
+               pod_annotations: dict[str, str] | None = None) -> dict:
     """A run-to-completion Job around `container` (name, image, command, args, env, mounts,
     resources): non-root, read-only root filesystem, no capabilities, no API token, and the
     result written to /dev/termination-log (falling back to the log tail on a crash). Labelled
@@ -23,7 +43,7 @@ def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list
     spec: dict = {
         "backoffLimit": backoff_limit,
         "template": {
-            "metadata": {"labels": labels},
+            "metadata": {"labels": labels, **({"annotations": pod_annotations} if pod_annotations else {})},
             "spec": {
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": False,

@@ -1,11 +1,13 @@
-"""The Kubernetes objects of a TrainingJob run: the ConfigMap that hands the workers the spec, the
-managed workspace PVC, and one Job per step (`aiops worker train data|train|optimize|register`).
+"""The Kubernetes objects of a TrainingJob run: the managed workspace PVC and one Job per step
+(`aiops worker train data|train|optimize|register`).
 
 One Job per step, not one Job for the whole run: each step's result comes back through the API
 (its container's termination message) as soon as the step ends, so status shows real progress per
 step, and a failed step is retried alone. Dataset versions, checkpoints and models pass between
 the steps on the workspace volume, which outlives any pod; that is also what lets a retried
-training pod resume from its last checkpoint. Pure functions: spec in, dicts out.
+training pod resume from its last checkpoint. Each step Job carries the spec itself (an annotation
+read through the downward API, or a ConfigMap when the spec is too big for one): a finished Job
+leaves nothing behind when its TTL deletes it. Pure functions: spec in, dicts out.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 
 from aiops.api.common import memory_request
 from aiops.api.trainingjob import TrainingJobSpec
-from aiops.builders.jobs import STEP_RESOURCES, worker_job
+from aiops.builders.jobs import STEP_RESOURCES, spec_file, worker_job
 from aiops.builders.triton import MANAGED_BY, child_name
 
 TRAINING_JOB_LABEL = "aiops.dev/trainingjob"
@@ -61,12 +63,13 @@ def _labels(tj_name: str, digest: str, step: str | None = None) -> dict[str, str
     return labels
 
 
-def build_spec_configmap(tj_name: str, spec: TrainingJobSpec, digest: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": spec_configmap_name(tj_name, digest), "labels": _labels(tj_name, digest)},
-        "data": {"spec.json": json.dumps(spec.to_wire(), sort_keys=True)},
-    }
+def spec_text(spec: TrainingJobSpec) -> str:
+    return json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":"))
+
+
+def build_spec_configmap(tj_name: str, spec: TrainingJobSpec, digest: str) -> dict | None:
+    """The run's spec ConfigMap, only for a spec too big to ride on its step Jobs (None otherwise)."""
+    return spec_file(spec_configmap_name(tj_name, digest), _labels(tj_name, digest), spec_text(spec))[2]
 
 
 def build_workspace_claim(tj_name: str, spec: TrainingJobSpec) -> dict | None:
@@ -152,8 +155,8 @@ def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, 
     name = step_job_name(tj_name, step, digest)
     labels = _labels(tj_name, digest, step)
     ws_volume, ws_mount = _workspace_volume(tj_name, spec)
-    volumes = [{"name": "spec", "configMap": {"name": spec_configmap_name(tj_name, digest)}}, ws_volume,
-               {"name": "tmp", "emptyDir": {}}]
+    spec_volume, annotations, _ = spec_file(spec_configmap_name(tj_name, digest), labels, spec_text(spec))
+    volumes = [spec_volume, ws_volume, {"name": "tmp", "emptyDir": {}}]
     mounts = [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}, ws_mount,
               {"name": "tmp", "mountPath": "/tmp"}]
     args = [f"--spec={SPEC_MOUNT}/spec.json", f"--workspace={WORKSPACE_MOUNT}", "--result=/dev/termination-log"]
@@ -185,4 +188,4 @@ def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, 
     # deterministic (a bad dataset fails the same way twice) and get one retry for infrastructure.
     return worker_job(name, labels, container, volumes, backoff_limit=spec.backoff_limit if step == "train" else 1,
                       active_deadline_seconds=spec.active_deadline_seconds if step == "train" else None,
-                      ttl_seconds_after_finished=ttl_seconds)
+                      ttl_seconds_after_finished=ttl_seconds, pod_annotations=annotations)

@@ -14,16 +14,13 @@ import hashlib
 import json
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
-from aiops.builders.jobs import STEP_RESOURCES, worker_job
-from aiops.builders.triton import KIND_LABEL, child_name, repository_volume
+from aiops.builders.jobs import STEP_RESOURCES, spec_file, worker_job
+from aiops.builders.triton import KIND_LABEL, MANAGED_BY, child_name, repository_volume
 
 SPEC_MOUNT = "/etc/aiops/spec"
 VALIDATION_SET_MOUNT = "/etc/aiops/validation-set"
 ROLE_LABEL = "aiops.dev/role"
 VERSION_LABEL = "aiops.dev/model-version"
-SPEC_ANNOTATION = "aiops.dev/validation-spec"
-# The API server caps all of an object's annotations at 256 KiB together; leave room for others.
-MAX_ANNOTATED_SPEC = 128 * 1024
 
 
 def validation_job_name(md_name: str, version: int, revision: str) -> str:
@@ -45,21 +42,16 @@ def build_validation_objects(md_name: str, spec: ModelDeploymentSpec, version: i
     text = json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True),
                       sort_keys=True, separators=(",", ":"))
     name = validation_job_name(md_name, version, revision)
-    if len(text.encode()) <= MAX_ANNOTATED_SPEC:
-        spec_volume = {"name": "spec", "downwardAPI": {"items": [
-            {"path": "spec.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}]}}
-        job = build_validation_job(md_name, spec, version, revision, image, spec_volume, ttl_seconds)
-        job["spec"]["template"]["metadata"]["annotations"] = {SPEC_ANNOTATION: text}
-        return [job]
-    job = build_validation_job(md_name, spec, version, revision, image,
-                               {"name": "spec", "configMap": {"name": name}}, ttl_seconds)
-    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": name, "labels": dict(job["metadata"]["labels"])}, "data": {"spec.json": text}}
-    return [configmap, job]
+    labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", VERSION_LABEL: str(version)}
+    spec_volume, annotations, configmap = spec_file(name, {**labels, "app.kubernetes.io/managed-by": MANAGED_BY},
+                                                    text)
+    job = build_validation_job(md_name, spec, version, revision, image, spec_volume, ttl_seconds, annotations)
+    return [configmap, job] if configmap else [job]
 
 
 def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
-                         image: str, spec_volume: dict, ttl_seconds: int | None = None) -> dict:
+                         image: str, spec_volume: dict, ttl_seconds: int | None = None,
+                         pod_annotations: dict[str, str] | None = None) -> dict:
     """The Job; `spec_volume` (named "spec") holds the spec as `spec.json`. `ttl_seconds`: how long
     Kubernetes keeps it once finished (its ConfigMap, if any, goes with the ModelDeployment)."""
     name = validation_job_name(md_name, version, revision)
@@ -87,4 +79,4 @@ def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, 
     # A bad model fails the same way twice; infrastructure errors are retried by the reconciler.
     return worker_job(name, labels, container, volumes, backoff_limit=0,
                       active_deadline_seconds=spec.validation.timeout_seconds + 60,
-                      ttl_seconds_after_finished=ttl_seconds)
+                      ttl_seconds_after_finished=ttl_seconds, pod_annotations=pod_annotations)

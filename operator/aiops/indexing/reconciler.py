@@ -267,11 +267,13 @@ class VectorIndexReconciler:
         if job is None and await self._superseded_still_running(ctx, job_name):
             return SUPERSEDED_POLL
         if job is None:
-            # The run's spec ConfigMap belongs to its Job, so pruning the Job takes it along (the
-            # Job's pod waits in the kubelet for the ConfigMap it mounts).
+            # The spec rides on the Job; one too big for that goes in a ConfigMap that belongs to the
+            # Job, so pruning the Job takes it along (the pod waits in the kubelet for it).
             created = await self.kube.create_or_read(
                 owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image, ctx.namespace), ctx.obj))
-            await self.kube.create_if_missing(owned_by(build_ingest_configmap(ctx.name, spec, key), created))
+            configmap = build_ingest_configmap(ctx.name, spec, key)
+            if configmap is not None:
+                await self.kube.create_if_missing(owned_by(configmap, created))
             ctx.status["lastIngest"] = {**{k: v for k, v in last.items() if k in ("completionTime",)},
                                         "job": job_name, "key": key, "startTime": now_iso(), "outcome": "Running"}
             ctx.event("Normal", "IngestStarted", f"Started ingest Job {job_name}")

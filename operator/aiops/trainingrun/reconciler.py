@@ -109,7 +109,9 @@ class TrainingJobReconciler:
 
     async def _ensure_inputs(self, tj: dict, spec: TrainingJobSpec, digest: str) -> None:
         name = tj["metadata"]["name"]
-        await self.kube.create_if_missing(owned_by(build_spec_configmap(name, spec, digest), tj))
+        configmap = build_spec_configmap(name, spec, digest)  # only a spec too big for an annotation
+        if configmap is not None:
+            await self.kube.create_if_missing(owned_by(configmap, tj))
         claim = build_workspace_claim(name, spec)
         if claim is not None:
             await self.kube.create_if_missing(owned_by(claim, tj))
