@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from aiops.httpbody import MAX_METRICS_BYTES, bounded_response
+
 SUMMARY = "nv_inference_request_summary_us"
 SUMMARY_QUANTILES = {"0.5": "p50", "0.95": "p95", "0.99": "p99"}
 GPU_FAMILIES = {"nv_gpu_utilization": "utilization", "nv_gpu_memory_used_bytes": "memory_used_bytes",
@@ -185,7 +187,8 @@ class Scraper:
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                                  response_class=bounded_response(MAX_METRICS_BYTES))
         return self._session
 
     async def fetch(self, url: str) -> str:

@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from aiops.api.modeldeployment import GenerateRequest, ValidationSample
 from aiops.conditions import ReasonedError
+from aiops.httpbody import MAX_API_BYTES, MAX_METRICS_BYTES, bounded_response
 from aiops.triton.samples import SampleResult, judge, judge_text, text_answer, to_numpy
 
 
@@ -88,6 +89,9 @@ class TritonServer:
         # The client's conn_timeout is aiohttp's *total* request timeout: a model load takes far
         # longer than a health check. Each call is bounded by `_call` instead.
         self._client = aioclient.InferenceServerClient(url, conn_timeout=REQUEST_CEILING)
+        # tritonclient reads every answer whole and takes no response class: its session is given
+        # one whose reads stop at MAX_API_BYTES (the server runs an image the CR author chose).
+        self._client._stub._response_class = bounded_response(MAX_API_BYTES)
         self._http: aiohttp.ClientSession | None = None  # the generate endpoints, which tritonclient lacks
 
     async def close(self) -> None:
@@ -209,23 +213,28 @@ class TritonServer:
                 elapsed = (time.perf_counter() - started) * 1000
                 return Generated(_text(answer), elapsed, elapsed, 1)
             parts: list[str] = []
-            first = None
+            first, size = None, 0
             async for event in _server_sent_events(response):
                 if "error" in event:
                     raise InferenceServerException(event["error"])
                 first = first if first is not None else (time.perf_counter() - started) * 1000
                 parts.append(_text(event))
+                size += len(parts[-1])
+                if size > MAX_API_BYTES:
+                    raise InferenceServerException(f"the streamed answer passed {MAX_API_BYTES} bytes")
             if response.status != 200 and not parts:
                 raise InferenceServerException(f"HTTP {response.status}")
             return Generated("".join(parts), (time.perf_counter() - started) * 1000, first, len(parts))
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_CEILING))
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_CEILING),
+                                               response_class=bounded_response(MAX_API_BYTES))
         return self._http
 
     async def metrics_text(self, metrics_url: str) -> str:
         """Triton's Prometheus exposition (the metrics port), for monitoring."""
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(metrics_url) as resp:
+        async with aiohttp.ClientSession(timeout=timeout, response_class=bounded_response(MAX_METRICS_BYTES)) as \
+                session, session.get(metrics_url) as resp:
             return await resp.text()
