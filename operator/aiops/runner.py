@@ -40,6 +40,7 @@ def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = Tru
     if leader_election is None:
         operate()
         return 0
+    from aiops.kube.fence import FENCE
     from aiops.kube.lease import exit_at_once, lease_api, run_as_leader
 
-    return run_as_leader(leader_election, operate, lease_api(), liveness, on_lost=exit_at_once)
+    return run_as_leader(leader_election, operate, lease_api(), liveness, on_lost=exit_at_once, fence=FENCE)

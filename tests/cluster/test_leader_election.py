@@ -32,14 +32,15 @@ def free_port() -> int:
 
 
 class Candidate:
-    def __init__(self, name: str, namespace: str, log_dir: Path):
+    def __init__(self, name: str, namespace: str, log_dir: Path, kubeconfig: Path | None = None):
         self.name, self.port = name, free_port()
         self.log_path = log_dir / f"{name}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aiops", "run", "--leader-elect", f"--lease-name={LEASE}",
              f"--lease-duration={DURATION}", f"--namespace={namespace}", "--metrics-port=0",
              f"--liveness=http://127.0.0.1:{self.port}/healthz"],
-            env={**os.environ, "POD_NAME": name, "POD_NAMESPACE": namespace},
+            env={**os.environ, "POD_NAME": name, "POD_NAMESPACE": namespace,
+                 **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {})},
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -140,3 +141,104 @@ def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(kube, crds_in
     finally:
         for c in candidates:
             c.stop()
+
+
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def service_account_kubeconfig(kube, namespace: str, name: str, out: Path) -> tuple[Path, str]:
+    """A kubeconfig of a ServiceAccount of its own (cluster-admin: the RBAC is not under test here),
+    so that the API server's audit log tells this candidate's requests from every other's."""
+    core, rbac = kube.core, client.RbacAuthorizationV1Api(kube.api_client)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": f"{namespace}-{name}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]})
+    token = core.create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    cp = kube.control_plane
+    path = out / f"{name}.kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority": str(cp.ca_file)}}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": name, "namespace": namespace}}]}))
+    return path, f"system:serviceaccount:{namespace}:{name}"
+
+
+def writes_by(kube, user: str, since: dt.datetime) -> list[str]:
+    """The writes the API server received from `user` at or after `since` (its audit log)."""
+    found = []
+    for line in (kube.control_plane.state_dir / "logs" / "audit.log").read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("user", {}).get("username") != user or event.get("verb") not in WRITES:
+            continue
+        received = dt.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        if received >= since:
+            found.append(f"{event['verb']} {event['requestURI']} -> {event.get('responseStatus', {}).get('code')}")
+    return found
+
+
+def test_a_leader_frozen_past_its_lease_writes_nothing_when_it_runs_again(kube, crds_installed, namespace,
+                                                                          wait_for, tmp_path):
+    """SIGSTOP the leader, let the standby take over and make work for both, SIGCONT the old
+    leader: its watch hands it that work at once, yet the API server's audit log shows no write
+    from it after the freeze, and it exits."""
+    leases = client.CoordinationV1Api(kube.api_client)
+    custom = client.CustomObjectsApi(kube.api_client)
+    rbac = client.RbacAuthorizationV1Api(kube.api_client)
+
+    def holder() -> str:
+        try:
+            return leases.read_namespaced_lease(LEASE, namespace).spec.holder_identity or ""
+        except client.ApiException:
+            return ""
+
+    def phase(name: str) -> str | None:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
+        return (obj.get("status") or {}).get("phase")
+
+    config_a, user_a = service_account_kubeconfig(kube, namespace, "op-a", tmp_path)
+    config_b, user_b = service_account_kubeconfig(kube, namespace, "op-b", tmp_path)
+    a = Candidate("op-a", namespace, tmp_path, config_a)
+    candidates = [a]
+    try:
+        first = wait_for(lambda: holder().startswith("op-a_") and holder(), timeout=60, what="op-a to lead")
+        b = Candidate("op-b", namespace, tmp_path, config_b)
+        candidates.append(b)
+        wait_for(lambda: "standing by" in b.log, timeout=60, what="op-b standing by")
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", invalid_md("early"))
+        wait_for(lambda: phase("early") == "Invalid", timeout=60, what="op-a to reconcile")
+        wait_for(lambda: writes_by(kube, user_a, dt.datetime.min.replace(tzinfo=dt.UTC)), timeout=30,
+                 what="op-a's writes in the audit log")
+
+        frozen_at = dt.datetime.now(dt.UTC)
+        a.proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: (lambda h: h if h and h != first else None)(holder()), timeout=DURATION * 4,
+                 interval=0.1, what="op-b to take the Lease from the frozen op-a")
+        # Work that op-a's open watch delivers the moment it runs again.
+        for name in ("late-1", "late-2", "late-3"):
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", invalid_md(name))
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "early",
+                                              {"spec": {"resources": {"gpus": 9}}})
+        wait_for(lambda: all(phase(n) == "Invalid" for n in ("late-1", "late-2", "late-3")), timeout=60,
+                 what="op-b to reconcile")
+        assert writes_by(kube, user_b, frozen_at), "op-b's writes are in the audit log"
+
+        a.proc.send_signal(signal.SIGCONT)
+        assert a.proc.wait(timeout=DURATION * 2) == 1, a.log[-3000:]
+        time.sleep(1)  # the audit log is written as requests complete
+        assert writes_by(kube, user_a, frozen_at) == [], a.log[-3000:]
+        assert "lost lease" in a.log
+        assert holder().startswith("op-b_")
+    finally:
+        for c in candidates:
+            if c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGCONT)
+            c.stop()
+        for name in ("op-a", "op-b"):
+            rbac.delete_cluster_role_binding(f"{namespace}-{name}")

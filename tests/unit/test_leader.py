@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from aiops.kube.fence import LeaseExpired, WriteFence
 from aiops.kube.lease import LeaderElector, LeaseSettings, run_as_leader
 
 
@@ -164,3 +165,59 @@ def test_a_black_holed_api_server_costs_the_lease_within_its_deadline():
     finally:
         done.set()
         hole.close()
+
+
+def test_the_write_fence_follows_the_last_renewal_not_the_lease_record():
+    """Writes may go out until the start of the last successful renewal plus the renew deadline:
+    a process frozen past that (SIGSTOP, a stalled VM) finds the fence shut when it runs again,
+    before it has even learnt that a standby took over."""
+    api, clock = FakeLeases(), Clock()
+    a = elector(api, "a", clock)  # lease 10 s, renew deadline 6.67 s
+    assert a._attempt()
+    assert a.fence.is_open
+    clock.now += 6.0
+    assert a.fence.is_open
+    clock.now += 1.0  # frozen: no renewal for more than the renew deadline
+    assert not a.fence.is_open, "shut although the Lease record still names us"
+    assert a._attempt() and a.fence.is_open  # renewed: open again
+    with pytest.raises(LeaseExpired):
+        clock.now += 7.0
+        a.fence.check("PATCH /x")
+
+
+def test_losing_the_lease_shuts_the_fence_before_the_operator_is_told():
+    api = FakeLeases()
+    settings = LeaseSettings("lease", "ns", "a", lease_duration=2, renew_deadline=0.3, retry_period=0.05)
+    a = LeaderElector(api, settings)
+    assert a._attempt() and a.fence.is_open
+    api.replace_namespaced_lease = lambda *args, **kwargs: (_ for _ in ()).throw(ApiException(status=500))
+    seen = []
+    a.keep_renewing(threading.Event(), threading.Event(), on_lost=lambda: seen.append(a.fence.is_open))
+    assert seen == [False]
+
+
+def test_the_session_sends_no_write_past_the_fence(monkeypatch):
+    """The shared session checks the fence before a write leaves: nothing reaches the server (here
+    an address where nothing listens, so a request that went out would fail differently)."""
+    import asyncio
+
+    from aiops.kube import fence as fence_module
+    from aiops.kube.session import ApiSession
+
+    shut = WriteFence()
+    shut.close()
+    monkeypatch.setattr("aiops.kube.session.FENCE", shut)
+    session = ApiSession(client.Configuration(host="http://127.0.0.1:9"))
+
+    async def go():
+        try:
+            with pytest.raises(LeaseExpired, match="PATCH /api/v1/namespaces/ns/configmaps/x"):
+                await session.request("PATCH", "/api/v1/namespaces/ns/configmaps/x", {"data": {}})
+            with pytest.raises(Exception) as read:  # reads are not fenced: this one goes out and fails
+                await session.request("GET", "/api/v1/namespaces/ns/configmaps/x")
+            assert not isinstance(read.value, LeaseExpired)
+        finally:
+            await session.close()
+
+    asyncio.run(go())
+    assert fence_module.FENCE.is_open, "the process's own fence is open without leader election"

@@ -48,6 +48,8 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from aiops.kube.fence import WriteFence
+
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -111,10 +113,13 @@ class LeaderElector:
     """One candidate's view of one Lease. Not thread-safe: one thread drives it at a time."""
 
     def __init__(self, api: client.CoordinationV1Api, settings: LeaseSettings,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, fence: WriteFence | None = None):
+        """fence: moved on every acquisition and renewal, closed when the Lease is lost (the
+        operator passes the process's FENCE, which its session checks before each write)."""
         self.api = api
         self.settings = settings
         self.clock = clock
+        self.fence = fence if fence is not None else WriteFence(clock)
         self._seen: tuple | None = None  # (holder, renewTime, transitions) last read
         self._seen_at = 0.0
 
@@ -216,8 +221,12 @@ class LeaderElector:
         return True
 
     def _attempt(self, end: float | None = None) -> bool:
+        started = self.clock()
         try:
-            return self.try_acquire_or_renew(end)
+            held = self.try_acquire_or_renew(end)
+            if held:  # the standby counts a lease duration from when it sees this write, after `started`
+                self.fence.hold_until(started + self.settings.renew_deadline)
+            return held
         except Exception as e:  # the API server away for a moment is what renew_deadline is for
             log.warning("leader election: lease %s/%s not reachable: %s", self.settings.namespace,
                         self.settings.name, e)
@@ -256,6 +265,7 @@ class LeaderElector:
                 log.error("leader election: lost lease %s/%s (%s); stopping the operator", s.namespace,
                           s.name, f"now held by {self._seen[0]}" if other else
                           f"not renewed for {s.renew_deadline:.1f}s")
+                self.fence.close()
                 lost.set()
                 done.set()
                 if on_lost is not None:
@@ -320,9 +330,11 @@ def exit_at_once() -> None:
 
 def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], None],
                   api: client.CoordinationV1Api, health_endpoint: str | None = None,
-                  stop: threading.Event | None = None, on_lost: Callable[[], None] | None = None) -> int:
+                  stop: threading.Event | None = None, on_lost: Callable[[], None] | None = None,
+                  fence: WriteFence | None = None) -> int:
     """Waits for the Lease, then runs `operate(stop_flag)` (Kopf) while holding it; `stop_flag` is
-    set when the Lease is lost, and `on_lost` called (the operator passes `exit_at_once`).
+    set when the Lease is lost, and `on_lost` called (the operator passes `exit_at_once`). `fence`
+    (the operator passes the process's FENCE) lets writes out only while the Lease is surely held.
     Returns the process exit code: 0 after a clean stop (Lease released), 1 when leadership was
     lost.
 
@@ -330,7 +342,8 @@ def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], 
     watchers and handlers, so nothing reconciles any more, and a process that is then slow to
     exit (threads finishing) does not keep the standby waiting."""
     stop = stop or threading.Event()
-    elector = LeaderElector(api, settings)
+    elector = LeaderElector(api, settings, fence=fence)
+    elector.fence.close()  # nothing is written before the Lease is ours
     standby = StandbyHealth(health_endpoint)
     restore = _stop_on_signals(stop)
     try:
@@ -353,6 +366,7 @@ def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], 
         renewer.join(timeout=max(1.0, settings.retry_period * 2))
         if not lost.is_set():
             elector.release()
+        elector.fence.close()
 
     @kopf.on.cleanup(id="aiops-leader-election-release")
     async def release_on_cleanup(**_: object) -> None:

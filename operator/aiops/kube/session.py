@@ -14,6 +14,8 @@ import orjson
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from aiops.kube.fence import FENCE
+
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=30)
 
 
@@ -68,7 +70,10 @@ class ApiSession:
     async def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
                       content_type: str = "application/json") -> bytes:
         """One call, JSON both ways; an error status raises the kubernetes client's ApiException,
-        which the reconcilers already handle (status 404, 409, ...)."""
+        which the reconcilers already handle (status 404, 409, ...). A write past the leader's
+        Lease raises LeaseExpired unsent (aiops.kube.fence)."""
+        if method != "GET":
+            FENCE.check(f"{method} {path}")
         headers = {**self.headers(), "Content-Type": content_type}
         data = None if body is None else orjson.dumps(body)
         async with self.session.request(method, self.host + path, params=params, data=data, headers=headers,
