@@ -38,8 +38,11 @@ def test_milvus_keeps_its_data_on_a_claim_and_its_gpu_pool_capped():
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "50Gi"
     assert {"name": "data", "mountPath": "/var/lib/milvus"} in container(sts)["volumeMounts"]
     assert container(sts)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    user = yaml.safe_load(build_milvus_configmap("idx", spec())["data"]["user.yaml"])
-    assert user == {"gpu": {"initMemSize": 1024, "maxMemSize": 8192}}
+    data = build_milvus_configmap("idx", spec())["data"]
+    user = yaml.safe_load(data["user.yaml"])
+    assert user == {"gpu": {"initMemSize": 1024, "maxMemSize": 8192}, "etcd": {"endpoints": ["127.0.0.1:2379"]}}
+    etcd = yaml.safe_load(data["embedEtcd.yaml"])  # metadata store without authentication: loopback only
+    assert etcd["listen-client-urls"] == etcd["advertise-client-urls"] == "http://127.0.0.1:2379"
     assert milvus_uri("idx", "ns") == "http://idx-milvus.ns.svc:19530"
 
 

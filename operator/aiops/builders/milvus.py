@@ -17,9 +17,12 @@ DATA_MOUNT = "/var/lib/milvus"
 USER_CONFIG_MOUNT = "/milvus/configs/user.yaml"
 ETCD_CONFIG_MOUNT = "/milvus/configs/embedEtcd.yaml"
 # Milvus's own standalone_embed.sh writes this file: etcd inside the Milvus process, on the volume.
+# Its script listens on every interface; here etcd, which holds every collection's metadata and
+# takes writes without authentication, answers on the pod's loopback only (Milvus is its only client;
+# its peer port is on loopback by etcd's default).
 EMBED_ETCD_CONFIG = (
-    "listen-client-urls: http://0.0.0.0:2379\n"
-    "advertise-client-urls: http://0.0.0.0:2379\n"
+    "listen-client-urls: http://127.0.0.1:2379\n"
+    "advertise-client-urls: http://127.0.0.1:2379\n"
     "quota-backend-bytes: 4294967296\n"
     "auto-compaction-mode: revision\n"
     "auto-compaction-retention: '1000'\n"
@@ -50,6 +53,8 @@ def milvus_user_config(managed: ManagedMilvus) -> str:
     pool = managed.gpu_memory_pool
     return (
         "# Written by aiops-operator from the VectorIndex spec; edits are overwritten.\n"
+        "etcd:\n"
+        "  endpoints: [127.0.0.1:2379]  # the embedded etcd, on loopback only (embedEtcd.yaml)\n"
         "gpu:\n"
         f"  initMemSize: {pool.initial_mib}\n"
         f"  maxMemSize: {pool.max_mib}\n"
