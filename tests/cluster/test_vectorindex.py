@@ -142,3 +142,40 @@ def test_an_object_of_the_same_name_that_is_not_ours_is_never_used(kube, namespa
     assert sets == [], "no Milvus is made behind a Service that is not ours"
     events = kube.core.list_namespaced_event(namespace, field_selector="reason=NameTaken").items
     assert len(events) == 1
+
+
+def test_a_credentials_secret_goes_only_where_its_annotation_allows(kube, namespace, operator, wait_for):
+    """A VectorIndex author names a Secret and a URI of their own: the operator sends the Secret
+    nowhere until someone who may edit the Secret lists that URI on it, and no Job mounts it."""
+    cm, vi = example_docs()
+    kube.core.create_namespaced_config_map(namespace, cm)
+    uri = "http://milvus.search.invalid:19530"
+    vi["spec"]["milvus"] = {"external": {"uri": uri, "credentials": {"secretName": "milvus-auth"}}}
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "milvus-auth"},
+                                                   "stringData": {"username": "root", "password": "s3cret"}})
+    custom = client.CustomObjectsApi(kube.api_client)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", vi)
+    name = vi["metadata"]["name"]
+
+    def milvus_ready(reason: str, words: str):
+        def check():
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", name)
+            c = condition(obj, "MilvusReady") or {}
+            return c if c.get("reason") == reason and words in c.get("message", "") else None
+        return check
+
+    refused = wait_for(milvus_ready("CredentialsNotPermitted", "is not marked for Milvus"), timeout=60,
+                       what="MilvusReady=False CredentialsNotPermitted")
+    assert f"aiops.dev/milvus-uris={uri}" in refused["message"] and refused["status"] == "False"
+
+    def annotate(uris: str) -> None:
+        kube.core.patch_namespaced_secret("milvus-auth", namespace,
+                                          {"metadata": {"annotations": {"aiops.dev/milvus-uris": uris}}})
+
+    annotate("http://milvus.elsewhere:19530")
+    wait_for(milvus_ready("CredentialsNotPermitted", f"does not allow being sent to {uri}"), timeout=60,
+             what="a Secret for another Milvus still refused")
+    assert client.BatchV1Api(kube.api_client).list_namespaced_job(namespace).items == []
+
+    annotate(f"http://milvus.elsewhere:19530, {uri}")  # now it may go there: the URI is tried
+    wait_for(milvus_ready("MilvusUnreachable", uri), timeout=90, what="the allowed URI tried")

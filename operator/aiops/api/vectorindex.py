@@ -135,7 +135,11 @@ class MilvusCredentials(SpecModel):
     """A Secret with the user name and password (or token) for Milvus."""
 
     secret_name: str = Field(
-        pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the Secret."
+        pattern=DNS_SUBDOMAIN, max_length=253,
+        description="Name of the Secret. It must carry the annotation aiops.dev/milvus-uris listing "
+                    "the URIs it may be sent to (comma-separated), so only someone who may edit the "
+                    "Secret can let a VectorIndex use it; otherwise MilvusReady=False, "
+                    "CredentialsNotPermitted, and no Job mounts it.",
     )
     username_key: str = Field(
         default="username", pattern=DATA_KEY, max_length=253, description="Key of the user name."

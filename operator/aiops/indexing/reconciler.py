@@ -46,6 +46,7 @@ KEEP_INGEST_JOBS = 3  # finished ingest Jobs kept for `kubectl logs`, like a Cro
 NOT_READY_POLL = 10.0
 SUPERSEDED_POLL = 2.0  # while a superseded ingest run's pod stops
 COLLECTION_OWNED = "CollectionOwned"
+CREDENTIALS_URIS_ANNOTATION = "aiops.dev/milvus-uris"  # on a credentials Secret: where it may be sent
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -222,6 +223,16 @@ class VectorIndexReconciler:
         secret = await self.kube.read("Secret", ctx.namespace, creds.secret_name)
         if secret is None:
             raise ProbeError("CredentialsNotFound", f"Secret {creds.secret_name} does not exist")
+        # Whoever may write the Secret says where it may go: a VectorIndex author who cannot read
+        # it must not have the operator send it to a URI of their choosing.
+        allowed = [u.strip() for u in ((secret["metadata"].get("annotations") or {}).get(
+            CREDENTIALS_URIS_ANNOTATION) or "").split(",") if u.strip()]
+        if external.uri not in allowed:
+            raise ProbeError("CredentialsNotPermitted", (
+                f"Secret {creds.secret_name} does not allow being sent to {external.uri}" if allowed else
+                f"Secret {creds.secret_name} is not marked for Milvus") +
+                f": annotate it {CREDENTIALS_URIS_ANNOTATION}={external.uri} (a comma-separated list of URIs; "
+                "only someone who may edit the Secret can), and nothing reads its data until then")
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         try:
             if creds.token_key:
