@@ -5,6 +5,7 @@ models written for each test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -562,3 +563,31 @@ def test_the_same_event_again_is_counted_on_the_first_not_posted_anew(kube, name
     assert sorted((e.message, e.count) for e in events) == [("another", 1), ("the same", 3)]
     same = next(e for e in events if e.message == "the same")
     assert same.last_timestamp >= same.first_timestamp
+
+
+def test_kubectl_scale_sets_the_triton_pods_and_get_shows_them(kube, namespace, operator, wait_for, repo):
+    """The scale subresource: `kubectl scale` (and so a HorizontalPodAutoscaler) changes
+    spec.replicas and reads back the pods and their selector; `kubectl get` shows them."""
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("adder", repo, 1, resources={"gpus": 1, "memory": "2Gi"}))
+    wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving")
+    kube.kubectl("scale", "-n", namespace, "modeldeployment/adder", "--replicas=2")
+
+    def two_ready():
+        obj = mds.get("adder")
+        st = obj.get("status") or {}
+        return obj if st.get("readyReplicas") == 2 and st.get("phase") == "Ready" and not st.get("rollout") else None
+
+    obj = wait_for(two_ready, timeout=180, what="two Triton pods ready")
+    assert obj["spec"]["replicas"] == 2 and len(triton_pods(kube, namespace)) == 2
+    raw = kube.kubectl("get", "--raw", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/modeldeployments/adder/scale")
+    scale = json.loads(raw.stdout)
+    assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (2, 2)
+    selected = kube.core.list_namespaced_pod(namespace, label_selector=scale["status"]["selector"]).items
+    assert sorted(p.metadata.name for p in selected) == sorted(p.metadata.name for p in triton_pods(kube, namespace))
+    table = kube.kubectl("get", "modeldeployment", "adder", "-n", namespace, "-o", "wide").stdout.splitlines()
+    header = table[0]
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    row = {header[a:b].strip(): table[1][a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)}
+    assert (row["REPLICAS"], row["AVAILABLE"], row["SERVING"]) == ("2", "2", "1")
+    assert row["ENDPOINT"] == obj["status"]["endpoints"]["http"]

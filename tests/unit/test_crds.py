@@ -154,7 +154,9 @@ def test_names_scope_category_and_status_subresource(kind, plural, short):
     assert spec["names"]["shortNames"] == [short] and spec["names"]["categories"] == ["aiops"]
     (version,) = spec["versions"]
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
-    assert version["subresources"] == {"status": {}}
+    scale = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+             "labelSelectorPath": ".status.selector"}
+    assert version["subresources"] == ({"status": {}, "scale": scale} if kind == "ModelDeployment" else {"status": {}})
     assert kind_info(short) is kind_info(plural) is kind_info(kind)
 
 

@@ -90,7 +90,7 @@ def build_crd(info: KindInfo) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, **({"scale": dict(info.scale)} if info.scale else {})},
                     "additionalPrinterColumns": [c.to_crd() for c in info.printer_columns],
                     "schema": {"openAPIV3Schema": object_schema(info)},
                 }

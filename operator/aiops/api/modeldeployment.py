@@ -683,6 +683,9 @@ class ModelDeploymentStatus(StatusBase):
     )
     replicas: int | None = Field(default=None, description="Triton pods that exist.")
     ready_replicas: int | None = Field(default=None, description="Triton pods that are ready.")
+    selector: str | None = Field(
+        default=None, description="Label selector of the Triton pods (for `kubectl scale` and autoscalers)."
+    )
     endpoints: Endpoints | None = Field(default=None, description="Where to send requests.")
     phase_durations_seconds: dict[str, float] = Field(
         default_factory=dict,

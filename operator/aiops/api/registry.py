@@ -60,6 +60,8 @@ class KindInfo:
     status_model: type[StatusModel]
     printer_columns: tuple[PrinterColumn, ...]
     categories: tuple[str, ...] = CATEGORIES
+    # The scale subresource (`kubectl scale`, HorizontalPodAutoscaler): its paths, or None.
+    scale: dict[str, str] | None = None
 
     @property
     def crd_name(self) -> str:
@@ -79,12 +81,17 @@ MODEL_DEPLOYMENT = KindInfo(
             "Version", "integer", ".spec.model.version", "Version asked for in the spec."
         ),
         PrinterColumn("Serving", "integer", ".status.servingVersion", "Version serving traffic."),
+        PrinterColumn("Replicas", "integer", ".spec.replicas", "Triton pods asked for."),
+        PrinterColumn("Available", "integer", ".status.readyReplicas", "Triton pods ready."),
         PHASE,
         condition_column("Ready"),
         condition_column("Degraded"),
         PrinterColumn("GPUs", "integer", ".spec.resources.gpus", "GPUs per Triton pod."),
+        PrinterColumn("Endpoint", "string", ".status.endpoints.http", "HTTP inference endpoint.", 1),
         AGE,
     ),
+    scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+           "labelSelectorPath": ".status.selector"},
 )
 
 VECTOR_INDEX = KindInfo(
@@ -98,7 +105,7 @@ VECTOR_INDEX = KindInfo(
         PrinterColumn("Collection", "string", ".spec.collection.name", "Milvus collection."),
         PrinterColumn("Index", "string", ".spec.index.type", "Index type."),
         PrinterColumn("Docs", "integer", ".status.documents.ingested", "Documents ingested."),
-        PrinterColumn("Pending", "integer", ".status.documents.pending", "Documents waiting.", 1),
+        PrinterColumn("Recall", "number", ".status.index.recallAtK", "Recall@k last measured on the live index."),
         PHASE,
         condition_column("Ready"),
         AGE,

@@ -22,7 +22,7 @@ import datetime as dt
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.api.registry import MODEL_DEPLOYMENT
-from aiops.builders.triton import GRPC_PORT, HTTP_PORT, METRICS_PORT, child_name
+from aiops.builders.triton import GRPC_PORT, HTTP_PORT, METRICS_PORT, child_name, triton_labels
 from aiops.conditions import now_iso
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.passes import run_pass
@@ -118,6 +118,7 @@ class ModelDeploymentReconciler:
         live = [p for p in world.pods if not p["metadata"].get("deletionTimestamp")]
         ctx.status["replicas"] = len(live)
         ctx.status["readyReplicas"] = sum(pod_ready(p) for p in live)
+        ctx.status["selector"] = ",".join(f"{k}={v}" for k, v in sorted(triton_labels(ctx.name).items()))
         host = f"{dep_name}.{ctx.namespace}.svc"
         ctx.status["endpoints"] = {"http": f"{host}:{HTTP_PORT}", "grpc": f"{host}:{GRPC_PORT}",
                                    "metrics": f"http://{host}:{METRICS_PORT}/metrics"}
