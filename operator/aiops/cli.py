@@ -123,12 +123,16 @@ def _load_commands(command: EntryPoint):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aiops import logs
+
     level = os.environ.get("AIOPS_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(level, os.environ.get("AIOPS_LOG_FORMAT", "text"))
     if level != "DEBUG":
         # Kopf logs "Handler ... succeeded" per watched event; our controllers log what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        logs.about_from_environment()
     if argv[:1] == ["worker"] and argv[1:2] and argv[1] in WORKER_MODULES:
         # These workers parse their own options; argparse's REMAINDER cannot pass on a leading --flag.
         import importlib

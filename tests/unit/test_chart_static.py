@@ -384,3 +384,14 @@ def test_a_relative_allowed_host_path_is_refused_by_the_chart(tools, tmp_path):
     path.write_text(yaml.safe_dump({"hostPaths": {"allowed": ["models"]}}))
     result = helm(tools, "template", "aiops-operator", str(CHART), "-f", str(path), check=False)
     assert result.returncode != 0 and "hostPaths" in result.stderr
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_log_format_reaches_the_operator_and_nothing_else_passes(tools, tmp_path, log_format):
+    docs = index(template(tools, tmp_path, {"logFormat": log_format}))
+    (c,) = docs[("Deployment", NAMESPACE, "aiops-operator")]["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in c["env"]}["AIOPS_LOG_FORMAT"] == log_format
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"logFormat": "logfmt"}))
+    result = helm(tools, "template", "aiops-operator", str(CHART), "-f", str(path), check=False)
+    assert result.returncode != 0 and "logFormat" in result.stderr

@@ -69,7 +69,7 @@ def _resources(spec: VectorIndexSpec) -> dict:
 
 
 def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: str, image: str,
-                     namespace: str) -> dict:
+                     namespace: str, log_format: str = "text") -> dict:
     """The Job of one ingest run; the collection is recorded as belonging to namespace/vi_name."""
     name = ingest_job_name(vi_name, key)
     labels = _labels(vi_name, key)
@@ -101,4 +101,4 @@ def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: 
     # Ingestion is idempotent (upsert by id, skip by content hash): a retry resumes, it never
     # duplicates, so retrying is safe.
     return worker_job(name, labels, container, volumes, backoff_limit=spec.ingest.backoff_limit,
-                      pod_annotations=annotations)
+                      pod_annotations=annotations, about=("VectorIndex", vi_name), log_format=log_format)

@@ -34,12 +34,20 @@ def spec_file(name: str, labels: dict[str, str], text: str) -> tuple[dict, dict,
 
 def worker_job(name: str, labels: dict[str, str], container: dict, volumes: list[dict], backoff_limit: int,
                active_deadline_seconds: int | None = None, ttl_seconds_after_finished: int | None = None,
-               pod_annotations: dict[str, str] | None = None) -> dict:
+               pod_annotations: dict[str, str] | None = None, about: tuple[str, str] | None = None,
+               log_format: str = "text") -> dict:
     """A run-to-completion Job around `container` (name, image, command, args, env, mounts,
     resources): non-root, read-only root filesystem, no capabilities, no API token, and the
     result written to /dev/termination-log (falling back to the log tail on a crash). Labelled
-    managed-by us whatever `labels` say: the operator's Job watch sees only such Jobs."""
+    managed-by us whatever `labels` say: the operator's Job watch sees only such Jobs. `about`:
+    the (kind, name) of the custom resource the Job works for, named on its log lines (aiops.logs),
+    which are in `log_format`."""
     labels = {**labels, "app.kubernetes.io/managed-by": MANAGED_BY}
+    env = [{"name": "AIOPS_LOG_FORMAT", "value": log_format}]
+    if about:
+        env += [{"name": "AIOPS_OBJECT_KIND", "value": about[0]}, {"name": "AIOPS_OBJECT_NAME", "value": about[1]},
+                {"name": "AIOPS_OBJECT_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    container = {**container, "env": [*(container.get("env") or []), *env]}
     spec: dict = {
         "backoffLimit": backoff_limit,
         "template": {

@@ -147,7 +147,7 @@ def _resources(spec: TrainingJobSpec, step: str) -> dict:
 
 def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, image: str,
                    dataset_version: str | None = None, run: str | None = None,
-                   ttl_seconds: int | None = None) -> dict:
+                   ttl_seconds: int | None = None, log_format: str = "text") -> dict:
     """The Job of one step; its container writes its JSON result as the termination message.
     `ttl_seconds`: how long the finished Job stays (its result is in status by then)."""
     if step not in STEPS:
@@ -188,4 +188,5 @@ def build_step_job(tj_name: str, spec: TrainingJobSpec, step: str, digest: str, 
     # deterministic (a bad dataset fails the same way twice) and get one retry for infrastructure.
     return worker_job(name, labels, container, volumes, backoff_limit=spec.backoff_limit if step == "train" else 1,
                       active_deadline_seconds=spec.active_deadline_seconds if step == "train" else None,
-                      ttl_seconds_after_finished=ttl_seconds, pod_annotations=annotations)
+                      ttl_seconds_after_finished=ttl_seconds, pod_annotations=annotations,
+                      about=("TrainingJob", tj_name), log_format=log_format)

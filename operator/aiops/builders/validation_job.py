@@ -34,7 +34,7 @@ def validation_attempt(revision: str, retry_token: str) -> str:
 
 
 def build_validation_objects(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
-                             image: str, ttl_seconds: int | None = None) -> list[dict]:
+                             image: str, ttl_seconds: int | None = None, log_format: str = "text") -> list[dict]:
     """What validates this version: its Job, after the ConfigMap holding the spec when the spec
     is too big to travel as an annotation."""
     # Defaults left out, compact: the worker fills them in again, and the text rides on the Job,
@@ -45,13 +45,14 @@ def build_validation_objects(md_name: str, spec: ModelDeploymentSpec, version: i
     labels = {KIND_LABEL: md_name, ROLE_LABEL: "validation", VERSION_LABEL: str(version)}
     spec_volume, annotations, configmap = spec_file(name, {**labels, "app.kubernetes.io/managed-by": MANAGED_BY},
                                                     text)
-    job = build_validation_job(md_name, spec, version, revision, image, spec_volume, ttl_seconds, annotations)
+    job = build_validation_job(md_name, spec, version, revision, image, spec_volume, ttl_seconds, annotations,
+                               log_format)
     return [configmap, job] if configmap else [job]
 
 
 def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, revision: str,
                          image: str, spec_volume: dict, ttl_seconds: int | None = None,
-                         pod_annotations: dict[str, str] | None = None) -> dict:
+                         pod_annotations: dict[str, str] | None = None, log_format: str = "text") -> dict:
     """The Job; `spec_volume` (named "spec") holds the spec as `spec.json`. `ttl_seconds`: how long
     Kubernetes keeps it once finished (its ConfigMap, if any, goes with the ModelDeployment)."""
     name = validation_job_name(md_name, version, revision)
@@ -79,4 +80,5 @@ def build_validation_job(md_name: str, spec: ModelDeploymentSpec, version: int, 
     # A bad model fails the same way twice; infrastructure errors are retried by the reconciler.
     return worker_job(name, labels, container, volumes, backoff_limit=0,
                       active_deadline_seconds=spec.validation.timeout_seconds + 60,
-                      ttl_seconds_after_finished=ttl_seconds, pod_annotations=pod_annotations)
+                      ttl_seconds_after_finished=ttl_seconds, pod_annotations=pod_annotations,
+                      about=("ModelDeployment", md_name), log_format=log_format)

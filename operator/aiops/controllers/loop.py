@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from aiops import metrics
+from aiops import logs, metrics
 from aiops.controllers.workqueue import WorkQueue
 from aiops.kube.client import KubeClient
 from aiops.kube.objects import resource_version, vanished
@@ -111,7 +111,8 @@ class ReconcileLoop:
         if body is None:
             return None
         try:
-            delay, written = await self.reconciler.reconcile(body, self.nodes.all())
+            with logs.about(self.kind, *key, body["metadata"].get("uid")):
+                delay, written = await self.reconciler.reconcile(body, self.nodes.all())
         except Exception:
             metrics.RECONCILE_ERRORS.labels(kind=self.kind).inc()
             raise

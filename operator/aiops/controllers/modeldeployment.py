@@ -20,7 +20,7 @@ from aiops.builders.validation_job import ROLE_LABEL
 from aiops.capacity import CAPACITY_REASONS
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
-from aiops.controllers.settings import allowed_host_paths, validation_job_ttl, worker_image
+from aiops.controllers.settings import allowed_host_paths, log_format, validation_job_ttl, worker_image
 from aiops.controllers.watches import Watches, shared_session, shared_watches
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.nodes import NodeCache
@@ -55,7 +55,7 @@ def build(memo: kopf.Memo) -> ReconcileLoop:
     kube = RolloutClient(shared_session(memo), CONNECTIONS, cache=children, capacity=usages)
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl(),
-                                           host_paths=allowed_host_paths())
+                                           host_paths=allowed_host_paths(), log_format=log_format())
     loop = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS, URGENT_WORKERS)
     watch_children(shared_watches(memo), loop, children, usages, shared_nodes(memo))
     return loop

@@ -8,6 +8,7 @@ import os
 import kopf
 
 from aiops.builders.triton import MANAGED_BY
+from aiops.logs import FORMATS
 
 GROUP = "aiops.dev"
 OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # what the child informers watch
@@ -58,6 +59,14 @@ def allowed_host_paths() -> tuple[str, ...]:
     if relative:
         raise ValueError(f"AIOPS_ALLOWED_HOST_PATHS takes absolute paths, not {', '.join(relative)}")
     return paths
+
+
+def log_format() -> str:
+    """AIOPS_LOG_FORMAT (the Helm value logFormat): text or json, for the operator and its Jobs."""
+    value = os.environ.get("AIOPS_LOG_FORMAT", "text")
+    if value not in FORMATS:
+        raise ValueError(f"AIOPS_LOG_FORMAT must be one of {', '.join(FORMATS)}, not {value!r}")
+    return value
 
 
 def worker_image() -> str:

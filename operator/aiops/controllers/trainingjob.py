@@ -10,7 +10,7 @@ from aiops.api.registry import TRAINING_JOB
 from aiops.builders.training_job import TRAINING_JOB_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
-from aiops.controllers.settings import allowed_host_paths, step_job_ttl, worker_image
+from aiops.controllers.settings import allowed_host_paths, log_format, step_job_ttl, worker_image
 from aiops.controllers.watches import shared_session, shared_watches
 from aiops.kube.client import KubeClient
 from aiops.trainingrun.reconciler import TrainingJobReconciler
@@ -18,7 +18,7 @@ from aiops.trainingrun.reconciler import TrainingJobReconciler
 
 def build(memo: kopf.Memo) -> ReconcileLoop:
     reconciler = TrainingJobReconciler(KubeClient(shared_session(memo)), worker_image(), step_job_ttl(),
-                                       host_paths=allowed_host_paths())
+                                       host_paths=allowed_host_paths(), log_format=log_format())
     loop = ReconcileLoop("TrainingJob", reconciler, shared_nodes(memo))
 
     def child_changed(kind: str, obj: dict) -> None:

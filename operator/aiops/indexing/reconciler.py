@@ -66,8 +66,9 @@ def _template_hash(obj: dict) -> str:
 
 class VectorIndexReconciler:
     def __init__(self, kube: KubeClient, worker_image: str, probe: IndexProbe | None = None,
-                 host_paths: tuple[str, ...] | None = None):
+                 host_paths: tuple[str, ...] | None = None, log_format: str = "text"):
         self.kube = kube
+        self.log_format = log_format  # of the ingest Jobs' lines (aiops.logs)
         self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.worker_image = worker_image
         self.probe = probe or IndexProbe()
@@ -281,7 +282,8 @@ class VectorIndexReconciler:
             # The spec rides on the Job; one too big for that goes in a ConfigMap that belongs to the
             # Job, so pruning the Job takes it along (the pod waits in the kubelet for it).
             created = await self.kube.create_or_read(
-                owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image, ctx.namespace), ctx.obj))
+                owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image, ctx.namespace,
+                                          self.log_format), ctx.obj))
             configmap = build_ingest_configmap(ctx.name, spec, key)
             if configmap is not None:
                 await self.kube.create_if_missing(owned_by(configmap, created))

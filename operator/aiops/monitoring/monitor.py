@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiops import metrics
+from aiops import logs, metrics
 from aiops.api.modeldeployment import ModelDeploymentSpec, Monitoring, ValidationSample
 from aiops.builders.triton import HTTP_PORT, KIND_LABEL, METRICS_PORT
 from aiops.monitoring.accuracy import probes_needed, score
@@ -265,6 +265,7 @@ class Monitor:
 
     # ---- the loop --------------------------------------------------------------------------------
     async def _loop(self, key: Key) -> None:
+        logs.set_about("ModelDeployment", *key)  # this task's lines are all about this object
         while key in self.targets:
             started = time.perf_counter()
             try:

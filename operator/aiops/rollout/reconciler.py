@@ -53,7 +53,7 @@ class ModelDeploymentReconciler:
     def __init__(self, kube: RolloutClient, worker_image: str, triton_timeout: float = 5.0,
                  verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None,
                  validation_job_ttl: int | None = None, servers: Servers | None = None,
-                 host_paths: tuple[str, ...] | None = None):
+                 host_paths: tuple[str, ...] | None = None, log_format: str = "text"):
         self.kube = kube
         self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
@@ -61,7 +61,8 @@ class ModelDeploymentReconciler:
         self.keys = ModelControlKeys(kube)
         servers = servers or PodServers(triton_timeout, self.keys)
         room = Room(kube)
-        self.validation = Validation(kube, self.jobs, room, worker_image, validation_job_ttl, self.keys)
+        self.validation = Validation(kube, self.jobs, room, worker_image, validation_job_ttl, self.keys,
+                                     log_format)
         self.deploy = Deploy(kube, servers, room, self.keys)
         self.recovery = Recovery(kube, servers, self.deploy)
         self.demotion = Demotion(verdicts, self.recovery)

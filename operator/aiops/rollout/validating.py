@@ -33,8 +33,10 @@ MOUNT_CHECK_EVERY = 10.0
 
 class Validation:
     def __init__(self, kube: RolloutClient, jobs: JobWatch, room: Room, worker_image: str,
-                 validation_job_ttl: int | None = None, keys: ModelControlKeys | None = None):
+                 validation_job_ttl: int | None = None, keys: ModelControlKeys | None = None,
+                 log_format: str = "text"):
         self.kube, self.jobs, self.room = kube, jobs, room
+        self.log_format = log_format  # of the validation Jobs' lines (aiops.logs)
         self.keys = keys
         self.worker_image = worker_image
         self.validation_job_ttl = validation_job_ttl  # seconds a finished validation Job stays
@@ -66,7 +68,7 @@ class Validation:
             # a Job's pod that mounts a spec ConfigMap waits in the kubelet until it exists.
             # The Deployment goes first: its image pull and server start are the longest wait.
             creates = build_validation_objects(ctx.name, spec, version, attempt, self.worker_image,
-                                               self.validation_job_ttl)
+                                               self.validation_job_ttl, self.log_format)
             early = starts_early(ctx, spec, room)
             if early:
                 creates.insert(0, desired_deployment(ctx, spec, surge=False)[0])

@@ -47,8 +47,9 @@ PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why
 
 class TrainingJobReconciler:
     def __init__(self, kube: KubeClient, worker_image: str, step_job_ttl: int | None = None,
-                 host_paths: tuple[str, ...] | None = None):
+                 host_paths: tuple[str, ...] | None = None, log_format: str = "text"):
         self.kube = kube
+        self.log_format = log_format  # of the step Jobs' lines (aiops.logs)
         self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.worker_image = worker_image
         self.step_job_ttl = step_job_ttl  # seconds a finished step Job stays
@@ -131,7 +132,7 @@ class TrainingJobReconciler:
                 run = status.get("run") or run_id(digest, dataset or "")
                 status["run"] = run
             body = build_step_job(name, spec, step, digest, self.worker_image, dataset_version=dataset, run=run,
-                                  ttl_seconds=self.step_job_ttl)
+                                  ttl_seconds=self.step_job_ttl, log_format=self.log_format)
             await self.kube.create_if_missing(owned_by(body, tj))
             for step_name in STEP_NAMES[step]:
                 set_step(status, step_name, "Running", now, f"Job {job_name} started")

@@ -1,0 +1,73 @@
+"""How the operator and its workers log: Kopf's own formatters, as plain text or one JSON object
+per line (AIOPS_LOG_FORMAT=text|json, the Helm value logFormat), with the object a line is about on
+every line: `[namespace/name]` in text, an `object` field (apiVersion, kind, namespace, name, uid)
+in JSON, as Kopf writes its own per-object lines.
+
+The object comes from a context variable: a reconcile or a monitoring loop runs `with about(...)`,
+so everything logged inside, by our code or a library, names it. A worker Job's process takes it
+from its environment (OBJECT_ENV, set by builders/jobs.py), so its lines carry the object too."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+import kopf
+
+from aiops.api.common import GROUP, VERSION
+
+FORMATS = ("text", "json")
+TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+OBJECT_ENV = ("AIOPS_OBJECT_KIND", "AIOPS_OBJECT_NAMESPACE", "AIOPS_OBJECT_NAME")
+_current: ContextVar[dict | None] = ContextVar("aiops_log_object", default=None)
+
+
+def reference(kind: str, namespace: str, name: str, uid: str | None = None) -> dict:
+    ref = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "namespace": namespace, "name": name}
+    return {**ref, "uid": uid} if uid else ref
+
+
+@contextlib.contextmanager
+def about(kind: str, namespace: str, name: str, uid: str | None = None) -> Iterator[None]:
+    """Every line logged inside (in this task) is about this object."""
+    token = _current.set(reference(kind, namespace, name, uid))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def set_about(kind: str, namespace: str, name: str) -> None:
+    """For the rest of this context (a task of its own, a worker process): lines are about this object."""
+    _current.set(reference(kind, namespace, name))
+
+
+class _ObjectReference(logging.Filter):
+    """Gives a record the current object, where Kopf's object logger has not already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "k8s_ref") and (ref := _current.get()) is not None:
+            record.k8s_ref = ref
+        return True
+
+
+def configure(level: str = "INFO", log_format: str = "text") -> None:
+    """One handler on the root logger with Kopf's formatter for `log_format` ("text" or "json")."""
+    if log_format not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
+    kopf.configure(debug=level == "DEBUG", log_format=kopf.LogFormat.JSON if log_format == "json" else TEXT,
+                   log_prefix=log_format == "text")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        handler.addFilter(_ObjectReference())
+
+
+def about_from_environment() -> None:
+    """In a worker Job: its lines are about the object its Job is for, when the Job says which."""
+    kind, namespace, name = (os.environ.get(v, "") for v in OBJECT_ENV)
+    if kind and namespace and name:
+        set_about(kind, namespace, name)
