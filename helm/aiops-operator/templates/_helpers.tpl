@@ -108,11 +108,12 @@ denied request and on a rule nothing used, apart from a short commented allowlis
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
-# Events for `kubectl describe` (the controllers' and Kopf's warnings); listed to read the kubelet's
-# FailedMount on a validation pod whose hostPath model repository does not exist.
+# Events for `kubectl describe` (the controllers' and Kopf's warnings), a repeat counted on the first
+# (patch); listed to read the kubelet's FailedMount on a validation pod whose hostPath model
+# repository does not exist.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "list"]
+  verbs: ["create", "patch", "list"]
 {{- end -}}
 
 {{/* What is cluster-wide by nature, whatever the watched namespaces. */}}
