@@ -22,7 +22,7 @@ from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.room import Room, fits_no_node, starts_early
-from aiops.rollout.verdict import job_outcome
+from aiops.rollout.verdict import job_outcome, own_pods
 from aiops.rollout.world import RolloutClient
 
 # Validation reasons that mean "not there yet" rather than "bad": a training run may still register it.
@@ -47,11 +47,11 @@ class Validation:
         version = rollout["version"]
         attempt = validation_attempt(rollout["revision"], ctx.retry_token)
         name = validation_job_name(ctx.name, version, attempt)
-        outcome, pods = None, []
+        outcome, job, pods = None, None, []
         if rollout.get("validationJob"):  # looked up once this rollout made it; a new one goes straight to creating
             watched = self.jobs.get(ctx.namespace, name)
             outcome = job_outcome(*watched) if watched else None
-            pods = watched[1] if watched else []
+            job, pods = watched if watched else (None, [])
             if outcome is None or (outcome.finished and outcome.exit_code is None):
                 # Not in the watch yet, or finished there before its pod's last state: ask the API server.
                 job, pods = await self.kube.read_job(ctx.namespace, name)
@@ -84,7 +84,7 @@ class Validation:
             return ROLLOUT_POLL
         if not outcome.finished:
             self._unschedulable(ctx, name, pods)
-            missing = await self._repository_not_mountable(ctx, spec, name)
+            missing = await self._repository_not_mountable(ctx, spec, name, own_pods(job, pods) if job else pods)
             if missing:
                 return await self._wait_for_model(ctx, name, "RepositoryNotFound", "Warning", missing)
             return self._pending(spec, rollout, name)
@@ -132,11 +132,14 @@ class Validation:
             "%Y-%m-%dT%H:%M:%SZ")
         return backoff
 
-    async def _repository_not_mountable(self, ctx: Ctx, spec: ModelDeploymentSpec, job_name: str) -> str | None:
+    async def _repository_not_mountable(self, ctx: Ctx, spec: ModelDeploymentSpec, job_name: str,
+                                        pods: list[dict]) -> str | None:
         """Why the validation pod cannot start, when the reason is that its hostPath repository does
         not exist on the node (the kubelet's FailedMount Event on the pod says so; the pod itself
         only shows ContainerCreating). Looked into once the pod had time to start, then every few
-        seconds: one LIST of the namespace's FailedMount Events."""
+        seconds: one LIST of the namespace's FailedMount Events. Only Events of `pods`, this Job's
+        own (by pod name): a retried Job has the same name, and its predecessor's pods' Events
+        outlive them."""
         repo = spec.repository.host_path
         if repo is None or age(ctx.status["rollout"].get("stepStartedAt")) < MOUNT_CHECK_AFTER:
             return None
@@ -147,10 +150,13 @@ class Validation:
         self._mount_checks[key] = now
         if len(self._mount_checks) > 1000:
             self._mount_checks.clear()
+        current = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+        if not current:
+            return None
         for event in await self.kube.mount_failures(ctx.namespace):
             pod = event.get("involvedObject", {}).get("name", "")
             message = event.get("message", "")
-            if pod.startswith(f"{job_name}-") and "model-repository" in message and "hostPath type check" in message:
+            if pod in current and "model-repository" in message and "hostPath type check" in message:
                 return (f"The model repository (hostPath {repo.path}) does not exist on the node, so the validation "
                         f"pod cannot mount it (kubelet: {message}). Create it there, readable by Triton's uid "
                         f"{TRITON_USER} and writable by uid {WORKER_USER} if a TrainingJob registers into it "
