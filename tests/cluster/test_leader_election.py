@@ -73,20 +73,33 @@ def invalid_md(name: str) -> dict:
                      "resources": {"gpus": 8, "memory": "1Gi"}}}
 
 
-def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(kube, crds_installed, namespace, wait_for,
-                                                                   tmp_path):
+def lease_holder(kube, namespace: str):
+    """A function: the Lease's holder now ("" when none or no Lease)."""
     leases = client.CoordinationV1Api(kube.api_client)
-    custom = client.CustomObjectsApi(kube.api_client)
 
     def holder() -> str:
         try:
             return leases.read_namespaced_lease(LEASE, namespace).spec.holder_identity or ""
         except client.ApiException:
             return ""
+    return holder
+
+
+def md_phase(kube, namespace: str):
+    """A function: a ModelDeployment's status.phase now."""
+    custom = client.CustomObjectsApi(kube.api_client)
 
     def phase(name: str) -> str | None:
         obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
         return (obj.get("status") or {}).get("phase")
+    return phase
+
+
+def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(kube, crds_installed, namespace, wait_for,
+                                                                   tmp_path):
+    leases = client.CoordinationV1Api(kube.api_client)
+    custom = client.CustomObjectsApi(kube.api_client)
+    holder, phase = lease_holder(kube, namespace), md_phase(kube, namespace)
 
     candidates = [Candidate(n, namespace, tmp_path) for n in ("op-a", "op-b")]
     try:
@@ -188,19 +201,9 @@ def test_a_leader_frozen_past_its_lease_writes_nothing_when_it_runs_again(kube, 
     """SIGSTOP the leader, let the standby take over and make work for both, SIGCONT the old
     leader: its watch hands it that work at once, yet the API server's audit log shows no write
     from it after the freeze, and it exits."""
-    leases = client.CoordinationV1Api(kube.api_client)
     custom = client.CustomObjectsApi(kube.api_client)
     rbac = client.RbacAuthorizationV1Api(kube.api_client)
-
-    def holder() -> str:
-        try:
-            return leases.read_namespaced_lease(LEASE, namespace).spec.holder_identity or ""
-        except client.ApiException:
-            return ""
-
-    def phase(name: str) -> str | None:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
-        return (obj.get("status") or {}).get("phase")
+    holder, phase = lease_holder(kube, namespace), md_phase(kube, namespace)
 
     config_a, user_a = service_account_kubeconfig(kube, namespace, "op-a", tmp_path)
     config_b, user_b = service_account_kubeconfig(kube, namespace, "op-b", tmp_path)
