@@ -1,7 +1,9 @@
-"""How the operator and its workers log: Kopf's own formatters, as plain text or one JSON object
-per line (AIOPS_LOG_FORMAT=text|json, the Helm value logFormat), with the object a line is about on
-every line: `[namespace/name]` in text, an `object` field (apiVersion, kind, namespace, name, uid)
-in JSON, as Kopf writes its own per-object lines.
+"""How the operator and its workers log: plain text or one JSON object per line
+(AIOPS_LOG_FORMAT=text|json, the Helm value logFormat), with the object a line is about on every
+line: `[namespace/name]` in text, an `object` field (apiVersion, kind, namespace, name, uid) in
+JSON, as Kopf writes its own per-object lines (`k8s_ref` on the record, python-json-logger for
+JSON). The formatters are Kopf's, made here: importing Kopf costs a worker Job almost a second at
+start, and the workers have no other use for it.
 
 The object comes from a context variable: a reconcile or a monitoring loop runs `with about(...)`,
 so everything logged inside, by our code or a library, names it. A worker Job's process takes it
@@ -10,12 +12,11 @@ from its environment (OBJECT_ENV, set by builders/jobs.py), so its lines carry t
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import Iterator
 from contextvars import ContextVar
-
-import kopf
 
 from aiops.api.common import GROUP, VERSION
 
@@ -54,16 +55,49 @@ class _ObjectReference(logging.Filter):
         return True
 
 
+class _PrefixingText(logging.Formatter):
+    """Kopf's prefixing text formatter: `[namespace/name] message` for a line about an object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ref = getattr(record, "k8s_ref", None)
+        if ref:
+            record = copy.copy(record)
+            namespace, name = ref.get("namespace", ""), ref.get("name", "")
+            record.msg = f"[{namespace}/{name}] {record.msg}" if namespace else f"[{name}] {record.msg}"
+        return super().format(record)
+
+
+def _json_formatter() -> logging.Formatter:
+    """Kopf's JSON formatter: python-json-logger's, with `timestamp`, `severity` and `object`."""
+    from pythonjsonlogger.core import RESERVED_ATTRS
+    from pythonjsonlogger.json import JsonFormatter
+
+    class ObjectJson(JsonFormatter):
+        def add_fields(self, log_record: dict, record: logging.LogRecord, message_dict: dict) -> None:
+            super().add_fields(log_record, record, message_dict)
+            if hasattr(record, "k8s_ref"):
+                log_record["object"] = record.k8s_ref
+            log_record.setdefault("severity", "debug" if record.levelno <= logging.DEBUG else
+                                  "info" if record.levelno <= logging.INFO else
+                                  "warn" if record.levelno <= logging.WARNING else
+                                  "error" if record.levelno <= logging.ERROR else "fatal")
+
+    return ObjectJson(timestamp=True, reserved_attrs={*RESERVED_ATTRS, "k8s_skip", "k8s_ref", "settings"})
+
+
 def configure(level: str = "INFO", log_format: str = "text") -> None:
-    """One handler on the root logger with Kopf's formatter for `log_format` ("text" or "json")."""
+    """One handler on the root logger, formatting as `log_format` ("text" or "json")."""
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
-    kopf.configure(debug=level == "DEBUG", log_format=kopf.LogFormat.JSON if log_format == "json" else TEXT,
-                   log_prefix=log_format == "text")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_json_formatter() if log_format == "json" else _PrefixingText(TEXT))
+    handler.addFilter(_ObjectReference())
     root = logging.getLogger()
+    root.handlers[:] = [handler]
     root.setLevel(level)
-    for handler in root.handlers:
-        handler.addFilter(_ObjectReference())
+    if level != "DEBUG":  # as Kopf does: asyncio's own chatter only when debugging
+        logging.getLogger("asyncio").propagate = False
+        logging.getLogger("asyncio").handlers[:] = [logging.NullHandler()]
 
 
 def about_from_environment() -> None:
