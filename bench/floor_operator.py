@@ -24,6 +24,7 @@ if SAME_OBJECTS:  # imported up front, as the operator does: not on the first ob
     from aiops.builders.triton import build_model_control_secret, build_triton_deployment
     from aiops.builders.validation_job import build_validation_objects, validation_attempt
     from aiops.kube.objects import owned_by
+    from aiops.rollout.modelcontrol import fingerprint
     from aiops.rollout.revision import spec_revision
 
 
@@ -56,8 +57,10 @@ def create(name: str, namespace: str, memo: kopf.Memo, body: kopf.Body, **_):
 def create_ours(name: str, namespace: str, body: dict, memo: kopf.Memo) -> None:
     spec = ModelDeploymentSpec.from_wire(body["spec"])
     attempt = validation_attempt(spec_revision(spec), "")
-    memo.apps.create_namespaced_deployment(namespace, owned_by(build_triton_deployment(name, spec, False), body))
     key = secrets.token_hex(32)
-    memo.core.create_namespaced_secret(namespace, owned_by(build_model_control_secret(name, key), body))
+    secret = build_model_control_secret(name, key, fingerprint(key))
+    memo.apps.create_namespaced_deployment(namespace, owned_by(build_triton_deployment(
+        name, spec, False, secret["metadata"]["name"]), body))
+    memo.core.create_namespaced_secret(namespace, owned_by(secret, body))
     for job in build_validation_objects(name, spec, spec.model.version, attempt, "worker", 3600):
         memo.batch.create_namespaced_job(namespace, owned_by(job, body))

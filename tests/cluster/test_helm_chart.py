@@ -40,9 +40,6 @@ ALLOWED_UNUSED = {
     ("apps", "deployments/scale", "patch"),
     # A superseded ingest/training run's Job is deleted (kube.delete).
     ("batch", "jobs", "delete"),
-    # An external Milvus with credentials (VectorIndex spec; the example runs a managed one), and a
-    # model-control key read back after an operator restart (a short run made and kept them).
-    ("", "secrets", "get"),
     # A changed VectorIndex spec updates the managed Milvus ConfigMap and StatefulSet template
     # (indexing/reconciler.py _apply); the example is applied once and never changed here.
     ("", "configmaps", "patch"),
@@ -194,6 +191,36 @@ def report_rbac(kube, release: str, user: str, out: Path) -> tuple[list, list, s
     return denied, unused, used
 
 
+def external_credentials_need_the_namespaces_consent(kube, namespace: str, release: str, release_ns: str,
+                                                     wait_for) -> None:
+    """A VectorIndex naming a credentials Secret: the operator, which may read no Secret of a
+    workload namespace, says how to let it; once the namespace binds the chart's ClusterRole, it
+    reads the Secret (and goes on to check where the Secret may be sent)."""
+    custom = client.CustomObjectsApi(kube.api_client)
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "milvus-auth"},
+                                                   "stringData": {"username": "root", "password": "s3cret"}})
+    vi = next(d for d in yaml.safe_load_all((EXAMPLES / "vectorindex.yaml").read_text()) if d and
+              d["kind"] == "VectorIndex")
+    vi["metadata"]["name"] = "external"
+    vi["spec"]["milvus"] = {"external": {"uri": "http://milvus.search.invalid:19530",
+                                         "credentials": {"secretName": "milvus-auth"}}}
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", vi)
+
+    def milvus_ready(words: str):
+        def check():
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", "external")
+            c = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "MilvusReady"), {})
+            return c if c.get("reason") == "CredentialsNotPermitted" and words in c["message"] else None
+        return check
+
+    refused = wait_for(milvus_ready("may not read Secrets"), timeout=60, what="CredentialsNotPermitted (RBAC)")
+    binding = f"--clusterrole={release}-milvus-credentials --serviceaccount={release_ns}:{release}"
+    assert binding in refused["message"], refused
+    kube.kubectl("create", "rolebinding", "aiops-milvus-credentials", "-n", namespace, *binding.split())
+    wait_for(milvus_ready("is not marked for Milvus"), timeout=60, what="the Secret read once bound")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", "external")
+
+
 # ---- tests ---------------------------------------------------------------------------------------
 
 def test_install_upgrade_and_uninstall(kube, crds_installed, wait_for):
@@ -212,7 +239,8 @@ def test_install_upgrade_and_uninstall(kube, crds_installed, wait_for):
         assert kube.core.read_namespaced_service(f"{release}-metrics", ns).spec.ports[0].name == "metrics"
         assert apps.list_namespaced_daemon_set(ns).items == []
         assert {r.metadata.name for r in rbac.list_cluster_role(
-            label_selector=f"app.kubernetes.io/instance={release}").items} == {release, f"{release}-cluster"}
+            label_selector=f"app.kubernetes.io/instance={release}").items} == {
+                release, f"{release}-cluster", f"{release}-milvus-credentials"}
         assert kube.helm("status", release, "-n", ns, "-o", "json").stdout.count('"deployed"') >= 1
 
         # Two replicas: leader election on, its Role in the release namespace, no downtime updates.
@@ -260,15 +288,19 @@ def test_operator_reconciles_the_examples_with_only_the_charts_rbac(kube, crds_i
             kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
 
         # The operator as the Deployment runs it (its args), under the chart's ServiceAccount.
-        args = client.AppsV1Api(kube.api_client).read_namespaced_deployment(
-            release, release_ns).spec.template.spec.containers[0].args
+        container = client.AppsV1Api(kube.api_client).read_namespaced_deployment(
+            release, release_ns).spec.template.spec.containers[0]
+        args = container.args
+        # The chart's settings, but the test's model repository lies where the test session allows.
+        chart_env = {e.name: e.value for e in container.env if e.value is not None and e.name.startswith("AIOPS_")
+                     and e.name not in os.environ}
         args = [a for a in args if not a.startswith(("--liveness", "--metrics-port"))]
         assert args[0] == "run" and "--leader-elect" in args
         log = open(tmp_path / "operator.log", "wb")
         operator = subprocess.Popen(
             [sys.executable, "-m", "aiops", *args, "--metrics-port=0",
              f"--liveness=http://127.0.0.1:{free_port()}/healthz"],
-            env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": release_ns,
+            env={**os.environ, **chart_env, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": release_ns,
                  "AIOPS_WORKER_IMAGE": "registry.local/aiops-operator:test"},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -285,6 +317,7 @@ def test_operator_reconciles_the_examples_with_only_the_charts_rbac(kube, crds_i
             return md if status.get("phase") == "Ready" and ready.get("status") == "True" else None
 
         wait_for(ready, timeout=240, interval=0.5, what="the example ModelDeployment Ready")
+        external_credentials_need_the_namespaces_consent(kube, namespace, release, release_ns, wait_for)
         # Give the other examples' controllers a moment to act (their requests count as used).
         time.sleep(5)
         # Real status bodies, for the Argo CD health-check fixtures (tests/unit/test_argocd_health.py).
@@ -313,6 +346,8 @@ def test_operator_reconciles_the_examples_with_only_the_charts_rbac(kube, crds_i
     denied, unused, used = report_rbac(kube, release, user, tmp_path)
     kube.helm("uninstall", release, "-n", release_ns, "--wait", check=False)
     kube.core.delete_namespace(release_ns)
+    # The one refusal expected: the credentials Secret before the namespace bound the ClusterRole.
+    denied = [d for d in denied if d != ("", "secrets", "get", namespace)]
     assert not denied, f"requests the chart's RBAC refused (group, resource, verb, namespace): {denied}"
     assert not unused, f"granted by the chart but never used (drop them, or allowlist with a reason): {unused}"
     assert not (ALLOWED_UNUSED & used), f"allowlisted but used, take them off: {sorted(ALLOWED_UNUSED & used)}"

@@ -110,8 +110,10 @@ def test_helm_lint_strict(tools, tmp_path):
 def test_defaults_render_the_operator_locked_down(tools):
     docs = index(template(tools))
     assert {k[0] for k in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                                    "ConfigMap", "DaemonSet"}
-    assert not any(k[0] in ("ServiceMonitor", "PrometheusRule", "Role") for k in docs)
+                                    "ConfigMap", "DaemonSet", "Role", "RoleBinding"}
+    assert not any(k[0] in ("ServiceMonitor", "PrometheusRule") for k in docs)
+    # The one Role: the operator's own key Secret (no leader-election Lease with one replica).
+    assert [k for k in docs if k[0] == "Role"] == [("Role", NAMESPACE, "aiops-operator-key")]
     dep = docs[("Deployment", NAMESPACE, "aiops-operator")]
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     pod = dep["spec"]["template"]["spec"]
@@ -148,8 +150,16 @@ def test_cluster_roles_have_no_wildcards_and_no_write_on_nodes(tools):
             if "nodes" in rule["resources"]:
                 assert set(rule["verbs"]) <= {"get", "list", "watch"}
             if "secrets" in rule["resources"]:
-                # Read one by name, never list them all; create: the model-control keys.
-                assert rule["verbs"] == ["get", "create"], "secrets: get and create only, never list"
+                assert "list" not in rule["verbs"] and "watch" not in rule["verbs"], "secrets are never listed"
+    # Secrets are read in two places only: the operator's own key, by name, in the release
+    # namespace; and the namespaces that bind the milvus-credentials ClusterRole themselves.
+    readers = [(d["kind"], d["metadata"]["name"], rule) for d in docs if d["kind"] in ("ClusterRole", "Role")
+               for rule in d["rules"] if "secrets" in rule["resources"] and "get" in rule["verbs"]]
+    assert sorted((kind, name) for kind, name, _ in readers) == [
+        ("ClusterRole", "aiops-operator-milvus-credentials"), ("Role", "aiops-operator-key")]
+    assert next(rule for kind, _, rule in readers if kind == "Role")["resourceNames"] == ["aiops-operator-key"]
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")}
+    assert "aiops-operator-milvus-credentials" not in bound, "no namespace's Secrets are readable by default"
 
 
 def test_the_gpu_layout_is_two_plugin_instances_that_advertise_the_seed_split(tools):

@@ -27,9 +27,10 @@ def restricted_args() -> list[str]:
     """The Deployment's restriction arguments as tritonserver receives them in the pod."""
     spec = ModelDeploymentSpec.from_wire({"model": {"name": "double", "version": 1},
                                           "repository": {"hostPath": {"path": "/m"}}})
-    (container,) = build_triton_deployment("md", spec, False)["spec"]["template"]["spec"]["containers"]
+    dep = build_triton_deployment("md", spec, False, "md-model-control-1a2b3c4d")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
     env = container["env"][0]
-    assert env["name"] == MODEL_CONTROL_ENV and env["valueFrom"]["secretKeyRef"]["name"] == "md-model-control"
+    assert env["name"] == MODEL_CONTROL_ENV and env["valueFrom"]["secretKeyRef"]["name"] == "md-model-control-1a2b3c4d"
     assert all(KEY not in a for a in container["args"])  # the pod spec never holds the key
     return [expand(a, {MODEL_CONTROL_ENV: KEY}) for a in container["args"] if "restricted" in a]
 

@@ -15,12 +15,16 @@ def spec(**extra):
     return ModelDeploymentSpec.model_validate(base)
 
 
+def deployment(name, s, surge):
+    return build_triton_deployment(name, s, surge=surge, control_secret=f"{name}-model-control-0")
+
+
 def container(dep):
     return dep["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_seed_defaults_two_gpus_64gi_explicit_model_control():
-    dep = build_triton_deployment("llm", spec(), surge=False)
+    dep = deployment("llm", spec(), surge=False)
     c = container(dep)
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "2", "memory": "64Gi"}
     assert "--model-control-mode=explicit" in c["args"]
@@ -34,13 +38,13 @@ def test_seed_defaults_two_gpus_64gi_explicit_model_control():
 
 def test_version_is_not_in_the_pod_template():
     """A version change must not roll pods: it is swapped in the running server."""
-    v3 = build_triton_deployment("llm", spec(), surge=False)
-    v4 = build_triton_deployment("llm", spec(model={"name": "resnet", "version": 4}), surge=False)
+    v3 = deployment("llm", spec(), surge=False)
+    v4 = deployment("llm", spec(model={"name": "resnet", "version": 4}), surge=False)
     assert v3 == v4
 
 
 def test_pods_run_non_root_with_a_read_only_root():
-    pod = build_triton_deployment("llm", spec(), surge=False)["spec"]["template"]["spec"]
+    pod = deployment("llm", spec(), surge=False)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = pod["containers"][0]["securityContext"]
@@ -49,16 +53,16 @@ def test_pods_run_non_root_with_a_read_only_root():
 
 
 def test_surge_only_when_capacity_allows():
-    assert build_triton_deployment("a", spec(), surge=True)["spec"]["strategy"]["rollingUpdate"] == \
+    assert deployment("a", spec(), surge=True)["spec"]["strategy"]["rollingUpdate"] == \
         {"maxSurge": 1, "maxUnavailable": 0}
-    assert build_triton_deployment("a", spec(), surge=False)["spec"]["strategy"]["rollingUpdate"] == \
+    assert deployment("a", spec(), surge=False)["spec"]["strategy"]["rollingUpdate"] == \
         {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def test_pvc_with_sub_path_and_custom_gpu_resource():
     s = spec(repository={"persistentVolumeClaim": {"claimName": "models", "subPath": "triton"}},
              resources={"gpus": 1, "gpuResourceName": "nvidia.com/gpu.shared", "memory": "8Gi", "cpu": "2"})
-    dep = build_triton_deployment("a", s, surge=False)
+    dep = deployment("a", s, surge=False)
     c = container(dep)
     assert c["volumeMounts"][0]["subPath"] == "triton"
     assert dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == \
@@ -70,7 +74,7 @@ def test_pvc_with_sub_path_and_custom_gpu_resource():
 
 def test_object_store_repository_uses_the_uri_and_credentials_secret():
     s = spec(repository={"objectStore": {"uri": "s3://bucket/models", "credentialsSecret": "s3-creds"}})
-    dep = build_triton_deployment("a", s, surge=False)
+    dep = deployment("a", s, surge=False)
     c = container(dep)
     assert "--model-repository=s3://bucket/models" in c["args"]
     assert c["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
@@ -81,16 +85,16 @@ def test_runtime_env_and_args():
     s = spec(runtime={"args": ["--log-verbose=1"], "env": [
         {"name": "A", "value": "1"},
         {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]})
-    c = container(build_triton_deployment("a", s, surge=False))
+    c = container(deployment("a", s, surge=False))
     assert c["args"][-1] == "--log-verbose=1"
     assert c["env"] == [{"name": "AIOPS_MODEL_CONTROL_KEY",
-                         "valueFrom": {"secretKeyRef": {"name": "a-model-control", "key": "key"}}},
+                         "valueFrom": {"secretKeyRef": {"name": "a-model-control-0", "key": "key"}}},
                         {"name": "A", "value": "1"},
                         {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
 
 
 def test_service_selects_the_deployments_pods():
-    dep, svc = build_triton_deployment("a", spec(), surge=False), build_triton_service("a")
+    dep, svc = deployment("a", spec(), surge=False), build_triton_service("a")
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
 

@@ -31,7 +31,7 @@ def test_the_filtered_kinds_and_what_the_builders_label():
 
     md = ModelDeploymentSpec.from_wire({"model": {"name": "m", "version": 1},
                                         "repository": {"hostPath": {"path": "/m"}}})
-    assert owned(build_triton_deployment("md", md, surge=False))
+    assert owned(build_triton_deployment("md", md, surge=False, control_secret="md-model-control-0"))
     example = next(d for d in yaml.safe_load_all(open("examples/vectorindex.yaml")) if d["kind"] == "VectorIndex")
     assert owned(build_milvus_statefulset("idx", VectorIndexSpec.model_validate(copy.deepcopy(example["spec"]))))
     # Every Job (validation, training steps, ingestion) is built by worker_job, whatever labels it is given.

@@ -102,12 +102,13 @@ denied request and on a rule nothing used, apart from a short commented allowlis
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create"]
-# Secrets: the key of each ModelDeployment's Triton model control (made with its first pods, read
-# back after a restart), and the credentials of an external Milvus (VectorIndex spec.milvus
-# secret reference), read only.
+# Secrets: created, never read: the key of each ModelDeployment's Triton model control (its
+# first pods read it; the operator computes it again from its own key). The operator reads only
+# its own key (a Role in the release namespace) and, in a namespace that binds the
+# milvus-credentials ClusterRole to it, the credentials an external Milvus needs.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["create"]
 # Events for `kubectl describe` (the controllers' and Kopf's warnings), a repeat counted on the first
 # (patch); listed to read the kubelet's FailedMount on a validation pod whose hostPath model
 # repository does not exist.

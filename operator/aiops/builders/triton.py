@@ -88,14 +88,15 @@ MODEL_CONTROL_ENV = "AIOPS_MODEL_CONTROL_KEY"
 MODEL_CONTROL_KEY = "key"
 
 
-def model_control_secret_name(md_name: str) -> str:
-    return child_name(md_name, "model-control")
+def model_control_secret_name(md_name: str, fingerprint: str) -> str:
+    """The Secret of the key whose fingerprint (rollout/modelcontrol.py) is `fingerprint`."""
+    return child_name(md_name, f"model-control-{fingerprint}")
 
 
-def build_model_control_secret(md_name: str, key: str) -> dict:
+def build_model_control_secret(md_name: str, key: str, fingerprint: str) -> dict:
     """The Secret holding the key the Triton pods demand for model control."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": model_control_secret_name(md_name), "labels": triton_labels(md_name)},
+            "metadata": {"name": model_control_secret_name(md_name, fingerprint), "labels": triton_labels(md_name)},
             "data": {MODEL_CONTROL_KEY: base64.b64encode(key.encode()).decode()}}
 
 
@@ -109,9 +110,10 @@ def triton_args(spec: ModelDeploymentSpec, repository: str) -> list[str]:
             "--metrics-config=summary_latencies=true", *spec.runtime.args]
 
 
-def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool) -> dict:
+def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool, control_secret: str) -> dict:
     """The Triton Deployment. `surge`: whether a replacement pod fits beside the old ones (the
-    caller checked GPU capacity); without it a template change replaces pods one at a time."""
+    caller checked GPU capacity); without it a template change replaces pods one at a time.
+    `control_secret`: the Secret holding the model-control key (model_control_secret_name)."""
     labels = triton_labels(md_name)
     repository, volumes, mounts, env_from = repository_volume(spec)
     res = spec.resources
@@ -131,7 +133,7 @@ def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool
         "args": triton_args(spec, repository),
         # The spec may not set this name (a validation rule): the arguments expand this value.
         "env": [{"name": MODEL_CONTROL_ENV, "valueFrom": {"secretKeyRef": {
-            "name": model_control_secret_name(md_name), "key": MODEL_CONTROL_KEY}}}, *_env(spec)],
+            "name": control_secret, "key": MODEL_CONTROL_KEY}}}, *_env(spec)],
         "envFrom": env_from,
         "ports": [{"name": "http", "containerPort": HTTP_PORT},
                   {"name": "grpc", "containerPort": GRPC_PORT},

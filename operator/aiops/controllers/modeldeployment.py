@@ -21,11 +21,12 @@ from aiops.capacity import CAPACITY_REASONS
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import allowed_host_paths, log_format, validation_job_ttl, worker_image
-from aiops.controllers.watches import Watches, shared_session, shared_watches
+from aiops.controllers.watches import Watches, shared_operator_key, shared_session, shared_watches
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.nodes import NodeCache
 from aiops.podusage import PodUsages
 from aiops.rollout.childcache import WatchedChildren, is_triton
+from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import unschedulable
 from aiops.rollout.reconciler import ModelDeploymentReconciler
 from aiops.rollout.world import RolloutClient
@@ -53,9 +54,10 @@ def build(memo: kopf.Memo) -> ReconcileLoop:
     verdicts = VerdictRegistry(on_change=lambda key: loop.queue.add(key))
     children, usages = WatchedChildren(), PodUsages(shared_nodes(memo))
     kube = RolloutClient(shared_session(memo), CONNECTIONS, cache=children, capacity=usages)
+    keys = ModelControlKeys(kube, shared_operator_key(memo))
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl(),
-                                           host_paths=allowed_host_paths(), log_format=log_format())
+                                           host_paths=allowed_host_paths(), log_format=log_format(), keys=keys)
     loop = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS, URGENT_WORKERS)
     watch_children(shared_watches(memo), loop, children, usages, shared_nodes(memo))
     return loop

@@ -8,6 +8,7 @@ import os
 import kopf
 
 from aiops.builders.triton import MANAGED_BY
+from aiops.kube.lease import SERVICE_ACCOUNT_NAMESPACE
 from aiops.logs import FORMATS
 
 GROUP = "aiops.dev"
@@ -59,6 +60,23 @@ def allowed_host_paths() -> tuple[str, ...]:
     if relative:
         raise ValueError(f"AIOPS_ALLOWED_HOST_PATHS takes absolute paths, not {', '.join(relative)}")
     return paths
+
+
+def operator_namespace() -> str:
+    """The operator's own namespace, where its key Secret lives: $POD_NAMESPACE (the chart sets it),
+    else the pod's namespace, else `default` (an operator run outside the cluster, in development)."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.exists():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return "default"
+
+
+def credentials_binding() -> str:
+    """What `kubectl create rolebinding` needs to let the operator read Secrets in one namespace
+    (AIOPS_CREDENTIALS_BINDING, set by the chart to its ClusterRole and ServiceAccount)."""
+    return os.environ.get("AIOPS_CREDENTIALS_BINDING") or \
+        "--clusterrole=aiops-operator-milvus-credentials --serviceaccount=<operator namespace>:aiops-operator"
 
 
 def log_format() -> str:

@@ -17,10 +17,12 @@ from typing import Any
 
 import kopf
 
-from aiops.controllers.settings import OWNED_SELECTOR
+from aiops.controllers.settings import OWNED_SELECTOR, operator_namespace
+from aiops.kube.client import KubeClient
 from aiops.kube.config import api_client
 from aiops.kube.informer import Callback, Informer
 from aiops.kube.session import ApiSession
+from aiops.rollout.modelcontrol import OperatorKey
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,11 @@ def shared_session(memo: kopf.Memo) -> ApiSession:
     controller's client share its connection pool. Closed with the watches, in the last cleanup
     handler, after every controller's loop has stopped."""
     return memo.setdefault("kube_session", ApiSession(api_client().configuration))
+
+
+def shared_operator_key(memo: kopf.Memo) -> OperatorKey:
+    """The operator's own key (rollout/modelcontrol.py), read or made once for every controller."""
+    return memo.setdefault("operator_key", OperatorKey(KubeClient(shared_session(memo), 2), operator_namespace()))
 
 
 async def start_watches(memo: kopf.Memo, **_: Any) -> None:

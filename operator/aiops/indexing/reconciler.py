@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 
+from kubernetes.client.rest import ApiException
+
 from aiops import metrics
 from aiops.api.registry import VECTOR_INDEX
 from aiops.api.validation import condition_summary
@@ -66,8 +68,11 @@ def _template_hash(obj: dict) -> str:
 
 class VectorIndexReconciler:
     def __init__(self, kube: KubeClient, worker_image: str, probe: IndexProbe | None = None,
-                 host_paths: tuple[str, ...] | None = None, log_format: str = "text"):
+                 host_paths: tuple[str, ...] | None = None, log_format: str = "text",
+                 credentials_binding: str = "--clusterrole=<release>-milvus-credentials --serviceaccount=<operator>"):
         self.kube = kube
+        # `kubectl create rolebinding` arguments that let the operator read a namespace's Secrets
+        self.credentials_binding = credentials_binding
         self.log_format = log_format  # of the ingest Jobs' lines (aiops.logs)
         self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.worker_image = worker_image
@@ -221,7 +226,15 @@ class VectorIndexReconciler:
         if not external or not external.credentials:
             return None
         creds = external.credentials
-        secret = await self.kube.read("Secret", ctx.namespace, creds.secret_name)
+        try:
+            secret = await self.kube.read("Secret", ctx.namespace, creds.secret_name)
+        except ApiException as e:
+            if e.status != 403:
+                raise
+            raise ProbeError("CredentialsNotPermitted", (
+                f"the operator may not read Secrets in namespace {ctx.namespace}: a namespace administrator "
+                "lets it by binding the chart's milvus-credentials ClusterRole to it there (kubectl create "
+                f"rolebinding aiops-milvus-credentials -n {ctx.namespace} {self.credentials_binding})")) from None
         if secret is None:
             raise ProbeError("CredentialsNotFound", f"Secret {creds.secret_name} does not exist")
         # Whoever may write the Secret says where it may go: a VectorIndex author who cannot read

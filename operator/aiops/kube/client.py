@@ -135,6 +135,11 @@ class KubeClient:
         if not owned_by_uid(found, owner["uid"]):
             raise NameTaken(obj["kind"], meta["name"], owner["kind"])
 
+    async def create_unread(self, obj: dict) -> None:
+        """Creates `obj`; one of its name that exists already is left unread (a Secret the operator
+        may create but not read: its name says what it holds)."""
+        await self._send_unless(409, "POST", path(obj["kind"], obj["metadata"]["namespace"]), obj)
+
     async def create_or_read(self, obj: dict) -> dict:
         """Creates `obj`, or reads it when it exists already; returns it as the API server has it
         (with its uid, for what is to be owned by it, and its owner, for whose it is)."""

@@ -41,6 +41,8 @@ class RolloutFailed(Exception):
 class Ctx(Pass):
     """A pass over one ModelDeployment (`md` is its body), with the rollout's step clock."""
 
+    control_secret: str | None = None  # the Secret of its model-control key (ModelControlKeys.secret_name)
+
     @property
     def md(self) -> dict:
         return self.obj

@@ -33,7 +33,9 @@ def desired_deployment(ctx: Ctx, spec: ModelDeploymentSpec, surge: bool,
     """The Triton Deployment of this spec, owned by the object, with its pod template's revision.
     `pods_for`: the version the pods were made for, where a rollout surged new pods for it (a
     template change of its own), carried over by later rollouts so they change no pods."""
-    dep = owned_by(build_triton_deployment(ctx.name, spec, surge), ctx.md)
+    # Without keys (the steps tested alone) the pods name a Secret nobody makes.
+    control_secret = ctx.control_secret or child_name(ctx.name, "model-control")
+    dep = owned_by(build_triton_deployment(ctx.name, spec, surge, control_secret), ctx.md)
     template = dep["spec"]["template"]
     if pods_for:
         template["metadata"].setdefault("annotations", {})[PODS_FOR_ANNOTATION] = pods_for
@@ -126,7 +128,7 @@ class Deploy:
             rollout["templateChanged"] = current is not None and current_rev != revision
             check_owned(ctx, current)
             if self.keys is not None:  # before the pods, which read their model-control key from it
-                check_owned(ctx, await self.keys.ensure(ctx.md))
+                await self.keys.ensure(ctx.md)
             check_owned(ctx, await self.kube.apply_deployment(desired, current))
             rollout.pop("waitReason", None)
             ctx.condition("ResourcesAvailable", True, "ResourcesFit", message)

@@ -53,12 +53,13 @@ class ModelDeploymentReconciler:
     def __init__(self, kube: RolloutClient, worker_image: str, triton_timeout: float = 5.0,
                  verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None,
                  validation_job_ttl: int | None = None, servers: Servers | None = None,
-                 host_paths: tuple[str, ...] | None = None, log_format: str = "text"):
+                 host_paths: tuple[str, ...] | None = None, log_format: str = "text",
+                 keys: ModelControlKeys | None = None):
         self.kube = kube
         self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
         self.verdicts = verdicts
-        self.keys = ModelControlKeys(kube)
+        self.keys = keys  # None: Triton's model control is not restricted (tests of the steps alone)
         servers = servers or PodServers(triton_timeout, self.keys)
         room = Room(kube)
         self.validation = Validation(kube, self.jobs, room, worker_image, validation_job_ttl, self.keys,
@@ -78,6 +79,8 @@ class ModelDeploymentReconciler:
         if spec is None:
             return None
         ctx.status["observedGeneration"] = ctx.generation
+        if self.keys is not None:
+            ctx.control_secret = await self.keys.secret_name(ctx.namespace, ctx.name)
         dep_name = child_name(ctx.name, "triton")
         revision = self._revisions.get(ctx.md, None, lambda: spec_revision(spec))
         rollout = ctx.status.get("rollout")

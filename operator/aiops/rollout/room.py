@@ -18,7 +18,7 @@ class Room:
     async def for_spec(self, spec: ModelDeploymentSpec, own_pods: list[dict] = ()) -> Capacity:
         """Room for Triton pods of this spec (their GPUs, memory and CPU); `own_pods` count as
         free (the pods a rollout replaces in place)."""
-        template = build_triton_deployment("capacity-check", spec, False)["spec"]["template"]
+        template = build_triton_deployment("capacity-check", spec, False, "capacity-check")["spec"]["template"]
         usages, nodes = await self.kube.pod_usages_and_nodes()
         tolerations = [{"key": spec.resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
         return capacity(nodes, usages, pod_requests(template), spec.node_selector, tolerations,

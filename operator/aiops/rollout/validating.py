@@ -17,7 +17,7 @@ from aiops.builders.validation_job import build_validation_objects, validation_a
 from aiops.capacity import CAPACITY_REASONS
 from aiops.kube.objects import NameTaken, owned_by
 from aiops.rollout.context import ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
-from aiops.rollout.deploy import check_owned, deployment_ref, desired_deployment, owned
+from aiops.rollout.deploy import deployment_ref, desired_deployment, owned
 from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import pod_problem, unschedulable_reason
@@ -73,13 +73,11 @@ class Validation:
             if early:
                 creates.insert(0, desired_deployment(ctx, spec, surge=False)[0])
                 rollout["serverStartedEarly"] = True
-            try:
-                made = await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates),
-                                            *([self.keys.ensure(ctx.md)] if early and self.keys is not None else []))
+            try:  # the early pods read their model-control key from its Secret
+                await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates),
+                                     *([self.keys.ensure(ctx.md)] if early and self.keys is not None else []))
             except NameTaken as taken:  # a version that cannot validate: rejected like any other
                 raise RolloutFailed(taken.reason, str(taken)) from None
-            if len(made) > len(creates):
-                check_owned(ctx, made[-1])  # the early pods' model-control key
             rollout["validationJob"] = name
             return ROLLOUT_POLL
         if not outcome.finished:
