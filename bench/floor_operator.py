@@ -24,7 +24,7 @@ if SAME_OBJECTS:  # imported up front, as the operator does: not on the first ob
     from aiops.builders.triton import build_model_control_secret, build_triton_deployment
     from aiops.builders.validation_job import build_validation_objects, validation_attempt
     from aiops.kube.objects import owned_by
-    from aiops.rollout.modelcontrol import fingerprint
+    from aiops.operatorkey import fingerprint
     from aiops.rollout.revision import spec_revision
 
 

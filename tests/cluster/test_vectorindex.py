@@ -4,6 +4,7 @@ real worker (packaged MiniLM on CPU), and the operator measures the live index's
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
@@ -35,6 +36,20 @@ def service_names(kube):
     servicedns.install(kube.api_client)
     yield
     servicedns.uninstall()
+
+
+def signs_in(uri: str, token: str) -> bool:
+    from pymilvus import MilvusClient
+
+    try:
+        client = MilvusClient(uri=uri, token=token, timeout=10)
+        try:
+            client.list_collections()
+        finally:
+            client.close()
+    except Exception:
+        return False
+    return True
 
 
 def test_managed_milvus_ingest_update_and_recall(kube, namespace, service_names, operator, wait_for):
@@ -77,6 +92,14 @@ def test_managed_milvus_ingest_update_and_recall(kube, namespace, service_names,
     assert sts.spec.template.spec.containers[0].resources.limits["memory"] == "4Gi"
     claims = kube.core.list_namespaced_persistent_volume_claim(namespace).items
     assert [c.status.phase for c in claims] == ["Bound"]
+    # Every client signs in, with the password in the Secret status names; Milvus's built-in one is gone.
+    secret = kube.core.read_namespaced_secret(st["credentialsSecret"], namespace)
+    assert secret.type == "kubernetes.io/basic-auth" and secret.metadata.owner_references[0].name == name
+    creds = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
+    uri = st["milvusUri"]
+    assert signs_in(uri, f"{creds['username']}:{creds['password']}")
+    assert not signs_in(uri, "root:Milvus") and not signs_in(uri, "")
+    assert kube.core.list_namespaced_event(namespace, field_selector="reason=MilvusSecured").items
 
     # One document changes, one goes away: only the changed one is embedded again.
     first_key = st["lastIngest"]["key"]

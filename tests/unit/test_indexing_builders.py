@@ -10,7 +10,12 @@ import yaml
 from aiops.api.vectorindex import VectorIndexSpec
 from aiops.builders.ingest_job import build_ingest_configmap, build_ingest_job, ingest_key
 from aiops.builders.jobs import SPEC_ANNOTATION
-from aiops.builders.milvus import build_milvus_configmap, build_milvus_statefulset, milvus_uri
+from aiops.builders.milvus import (
+    build_milvus_auth_secret,
+    build_milvus_configmap,
+    build_milvus_statefulset,
+    milvus_uri,
+)
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 
 EXAMPLE = next(d for d in yaml.safe_load_all(open("examples/vectorindex.yaml")) if d["kind"] == "VectorIndex")
@@ -44,6 +49,11 @@ def test_milvus_keeps_its_data_on_a_claim_and_its_gpu_pool_capped():
     etcd = yaml.safe_load(data["embedEtcd.yaml"])  # metadata store without authentication: loopback only
     assert etcd["listen-client-urls"] == etcd["advertise-client-urls"] == "http://127.0.0.1:2379"
     assert milvus_uri("idx", "ns") == "http://idx-milvus.ns.svc:19530"
+    # Every client signs in; the operator replaces root's built-in password (indexing/probe.py secure).
+    assert {"name": "COMMON_SECURITY_AUTHORIZATIONENABLED", "value": "true"} in container(sts)["env"]
+    secret = build_milvus_auth_secret("idx", "root", "p" * 64, "0a1b2c3d")
+    assert secret["type"] == "kubernetes.io/basic-auth" and secret["metadata"]["name"] == "idx-milvus-auth-0a1b2c3d"
+    assert secret["stringData"] == {"username": "root", "password": "p" * 64}
 
 
 def test_ingest_job_embeds_on_the_shared_gpu_and_reads_credentials_from_the_secret():
@@ -62,6 +72,11 @@ def test_ingest_job_embeds_on_the_shared_gpu_and_reads_credentials_from_the_secr
     secret = next(v for v in volumes if v["name"] == "credentials")["secret"]
     assert secret["secretName"] == "milvus-auth" and [i["key"] for i in secret["items"]] == ["username", "password"]
     assert "--credentials-dir=/etc/aiops/milvus-credentials" in c["args"]
+    managed = build_ingest_job("idx", spec(), "k1", "u", "i", "ns", managed_credentials="idx-milvus-auth-0a1b2c3d")
+    secret = next(v for v in managed["spec"]["template"]["spec"]["volumes"] if v["name"] == "credentials")["secret"]
+    assert secret["secretName"] == "idx-milvus-auth-0a1b2c3d" and [i["key"] for i in secret["items"]] == [
+        "username", "password"]
+    assert "--credentials-dir=/etc/aiops/milvus-credentials" in container(managed)["args"]
     cpu = spec(embedding={**EXAMPLE["spec"]["embedding"], "device": "cpu"})
     limits = container(build_ingest_job("idx", cpu, "k", "u", "i", "ns"))["resources"]["limits"]
     assert not any("gpu" in k for k in limits)

@@ -10,7 +10,8 @@ import base64
 import pytest
 
 from aiops.builders.triton import KIND_LABEL, MODEL_CONTROL_HEADER, MODEL_CONTROL_KEY
-from aiops.rollout.modelcontrol import OPERATOR_KEY_SECRET, ModelControlKeys, OperatorKey, OperatorKeyError
+from aiops.operatorkey import OPERATOR_KEY_SECRET, OperatorKey, OperatorKeyError
+from aiops.rollout.modelcontrol import ModelControlKeys
 
 MD = {"apiVersion": "aiops.dev/v1alpha1", "kind": "ModelDeployment",
       "metadata": {"name": "chat", "namespace": "ns", "uid": "u1"}}

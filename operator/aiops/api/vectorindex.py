@@ -451,6 +451,9 @@ class VectorIndexStatus(StatusBase):
 
     phase: VectorIndexPhase = Field(default="Pending", description="Where the index stands.")
     milvus_uri: str | None = Field(default=None, description="Milvus endpoint in use.")
+    credentials_secret: str | None = Field(
+        default=None, description="Managed Milvus: the Secret (keys username, password) with which "
+        "applications in this namespace sign in to it; every client must.")
     collection: str | None = Field(default=None, description="Collection in use.")
     source_checksum: str | None = Field(
         default=None, description="Hash of the source last ingested."

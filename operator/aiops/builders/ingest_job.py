@@ -10,7 +10,7 @@ import json
 from aiops.api.common import memory_request
 from aiops.api.vectorindex import VectorIndexSpec
 from aiops.builders.jobs import spec_file, worker_job
-from aiops.builders.milvus import VECTOR_INDEX_LABEL
+from aiops.builders.milvus import AUTH_PASSWORD_KEY, AUTH_USER_KEY, VECTOR_INDEX_LABEL
 from aiops.builders.triton import MANAGED_BY, child_name
 
 SPEC_MOUNT = "/etc/aiops/spec"
@@ -69,8 +69,9 @@ def _resources(spec: VectorIndexSpec) -> dict:
 
 
 def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: str, image: str,
-                     namespace: str, log_format: str = "text") -> dict:
-    """The Job of one ingest run; the collection is recorded as belonging to namespace/vi_name."""
+                     namespace: str, log_format: str = "text", managed_credentials: str | None = None) -> dict:
+    """The Job of one ingest run; the collection is recorded as belonging to namespace/vi_name.
+    `managed_credentials`: the Secret with the managed Milvus's credentials (builders/milvus.py)."""
     name = ingest_job_name(vi_name, key)
     labels = _labels(vi_name, key)
     source, source_volume, source_mount = _source(spec)
@@ -81,11 +82,16 @@ def build_ingest_job(vi_name: str, spec: VectorIndexSpec, key: str, milvus_uri: 
     args = [f"--spec={SPEC_MOUNT}/spec.json", f"--source={source}", f"--milvus-uri={milvus_uri}",
             f"--owner={namespace}/{vi_name}", "--result=/dev/termination-log"]
     external = spec.milvus.external
+    secret, keys = None, []
     if external and external.credentials:
         creds = external.credentials
+        secret = creds.secret_name
         keys = [creds.token_key] if creds.token_key else [creds.username_key, creds.password_key]
+    elif managed_credentials:
+        secret, keys = managed_credentials, [AUTH_USER_KEY, AUTH_PASSWORD_KEY]
+    if secret:
         volumes.append({"name": "credentials", "secret": {
-            "secretName": creds.secret_name, "items": [{"key": k, "path": k} for k in keys]}})
+            "secretName": secret, "items": [{"key": k, "path": k} for k in keys]}})
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
         args.append(f"--credentials-dir={CREDENTIALS_MOUNT}")
     container = {

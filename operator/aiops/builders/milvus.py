@@ -28,6 +28,12 @@ EMBED_ETCD_CONFIG = (
     "auto-compaction-retention: '1000'\n"
 )
 RUN_AS_USER = 1000
+# Milvus's environment override of common.security.authorizationEnabled: every client signs in.
+# A new Milvus has root with a built-in password; the operator changes it to one derived from its
+# own key before anything else uses Milvus (indexing/probe.py secure), and writes it into a Secret
+# the ingest Jobs (and the namespace's applications) mount (build_milvus_auth_secret).
+AUTHORIZATION_ENV = "COMMON_SECURITY_AUTHORIZATIONENABLED"
+AUTH_USER_KEY, AUTH_PASSWORD_KEY = "username", "password"
 
 
 def milvus_name(vi_name: str) -> str:
@@ -36,6 +42,17 @@ def milvus_name(vi_name: str) -> str:
 
 def milvus_uri(vi_name: str, namespace: str) -> str:
     return f"http://{milvus_name(vi_name)}.{namespace}.svc:{GRPC_PORT}"
+
+
+def milvus_auth_secret_name(vi_name: str, fingerprint: str) -> str:
+    """The Secret with Milvus's root credentials; `fingerprint` names the password it holds."""
+    return child_name(vi_name, f"milvus-auth-{fingerprint}")
+
+
+def build_milvus_auth_secret(vi_name: str, user: str, password: str, fingerprint: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": milvus_auth_secret_name(vi_name, fingerprint), "labels": milvus_labels(vi_name)},
+            "stringData": {AUTH_USER_KEY: user, AUTH_PASSWORD_KEY: password}}
 
 
 def milvus_labels(vi_name: str) -> dict[str, str]:
@@ -123,7 +140,8 @@ def build_milvus_statefulset(vi_name: str, spec: VectorIndexSpec) -> dict:
                         "env": [{"name": "ETCD_USE_EMBED", "value": "true"},
                                 {"name": "ETCD_DATA_DIR", "value": f"{DATA_MOUNT}/etcd"},
                                 {"name": "ETCD_CONFIG_PATH", "value": ETCD_CONFIG_MOUNT},
-                                {"name": "COMMON_STORAGETYPE", "value": "local"}],
+                                {"name": "COMMON_STORAGETYPE", "value": "local"},
+                                {"name": AUTHORIZATION_ENV, "value": "true"}],
                         "ports": [{"name": "grpc", "containerPort": GRPC_PORT},
                                   {"name": "metrics", "containerPort": METRICS_PORT}],
                         "readinessProbe": {**probe, "initialDelaySeconds": 5, "failureThreshold": 3},

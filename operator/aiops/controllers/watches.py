@@ -22,7 +22,7 @@ from aiops.kube.client import KubeClient
 from aiops.kube.config import api_client
 from aiops.kube.informer import Callback, Informer
 from aiops.kube.session import ApiSession
-from aiops.rollout.modelcontrol import OperatorKey
+from aiops.operatorkey import OperatorKey
 
 log = logging.getLogger(__name__)
 

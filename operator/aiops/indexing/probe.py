@@ -83,7 +83,48 @@ async def _with_client(uri: str, token: str | None, database: str, work: Callabl
     return await asyncio.to_thread(go)
 
 
+MILVUS_ROOT, MILVUS_DEFAULT_PASSWORD = "root", "Milvus"  # the superuser every new Milvus starts with
+
+
 class IndexProbe:
+    async def secure(self, uri: str, password: str) -> bool:
+        """Milvus's root opens with `password` from now on: a Milvus that still has its built-in
+        password gets `password` instead. True when it changed the password, False when it was
+        set already; ProbeError when neither opens root (MilvusAuthFailed) or Milvus is away."""
+        from pymilvus import MilvusClient
+
+        def connect(secret: str):
+            client = MilvusClient(uri=uri, token=f"{MILVUS_ROOT}:{secret}", timeout=TIMEOUT)
+            try:
+                client.list_collections()  # signed in, not only connected
+            except Exception:
+                client.close()
+                raise
+            return client
+
+        def go() -> bool:
+            try:
+                connect(password).close()
+                return False
+            except Exception as e:  # pymilvus raises its own hierarchy and plain gRPC errors alike
+                refused = e
+            try:
+                client = connect(MILVUS_DEFAULT_PASSWORD)
+            except Exception as e:
+                if "auth" not in f"{refused} {e}".lower():
+                    raise ProbeError("MilvusUnreachable", f"cannot connect: {e}") from None
+                raise ProbeError("MilvusAuthFailed", (
+                    "Milvus's root user opens neither with the operator's password nor with Milvus's "
+                    "built-in one (another operator's key secured this data, or someone changed the "
+                    f"password): {refused}")) from None
+            try:
+                client.update_password(MILVUS_ROOT, MILVUS_DEFAULT_PASSWORD, password)
+            finally:
+                client.close()
+            return True
+
+        return await asyncio.to_thread(go)
+
     async def ping(self, uri: str, token: str | None, database: str = "default",
                    collection: str | None = None) -> str | None:
         """Milvus answers (else ProbeError); returns the VectorIndex ("namespace/name") recorded as

@@ -25,17 +25,20 @@ from aiops.api.vectorindex import VectorIndexSpec
 from aiops.builders.ingest_job import build_ingest_configmap, build_ingest_job, ingest_job_name, ingest_key
 from aiops.builders.milvus import (
     VECTOR_INDEX_LABEL,
+    build_milvus_auth_secret,
     build_milvus_configmap,
     build_milvus_service,
     build_milvus_statefulset,
+    milvus_auth_secret_name,
     milvus_name,
     milvus_uri,
 )
 from aiops.conditions import get_condition, now_iso
-from aiops.indexing.probe import IndexProbe, ProbeError
+from aiops.indexing.probe import MILVUS_ROOT, IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube.client import KubeClient
 from aiops.kube.objects import NameTaken, owned_by, owned_by_uid
+from aiops.operatorkey import OperatorKey, fingerprint
 from aiops.passes import Pass, run_pass
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
@@ -69,8 +72,13 @@ def _template_hash(obj: dict) -> str:
 class VectorIndexReconciler:
     def __init__(self, kube: KubeClient, worker_image: str, probe: IndexProbe | None = None,
                  host_paths: tuple[str, ...] | None = None, log_format: str = "text",
-                 credentials_binding: str = "--clusterrole=<release>-milvus-credentials --serviceaccount=<operator>"):
+                 credentials_binding: str = "--clusterrole=<release>-milvus-credentials --serviceaccount=<operator>",
+                 operator_key: OperatorKey | None = None):
         self.kube = kube
+        # The managed Milvus's root password derives from it; None: a Milvus without sign-in
+        # (tests of the steps alone).
+        self.operator_key = operator_key
+        self._secured: set[tuple[str, str, str]] = set()  # managed Milvus whose root password is ours
         # `kubectl create rolebinding` arguments that let the operator read a namespace's Secrets
         self.credentials_binding = credentials_binding
         self.log_format = log_format  # of the ingest Jobs' lines (aiops.logs)
@@ -183,9 +191,17 @@ class VectorIndexReconciler:
         sts = await self.kube.read("StatefulSet", ctx.namespace, milvus_name(ctx.name))
         ready = ((sts or {}).get("status") or {}).get("readyReplicas", 0)
         if ready:
+            try:
+                await self._secure(ctx, uri)
+            except ProbeError as e:
+                message = f"Milvus standalone at {uri}: {e}."
+                if ctx.condition("MilvusReady", False, e.reason, message):
+                    ctx.event("Warning", e.reason, message)
+                return None
             if ctx.condition("MilvusReady", True, "PodReady", f"Milvus standalone serves at {uri}."):
                 ctx.event("Normal", "MilvusReady", f"Milvus standalone serves at {uri}.")
             return uri
+        self._secured.discard(self._secured_key(ctx))  # (re)starting: a lost volume has the built-in password
         pods = await self.kube.list("Pod", ctx.namespace, selector=f"{VECTOR_INDEX_LABEL}={ctx.name},"
                                                         "app.kubernetes.io/name=milvus")
         problem = next((p for p in map(pod_problem, pods) if p), None)
@@ -196,6 +212,32 @@ class VectorIndexReconciler:
         if ctx.condition("MilvusReady", False, reason, message) and problem:
             ctx.event("Warning", reason, message)
         return None
+
+    @staticmethod
+    def _secured_key(ctx: Pass) -> tuple[str, str, str]:
+        return ctx.namespace, ctx.name, ctx.obj["metadata"].get("uid", "")
+
+    async def _managed_password(self, ctx: Pass) -> str | None:
+        if self.operator_key is None:
+            return None
+        return await self.operator_key.derive("milvus-root", ctx.namespace, ctx.name)
+
+    async def _secure(self, ctx: Pass, uri: str) -> None:
+        """The managed Milvus signs in root with the operator's password only, and the Secret
+        applications and ingest Jobs read it from exists (written once, never read back)."""
+        password = await self._managed_password(ctx)
+        if password is None:
+            return
+        name = milvus_auth_secret_name(ctx.name, fingerprint(password))
+        ctx.status["credentialsSecret"] = name
+        if self._secured_key(ctx) in self._secured:
+            return
+        await self.kube.create_unread(owned_by(build_milvus_auth_secret(ctx.name, MILVUS_ROOT, password,
+                                                                        fingerprint(password)), ctx.obj))
+        if await self.probe.secure(uri, password):
+            ctx.event("Normal", "MilvusSecured", f"Milvus's built-in root password was replaced; clients sign "
+                                                 f"in with Secret {name}")
+        self._secured.add(self._secured_key(ctx))
 
     async def _apply(self, ctx: Pass, obj: dict) -> None:
         """Creates the object, or brings its spec/data in line when our template of it changed.
@@ -223,7 +265,10 @@ class VectorIndexReconciler:
     async def _credentials(self, ctx: Pass, spec: VectorIndexSpec) -> str | None:
         """A pymilvus token ("user:password" or the API token) from the spec's Secret, never the spec."""
         external = spec.milvus.external
-        if not external or not external.credentials:
+        if not external:
+            password = await self._managed_password(ctx)
+            return f"{MILVUS_ROOT}:{password}" if password else None
+        if not external.credentials:
             return None
         creds = external.credentials
         try:
@@ -296,7 +341,7 @@ class VectorIndexReconciler:
             # Job, so pruning the Job takes it along (the pod waits in the kubelet for it).
             created = await self.kube.create_or_read(
                 owned_by(build_ingest_job(ctx.name, spec, key, uri, self.worker_image, ctx.namespace,
-                                          self.log_format), ctx.obj))
+                                          self.log_format, ctx.status.get("credentialsSecret")), ctx.obj))
             configmap = build_ingest_configmap(ctx.name, spec, key)
             if configmap is not None:
                 await self.kube.create_if_missing(owned_by(configmap, created))
