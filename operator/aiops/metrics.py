@@ -3,7 +3,11 @@ alerts and Grafana dashboard are built on them (see the README's metrics referen
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import platform
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from aiops import __version__
 
 RECONCILE_SECONDS = Histogram(
     "aiops_reconcile_duration_seconds", "Time one reconcile of one object took.", ["kind"],
@@ -13,6 +17,18 @@ ROLLOUT_PHASE_SECONDS = Histogram(
     "aiops_rollout_phase_duration_seconds", "Duration of each ModelDeployment rollout step.", ["phase"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
 ROLLBACKS_TOTAL = Counter("aiops_rollbacks_total", "ModelDeployment rollbacks, by the cause.", ["reason"])
+
+# ---- The operator itself: what it runs, whether it leads, how its work queues keep up ----------
+BUILD = Info("aiops_build", "The operator's version and the Python it runs on (value 1).")
+BUILD.info({"version": __version__, "python_version": platform.python_version()})
+LEADER = Gauge("aiops_leader", "1 while this replica holds the leader Lease (or runs without leader "
+               "election), 0 while it stands by.")
+WORKQUEUE_DEPTH = Gauge("aiops_workqueue_depth", "Objects waiting in a controller's work queue.", ["kind"])
+WORKQUEUE_ADDS = Counter("aiops_workqueue_adds_total", "Objects put in a controller's work queue (a key "
+                         "already waiting is not counted again).", ["kind"])
+WORKQUEUE_WAIT_SECONDS = Histogram(
+    "aiops_workqueue_queue_duration_seconds", "Time an object waited in the work queue before a worker took it.",
+    ["kind"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 # ---- Performance monitoring of ModelDeployments -----------------------------------
 # One series per ModelDeployment and serving version, refreshed every monitoring interval. A value

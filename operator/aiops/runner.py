@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import kopf
 import prometheus_client
 
+from aiops import metrics
+
 if TYPE_CHECKING:
     from aiops.kube.lease import LeaseSettings
 
@@ -38,9 +40,12 @@ def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = Tru
         )
 
     if leader_election is None:
+        metrics.LEADER.set(1)
         operate()
         return 0
     from aiops.kube.fence import FENCE
     from aiops.kube.lease import exit_at_once, lease_api, run_as_leader
 
-    return run_as_leader(leader_election, operate, lease_api(), liveness, on_lost=exit_at_once, fence=FENCE)
+    metrics.LEADER.set(0)
+    return run_as_leader(leader_election, operate, lease_api(), liveness, on_lost=exit_at_once, fence=FENCE,
+                         leading=lambda held: metrics.LEADER.set(1 if held else 0))

@@ -90,6 +90,8 @@ def exposed_metric_names() -> set[str]:
             names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
         elif kind == "summary":
             names |= {name, f"{name}_count", f"{name}_sum", f"{name}_created"}
+        elif kind == "info":
+            names.add(f"{name}_info")
         else:
             names.add(name)
     return names

@@ -126,14 +126,14 @@ def test_renewal_failures_past_the_deadline_stop_the_operator():
 def test_run_as_leader_runs_the_work_only_while_leading_and_releases_after():
     api = FakeLeases()
     settings = LeaseSettings("lease", "ns", "a", lease_duration=2, renew_deadline=1.3, retry_period=0.05)
-    seen = []
+    seen, leading = [], []
 
     def operate(stop_flag):
-        seen.append(api.leases["lease"].spec.holder_identity)
+        seen.append((api.leases["lease"].spec.holder_identity, list(leading)))
 
-    assert run_as_leader(settings, operate, api) == 0
-    assert seen == ["a"]
-    assert api.leases["lease"].spec.holder_identity == ""
+    assert run_as_leader(settings, operate, api, leading=leading.append) == 0
+    assert seen == [("a", [True])], "it leads while it operates (the aiops_leader gauge)"
+    assert api.leases["lease"].spec.holder_identity == "" and leading == [True, False]
 
 
 def test_a_standby_stops_waiting_when_asked():

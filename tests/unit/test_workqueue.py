@@ -154,3 +154,44 @@ def test_errors_back_off_and_recover():
     calls = run(main())
     assert len(calls) == 3
     assert calls[2] - calls[1] >= calls[1] - calls[0] - 0.01  # backoff grows
+
+
+def test_queue_metrics_count_adds_depth_and_the_wait_before_a_worker_took_each():
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"kind": "MetricsTest"}) or 0.0
+
+    async def main():
+        started = asyncio.Event()
+
+        async def reconcile(key):
+            await started.wait()
+
+        q = WorkQueue(reconcile, workers=1, kind="MetricsTest")
+        for key in ("a", "a", "b", "c"):  # "a" twice while it waits: one add
+            q.add(key)
+        assert sample("aiops_workqueue_depth") == 3 and sample("aiops_workqueue_adds_total") == 3
+        await asyncio.sleep(0.05)  # no worker yet: they wait
+        q.start()
+        await asyncio.sleep(0.05)  # the worker took "a" and waits inside it
+        assert sample("aiops_workqueue_depth") == 2
+        assert sample("aiops_workqueue_queue_duration_seconds_count") == 1
+        assert sample("aiops_workqueue_queue_duration_seconds_sum") >= 0.04, "a waited from its add to its pickup"
+        started.set()
+        await asyncio.sleep(0.05)
+        await q.stop()
+
+    run(main())
+    assert sample("aiops_workqueue_depth") == 0 and sample("aiops_workqueue_queue_duration_seconds_count") == 3
+
+
+def test_build_info_names_the_version():
+    from prometheus_client import REGISTRY
+
+    import aiops
+    from aiops import metrics  # noqa: F401 - registers the metrics
+
+    info = next(m for m in REGISTRY.collect() if m.name == "aiops_build")
+    (sample,) = info.samples
+    assert sample.value == 1 and sample.labels["version"] == aiops.__version__ and sample.labels["python_version"]

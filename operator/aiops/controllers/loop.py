@@ -45,7 +45,7 @@ class ReconcileLoop:
         self.nodes = nodes
         self.objects: dict[Key, dict] = {}
         self._checks: asyncio.Task | None = None
-        self.queue = WorkQueue(self._reconcile, workers=workers, urgent_workers=urgent_workers)
+        self.queue = WorkQueue(self._reconcile, workers=workers, urgent_workers=urgent_workers, kind=kind)
 
     def start(self) -> None:
         self.queue.start()

@@ -23,6 +23,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 
+from aiops import metrics
+
 log = logging.getLogger(__name__)
 URGENT, NORMAL = 0, 1
 
@@ -31,8 +33,13 @@ Reconcile = Callable[[Hashable], Awaitable[float | None]]
 
 
 class WorkQueue:
-    def __init__(self, reconcile: Reconcile, workers: int = 4, max_backoff: float = 60.0, urgent_workers: int = 0):
+    def __init__(self, reconcile: Reconcile, workers: int = 4, max_backoff: float = 60.0, urgent_workers: int = 0,
+                 kind: str | None = None):
         self._reconcile = reconcile
+        # Its metrics (aiops_workqueue_*), labelled with the kind; None: no metrics (tests).
+        self._metrics = (metrics.WORKQUEUE_DEPTH.labels(kind), metrics.WORKQUEUE_ADDS.labels(kind),
+                         metrics.WORKQUEUE_WAIT_SECONDS.labels(kind)) if kind else None
+        self._queued_at: dict[Hashable, float] = {}  # when each waiting key came in
         self._workers = workers
         self._urgent_workers = urgent_workers
         self._max_backoff = max_backoff
@@ -89,7 +96,13 @@ class WorkQueue:
             self._again[key] = min(priority, self._again.get(key, priority))
         elif priority < self._pending.get(key, priority + 1):
             # Promoting a queued key leaves its old entry behind; the worker skips that one.
+            if key not in self._pending:
+                self._queued_at[key] = time.monotonic()
+                if self._metrics:
+                    self._metrics[1].inc()
             self._pending[key] = priority
+            if self._metrics:
+                self._metrics[0].set(len(self._pending))
             entry = (priority, next(self._order), key)
             self._queue.put_nowait(entry)
             if priority == URGENT and self._urgent_workers:
@@ -132,6 +145,10 @@ class WorkQueue:
             del self._pending[key]
             self._active.add(key)
             started = time.monotonic()
+            queued = self._queued_at.pop(key, started)
+            if self._metrics:
+                self._metrics[0].set(len(self._pending))
+                self._metrics[2].observe(started - queued)
             try:
                 delay = await self._reconcile(key)
                 self._failures.pop(key, None)

@@ -331,12 +331,12 @@ def exit_at_once() -> None:
 def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], None],
                   api: client.CoordinationV1Api, health_endpoint: str | None = None,
                   stop: threading.Event | None = None, on_lost: Callable[[], None] | None = None,
-                  fence: WriteFence | None = None) -> int:
+                  fence: WriteFence | None = None, leading: Callable[[bool], None] | None = None) -> int:
     """Waits for the Lease, then runs `operate(stop_flag)` (Kopf) while holding it; `stop_flag` is
     set when the Lease is lost, and `on_lost` called (the operator passes `exit_at_once`). `fence`
     (the operator passes the process's FENCE) lets writes out only while the Lease is surely held.
     Returns the process exit code: 0 after a clean stop (Lease released), 1 when leadership was
-    lost.
+    lost. `leading(True)` is called once the Lease is held, `leading(False)` when it is given up.
 
     The Lease is released from a Kopf cleanup handler: cleanup runs once Kopf has stopped its
     watchers and handlers, so nothing reconciles any more, and a process that is then slow to
@@ -353,6 +353,8 @@ def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], 
         standby.stop()
     if not leader:
         return 0
+    if leading is not None:
+        leading(True)
     done, lost = threading.Event(), threading.Event()
     renewer = threading.Thread(target=elector.keep_renewing, args=(done, lost, on_lost), name="lease-renewer",
                                daemon=True)
@@ -367,6 +369,8 @@ def run_as_leader(settings: LeaseSettings, operate: Callable[[threading.Event], 
         if not lost.is_set():
             elector.release()
         elector.fence.close()
+        if leading is not None:
+            leading(False)
 
     @kopf.on.cleanup(id="aiops-leader-election-release")
     async def release_on_cleanup(**_: object) -> None:
