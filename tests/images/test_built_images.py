@@ -149,7 +149,11 @@ def test_milvus_stores_and_searches_as_uid_1000_with_its_data_on_the_volume(imag
                         args=container["args"], user=(uid, pod["securityContext"]["runAsGroup"]), env=env,
                         mounts=mounts) as milvus:
         wait_http_ok("http://127.0.0.1:9091/healthz", milvus, timeout=180, expect=b"OK")
-        client = MilvusClient(uri="http://127.0.0.1:19530")
+        # Sign-in is on (the StatefulSet's env): no anonymous client gets in, root with its
+        # built-in password does (the operator replaces that password first, indexing/probe.py).
+        with pytest.raises(Exception, match="(?i)auth|connect"):
+            MilvusClient(uri="http://127.0.0.1:19530", timeout=10).list_collections()
+        client = MilvusClient(uri="http://127.0.0.1:19530", token="root:Milvus")
         client.create_collection("docs", dimension=4)
         client.insert("docs", [{"id": i, "vector": [float(i), 1.0, 0.0, 0.0]} for i in range(10)])
         client.flush("docs")
