@@ -91,7 +91,7 @@ def kube(tmp_path_factory) -> KubeEnv:
     print(f"\nlocal control plane up in {time.monotonic() - t0:.1f}s at {cp.server}")
     os.environ["KUBECONFIG"] = str(cp.kubeconfig)  # for Kopf's login and the clients
     api = api_client_for(cp)
-    agent = NodeAgent(api, [NodeSpec()], crash_period=0.5).start()
+    agent = NodeAgent(api, [NodeSpec()], crash_period=0.5, kubelet_tls=cp.kubelet_tls(NodeSpec().name)).start()
     try:
         yield KubeEnv(cp, tools, api, agent)
     finally:

@@ -270,6 +270,11 @@ def test_worker_job_runs_the_project_cli_and_completes(kube, namespace, wait_for
     pod = job_pod(kube, namespace, "cli")
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
     assert "usage: aiops" in kube.agent.container_log(namespace, pod.metadata.name)
+    # ... and through the API server, as `kubectl logs` reads it (the node's kubelet API).
+    logs = kube.kubectl("logs", "-n", namespace, pod.metadata.name, "--tail=3").stdout
+    assert len(logs.splitlines()) == 3
+    assert logs.splitlines() == kube.agent.container_log(namespace, pod.metadata.name).splitlines()[-3:]
+    assert kube.core.read_namespaced_pod_log(pod.metadata.name, namespace, limit_bytes=5) == "usage"
 
 
 def test_volumes_and_env_reach_the_process(kube, namespace, wait_for, tmp_path):

@@ -292,6 +292,13 @@ class LocalControlPlane:
                                   organizations=("system:masters",)))
         (d / "tokens.csv").write_text(f'{self._token()},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},"system:masters"\n')
 
+    def kubelet_tls(self, node: str) -> tuple[Path, Path, Path]:
+        """(serving certificate, key, CA) for a simulated node's kubelet API on 127.0.0.1, which the
+        API server verifies against this CA (--kubelet-certificate-authority)."""
+        cert, key = self.ca.issue(CertRequest(f"kubelet-sim-{node}", node, client=False, server=True,
+                                              dns_names=(node,), ip_addresses=("127.0.0.1",)))
+        return cert, key, self.ca_file
+
     def _etcd_cmd(self, tools: Toolchain, p: Ports) -> list[str]:
         client = f"http://127.0.0.1:{p.etcd_client}"
         return [str(tools.etcd), "--name", "aiops", "--data-dir", str(self.state_dir / "etcd"),

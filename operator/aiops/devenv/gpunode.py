@@ -45,6 +45,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from aiops.devenv.kubeletevents import record_event
+from aiops.devenv.kubeletserver import KubeletServer
 from aiops.devenv.launchers import DEFAULT_LAUNCHERS, Launcher, TritonRuntime
 from aiops.devenv.nodeheartbeat import NodeHeartbeat
 from aiops.devenv.nodespec import NodeSpec
@@ -106,8 +107,13 @@ class NodeAgent:
                  crash_period: float = 1.0, ip_base: str | None = None,
                  state_dir: Path | None = None, volumes_root: Path | None = None,
                  launchers: tuple[Launcher, ...] | list[Launcher] = DEFAULT_LAUNCHERS,
-                 runtime: RuntimeOptions | None = None, provision_volumes: bool = True):
+                 runtime: RuntimeOptions | None = None, provision_volumes: bool = True,
+                 kubelet_tls: tuple[Path, Path, Path] | None = None):
         self.api = api_client
+        # (serving certificate, key, cluster CA) of the node's kubelet API (container logs through
+        # the API server); None: no kubelet API, the API server answers log reads with an error.
+        self.kubelet_tls = kubelet_tls
+        self._kubelet: KubeletServer | None = None
         self.nodes = nodes or [NodeSpec()]
         self.crash_period = crash_period
         self.state_dir = Path(state_dir or default_state_dir(api_client, self.nodes))
@@ -142,6 +148,9 @@ class NodeAgent:
         if reaped:
             log.warning("stopped %d process(es) left running by a previous node agent", len(reaped))
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
+        if self.kubelet_tls:
+            self._kubelet = KubeletServer(self._log_file, *self.kubelet_tls).start()
+            self._heartbeat.kubelet_port = self._kubelet.port
         for node in self.nodes:
             self._heartbeat.register(node)
         self._start_node_services()
@@ -170,6 +179,8 @@ class NodeAgent:
         grace outlasts milvusserver's own 10 s for its Milvus: that server runs in a session of
         its own, so killing the container's process group sooner would leave it running."""
         self._stop.set()
+        if self._kubelet is not None:
+            self._kubelet.stop()
         for t in self._threads:
             t.join(timeout=10)
         stop_all([s.procs for s in self._pods.values() if s.procs], grace)
@@ -211,6 +222,13 @@ class NodeAgent:
         """What the pod's real processes printed (all their runs); '' for imaginary pods."""
         procs = self._procs(namespace, name)
         return procs.log(container) if procs else ""
+
+    def _log_file(self, namespace: str, name: str, container: str) -> Path | None:
+        """Where the kubelet API finds a container's log; None for imaginary pods."""
+        procs = self._procs(namespace, name)
+        if procs is None or container not in procs.containers:
+            return None
+        return procs.dir / "logs" / f"{container}.log"
 
     def container_pids(self, namespace: str, name: str) -> dict[str, int]:
         """Container name -> pid of its running process (none while waiting or imaginary)."""

@@ -30,6 +30,7 @@ class NodeHeartbeat:
         self._stop = stop
         self._core = client.CoreV1Api(api_client)
         self._leases = client.CoordinationV1Api(api_client)
+        self.kubelet_port: int | None = None  # the simulated kubelet API (kubeletserver.py), if any
 
     def register(self, node: NodeSpec) -> None:
         body = client.V1Node(metadata=client.V1ObjectMeta(
@@ -90,6 +91,8 @@ class NodeHeartbeat:
                          "containerRuntimeVersion": "aiops-sim://1", "kernelVersion": "",
                          "osImage": "simulated", "machineID": "", "systemUUID": "", "bootID": ""},
         }
+        if self.kubelet_port:
+            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.kubelet_port}}
         self._core.patch_node_status(node.name, {"status": status})
 
     def _renew_lease(self, node: NodeSpec) -> None:

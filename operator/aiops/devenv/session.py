@@ -109,7 +109,9 @@ def down() -> None:
 def dev_node_agent(cp: LocalControlPlane, gpus: int) -> NodeAgent:
     """The dev session's node: claim data beside the cluster's etcd data, so volumes live as
     long as the cluster that binds them (the agent's own state dir is under the temp dir)."""
-    return NodeAgent(api_client_for(cp), [NodeSpec(gpus=gpus)], volumes_root=cp.state_dir / "volumes")
+    spec = NodeSpec(gpus=gpus)
+    return NodeAgent(api_client_for(cp), [spec], volumes_root=cp.state_dir / "volumes",
+                     kubelet_tls=cp.kubelet_tls(spec.name))  # `kubectl logs` works
 
 
 def run_node_agent(gpus: int = 2) -> int:
