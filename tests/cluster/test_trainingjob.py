@@ -5,6 +5,7 @@ registered model version is then served by a ModelDeployment in the real tritons
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,30 @@ def test_a_workspace_claim_of_the_name_that_is_not_ours_is_never_mounted(kube, n
     assert client.BatchV1Api(kube.api_client).list_namespaced_job(namespace).items == []
     claim = kube.core.read_namespaced_persistent_volume_claim(workspace_claim_name("borrow"), namespace)
     assert claim.metadata.owner_references is None and claim.metadata.labels == {"app": "theirs"}
+
+
+def test_training_progress_moves_in_status_while_the_step_runs(kube, namespace, operator, wait_for, tmp_path):
+    """epoch, steps, loss, percent and ETA read from the running pod every few seconds."""
+    cm, tj = training_job(tmp_path, name="progress")
+    tj["spec"]["training"]["epochs"] = 40
+    kube.core.create_namespaced_config_map(namespace, cm)
+    tjs = CRs(kube, namespace, "trainingjobs")
+    tjs.create(tj)
+    seen, deadline = [], time.monotonic() + 400
+    while time.monotonic() < deadline:
+        st = tjs.get("progress").get("status") or {}
+        if st.get("phase") in ("Registered", "Failed"):
+            break
+        progress = st.get("progress")
+        if st.get("phase") == "Training" and progress and progress not in seen:
+            seen.append(progress)
+        time.sleep(0.3)
+    assert st.get("phase") == "Registered", st
+    moving = [p for p in seen if p["percent"] < 100]
+    assert len({p["steps"] for p in moving}) >= 3, seen
+    assert [p["percent"] for p in moving] == sorted(p["percent"] for p in moving)
+    assert all(p["epochs"] == 40 and 1 <= p["epoch"] <= 40 and p["updatedAt"] for p in moving)
+    assert any("etaSeconds" in p and "loss" in p and "samplesPerSecond" in p for p in moving), seen
+    assert st["progress"]["percent"] == 100 and st["progress"]["epoch"] == 40
+    table = kube.kubectl("get", "trainingjob", "progress", "-n", namespace).stdout.splitlines()
+    assert "PROGRESS" in table[0] and table[1].split()[table[0].split().index("PROGRESS")] == "100"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,38 @@ def test_a_credentials_secret_goes_only_where_its_annotation_allows(kube, namesp
 
     annotate(f"http://milvus.elsewhere:19530, {uri}")  # now it may go there: the URI is tried
     wait_for(milvus_ready("MilvusUnreachable", uri), timeout=90, what="the allowed URI tried")
+
+
+def test_ingest_progress_moves_in_status_while_the_job_runs(kube, namespace, service_names, operator, wait_for):
+    """Documents done of the total, rate, percent and ETA read from the running pod."""
+    from aiops.vectors.corpus import load_corpus
+
+    cm, vi = example_docs()
+    docs = load_corpus(600)
+    cm["data"] = {"manual.jsonl": "".join(json.dumps(d) + "\n" for d in docs)}
+    vi["spec"]["milvus"]["managed"]["resources"]["memory"] = "4Gi"
+    vi["spec"]["milvus"]["managed"]["resources"].pop("memoryRequest", None)
+    vi["spec"]["embedding"].update(device="cpu", batchSize=16, maxSequenceLength=128)
+    vi["spec"]["embedding"]["resources"].update(memory="4Gi", gpus=0)
+    vi["spec"]["embedding"]["resources"].pop("memoryRequest", None)
+    vi["spec"]["ingest"].pop("schedule", None)
+    vi["spec"]["optimization"]["recall"].update(sampleQueries=5, intervalSeconds=3600)
+    kube.core.create_namespaced_config_map(namespace, cm)
+    custom = client.CustomObjectsApi(kube.api_client)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", vi)
+    name = vi["metadata"]["name"]
+    seen, deadline = [], time.monotonic() + 420
+    while time.monotonic() < deadline:
+        st = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", name).get("status") or {}
+        last = st.get("lastIngest") or {}
+        if last.get("outcome") in ("Succeeded", "Failed"):
+            break
+        if st.get("progress") and st["progress"] not in seen:
+            seen.append(st["progress"])
+        time.sleep(0.3)
+    assert last.get("outcome") == "Succeeded", st
+    assert len({p["done"] for p in seen}) >= 3, seen
+    assert [p["done"] for p in seen] == sorted(p["done"] for p in seen)
+    assert all(p["total"] == len(docs) and 0 < p["percent"] <= 100 and p["updatedAt"] for p in seen)
+    assert any(p.get("documentsPerSecond") and "etaSeconds" in p for p in seen), seen
+    assert "progress" not in st and last["embedded"] == len(docs)  # the run's figures are in lastIngest

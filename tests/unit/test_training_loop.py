@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from aiops.api.trainingjob import TrainingJobSpec
+from aiops.progress import PREFIX
 from aiops.training.dataset import prepare_dataset
 from aiops.training.synthetic import topic_rows
 from aiops.training.train import (
@@ -113,7 +114,11 @@ def test_explicit_bf16_autocast_trains_on_cpu(workspace, tmp_path):
     assert weights["head.weight"].dtype == torch.float32  # autocast computes in bf16, keeps fp32 weights
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_result(workspace, tmp_path):
+def progress_lines(text: str) -> list[dict]:
+    return [json.loads(line[len(PREFIX):]) for line in text.splitlines() if line.startswith(PREFIX)]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_result(workspace, tmp_path, capsys):
     root, version = workspace
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(make_spec().to_wire()))
@@ -126,9 +131,17 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_result(worksp
     checkpoints = sorted(p.name for p in (root / "runs" / "killed" / "checkpoints").iterdir())
     assert checkpoints == ["step-000000002.pt"]  # every 2 steps; killed after step 3, before the epoch's end
 
+    capsys.readouterr()
     assert worker_main(argv) == 0
     resumed = json.loads((tmp_path / "result.json").read_text())
     assert resumed["resumedFromStep"] == 2 and resumed["steps"] == 6
+    # Live progress carries on from the checkpoint, not from zero, and ends at 100%.
+    killed_progress, resumed_progress = progress_lines(killed.stdout), progress_lines(capsys.readouterr().out)
+    assert killed_progress[0]["steps"] == 1 and killed_progress[0]["epoch"] == 1
+    assert resumed_progress[0]["steps"] == 3 and resumed_progress[0]["percent"] > killed_progress[0]["percent"]
+    assert resumed_progress[-1] | {"loss": None} == {"epoch": 2, "epochs": 2, "steps": 6, "percent": 100.0,
+                                                     "etaSeconds": 0, "loss": None,
+                                                     "samplesPerSecond": resumed_progress[-1]["samplesPerSecond"]}
 
     texts, targets, labels, _ = dataset_split(root, version, "train")
     straight = train_classifier(TrainSettings.from_spec(make_spec().training), texts, targets, labels,

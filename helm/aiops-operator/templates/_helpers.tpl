@@ -109,6 +109,11 @@ denied request and on a rule nothing used, apart from a short commented allowlis
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
+# Pod logs: the last lines (at most 64 KiB) of a running training or ingest Job's pod, whose progress
+# lines go into status while it runs.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Events for `kubectl describe` (the controllers' and Kopf's warnings), a repeat counted on the first
 # (patch); listed to read the kubelet's FailedMount on a validation pod whose hostPath model
 # repository does not exist.

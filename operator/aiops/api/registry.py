@@ -106,6 +106,7 @@ VECTOR_INDEX = KindInfo(
         PrinterColumn("Index", "string", ".spec.index.type", "Index type."),
         PrinterColumn("Docs", "integer", ".status.documents.ingested", "Documents ingested."),
         PrinterColumn("Recall", "number", ".status.index.recallAtK", "Recall@k last measured on the live index."),
+        PrinterColumn("Progress", "number", ".status.progress.percent", "Running ingest, percent done.", 1),
         PHASE,
         condition_column("Ready"),
         AGE,
@@ -122,6 +123,8 @@ TRAINING_JOB = KindInfo(
     printer_columns=(
         PrinterColumn("Dataset", "string", ".status.datasetVersion", "Dataset version trained on."),
         PHASE,
+        PrinterColumn("Progress", "number", ".status.progress.percent", "Training, percent of all epochs done."),
+        PrinterColumn("Loss", "number", ".status.progress.loss", "Mean loss of the epoch in progress.", 1),
         PrinterColumn("Model", "string", ".status.producedModel.name", "Model registered."),
         PrinterColumn("Version", "integer", ".status.producedModel.version", "Version registered."),
         PrinterColumn("Drop", "number", ".status.qualityDrop", "Accuracy lost by optimization.", 1),

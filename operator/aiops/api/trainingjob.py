@@ -410,6 +410,19 @@ class TrainingStats(StatusModel):
     mixed_precision: str | None = Field(default=None, description="Precision used: off, fp16 or bf16.")
 
 
+class TrainingProgress(StatusModel):
+    """The training step while it runs, from its pod every few seconds."""
+
+    epoch: int | None = Field(default=None, description="Epoch in progress (1-based).")
+    epochs: int | None = Field(default=None, description="Epochs to train.")
+    steps: int | None = Field(default=None, description="Optimizer steps done.")
+    loss: float | None = Field(default=None, description="Mean loss of the epoch so far.")
+    samples_per_second: float | None = Field(default=None, description="Training throughput since the pod started.")
+    percent: float | None = Field(default=None, description="Share of all epochs done, 0-100.")
+    eta_seconds: float | None = Field(default=None, description="Time left at the pod's pace so far.")
+    updated_at: datetime | None = Field(default=None, description="When the operator read it.")
+
+
 class StepStatus(StatusModel):
     """Progress of one step."""
 
@@ -435,6 +448,9 @@ class TrainingJobStatus(StatusBase):
         default=None, description="Hash of the spec this run carries out; a new spec starts a new run."
     )
     training: TrainingStats | None = Field(default=None, description="How training went.")
+    progress: TrainingProgress | None = Field(
+        default=None, description="The training step's progress, live while it runs (kept when it ends)."
+    )
     dataset_version: str | None = Field(
         default=None, description="Content-addressed version of the processed data."
     )

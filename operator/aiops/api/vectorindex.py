@@ -402,6 +402,17 @@ class DocumentCounts(StatusModel):
     )
 
 
+class IngestProgress(StatusModel):
+    """The running ingest, from its pod every few seconds."""
+
+    done: int | None = Field(default=None, description="Documents embedded and stored so far.")
+    total: int | None = Field(default=None, description="Documents this run embeds.")
+    documents_per_second: float | None = Field(default=None, description="Rate since the pod started.")
+    percent: float | None = Field(default=None, description="Share done, 0-100.")
+    eta_seconds: float | None = Field(default=None, description="Time left at the pod's pace so far.")
+    updated_at: datetime | None = Field(default=None, description="When the operator read it.")
+
+
 class IngestRun(StatusModel):
     """The outcome of the last ingest."""
 
@@ -462,4 +473,5 @@ class VectorIndexStatus(StatusBase):
         default_factory=DocumentCounts, description="Document counts."
     )
     last_ingest: IngestRun | None = Field(default=None, description="The last ingest run.")
+    progress: IngestProgress | None = Field(default=None, description="The running ingest's progress, live.")
     index: IndexStatus | None = Field(default=None, description="The served index.")

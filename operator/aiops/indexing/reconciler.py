@@ -40,6 +40,7 @@ from aiops.kube.client import KubeClient
 from aiops.kube.objects import NameTaken, owned_by, owned_by_uid
 from aiops.operatorkey import OperatorKey, fingerprint
 from aiops.passes import Pass, run_pass
+from aiops.progress import READ_EVERY, read_progress
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.validity import judge_spec
@@ -51,6 +52,7 @@ KEEP_INGEST_JOBS = 3  # finished ingest Jobs kept for `kubectl logs`, like a Cro
 NOT_READY_POLL = 10.0
 SUPERSEDED_POLL = 2.0  # while a superseded ingest run's pod stops
 COLLECTION_OWNED = "CollectionOwned"
+INGEST_PROGRESS = ("done", "total", "documentsPerSecond", "percent", "etaSeconds")
 CREDENTIALS_URIS_ANNOTATION = "aiops.dev/milvus-uris"  # on a credentials Secret: where it may be sent
 
 
@@ -345,6 +347,7 @@ class VectorIndexReconciler:
             configmap = build_ingest_configmap(ctx.name, spec, key)
             if configmap is not None:
                 await self.kube.create_if_missing(owned_by(configmap, created))
+            ctx.status.pop("progress", None)
             ctx.status["lastIngest"] = {**{k: v for k, v in last.items() if k in ("completionTime",)},
                                         "job": job_name, "key": key, "startTime": now_iso(), "outcome": "Running"}
             ctx.event("Normal", "IngestStarted", f"Started ingest Job {job_name}")
@@ -358,12 +361,19 @@ class VectorIndexReconciler:
             ctx.condition("Ingested", last.get("outcome") == "Succeeded" and "Unknown",
                           unschedulable_reason(waiting.message) if waiting else "Ingesting",
                           waiting.message if waiting else f"Ingest Job {job_name} is running.")
-            return NOT_READY_POLL if waiting else None
+            if waiting:
+                return NOT_READY_POLL
+            progress = await read_progress(self.kube, ctx.namespace, pods, "embed", INGEST_PROGRESS, now_iso(),
+                                           ctx.status.get("progress"))
+            if progress:
+                ctx.status["progress"] = progress
+            return READ_EVERY
         self._record_ingest(ctx, job_name, key, outcome)
         return delay
 
     def _record_ingest(self, ctx: Pass, job_name: str, key: str, outcome) -> None:
         result, now = outcome.verdict, now_iso()
+        ctx.status.pop("progress", None)  # the run's figures are in lastIngest now
         started = _parse_time((ctx.status.get("lastIngest") or {}).get("startTime"))
         run = {"job": job_name, "key": key, "startTime": (ctx.status.get("lastIngest") or {}).get("startTime"),
                "completionTime": now}

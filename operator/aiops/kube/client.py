@@ -37,6 +37,7 @@ PATHS = {
 # aggregation interval), among at most this many recent Events (its cache size).
 EVENT_SERIES_SECONDS = 600.0
 EVENT_SERIES_KEPT = 4096
+LOG_TAIL_BYTES = 64 * 1024
 MERGE, STRATEGIC, JSON_PATCH = ("application/merge-patch+json", "application/strategic-merge-patch+json",
                                 "application/json-patch+json")
 
@@ -60,6 +61,7 @@ class KubeClient:
         self.api = session
         self._slots = asyncio.Semaphore(concurrency)
         self._posting: set[asyncio.Task] = set()  # Events being posted behind their reconcile
+        self._log_errors: set[tuple[int, str, str]] = set()  # log reads refused, logged once each
         # Events posted lately, by (object uid, type, reason, message): the same one again
         # within EVENT_SERIES_SECONDS counts up on the Event already there.
         self._series: OrderedDict[tuple[str, str, str, str], tuple[str, int, float]] = OrderedDict()
@@ -109,6 +111,24 @@ class KubeClient:
         if job is None:
             return None, []
         return job, await self.list("Pod", namespace, selector=f"job-name={name}")
+
+    async def log_tail(self, namespace: str, pod: str, container: str, lines: int = 20,
+                       limit_bytes: int = LOG_TAIL_BYTES) -> str | None:
+        """The last `lines` lines of a container's log, at most `limit_bytes` (the pod runs an image
+        the CR author chose: its log is read bounded); None when there is no log (yet)."""
+        try:
+            body = await self._request("GET", path("Pod", namespace, pod, "log"), params={
+                "container": container, "tailLines": str(lines), "limitBytes": str(limit_bytes)})
+        except ApiException as e:
+            # Not started yet or gone (400, 404), or the node cannot serve logs: what the log says is
+            # extra to the reconcile, which goes on without it; a steady reason is logged once.
+            if e.status not in (400, 404) and (e.status, namespace, pod) not in self._log_errors:
+                if len(self._log_errors) > 1024:
+                    self._log_errors.clear()
+                self._log_errors.add((e.status, namespace, pod))
+                log.warning("cannot read the log of pod %s/%s (%s): %s", namespace, pod, e.status, e.reason)
+            return None
+        return body.decode("utf-8", "replace")
 
     async def mount_failures(self, namespace: str) -> list[dict]:
         """The kubelet's FailedMount Events on the namespace's pods (why a pod stays ContainerCreating)."""

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,8 +240,10 @@ def halve_batch(progress: Progress, device: torch.device) -> None:
 
 def train_classifier(settings: TrainSettings, texts: list[str], targets: list[int], labels: list[str],
                      run_dir: Path, dataset_version: str, device: torch.device | None = None,
-                     faults: Faults | None = None) -> dict[str, Any]:
-    """Trains (or resumes) and saves the final classifier to `run_dir/model`; returns the result."""
+                     faults: Faults | None = None, report: Callable[..., None] | None = None) -> dict[str, Any]:
+    """Trains (or resumes) and saves the final classifier to `run_dir/model`; returns the result.
+    `report(force=..., **fields)`: told the progress after every step and each epoch's end
+    (aiops.worker.progress.Reporter keeps the rate down)."""
     faults = faults or Faults()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(settings.mixed_precision, device)
@@ -266,6 +269,17 @@ def train_classifier(settings: TrainSettings, texts: list[str], targets: list[in
     encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
     target_tensor = torch.tensor(targets, dtype=torch.long)
     samples, started = 0, time.perf_counter()
+
+    def tell(force: bool = False) -> None:
+        if report is None:
+            return
+        elapsed = time.perf_counter() - started
+        loss = progress.loss_sum / progress.loss_count if progress.loss_count else progress.last_epoch_loss
+        report(force=force, epoch=min(progress.epoch + 1, settings.epochs), epochs=settings.epochs,
+               steps=progress.step, loss=None if loss is None else round(loss, 6),
+               samplesPerSecond=round(samples / elapsed, 2) if samples and elapsed > 0 else None,
+               percent=100.0 * (progress.epoch + progress.position / max(len(texts), 1)) / settings.epochs)
+
     while progress.epoch < settings.epochs:
         order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(settings.seed + progress.epoch))
         while progress.position < len(texts):
@@ -287,9 +301,11 @@ def train_classifier(settings: TrainSettings, texts: list[str], targets: list[in
             faults.after_step(progress.step)
             if progress.step % settings.checkpoint_every == 0:
                 checkpoint()
+            tell()
         progress.last_epoch_loss = progress.loss_sum / max(progress.loss_count, 1)
         progress.epoch, progress.position, progress.loss_sum, progress.loss_count = progress.epoch + 1, 0, 0.0, 0
         checkpoint()
+        tell(force=True)
     elapsed = time.perf_counter() - started
     model.eval()
     save_classifier(model.cpu(), tokenizer, {"labels": labels, "maxLength": settings.max_length,

@@ -28,6 +28,7 @@ from aiops.conditions import get_condition, now_iso, set_condition
 from aiops.kube.client import KubeClient
 from aiops.kube.objects import owned_by
 from aiops.passes import Pass, run_pass
+from aiops.progress import READ_EVERY, read_progress
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
 from aiops.trainingrun.results import (
@@ -43,6 +44,7 @@ from aiops.validity import judge_spec
 
 log = logging.getLogger(__name__)
 PENDING_POLL = 15.0  # a pod waiting for the scheduler: look again to report why, events may not come
+TRAINING_PROGRESS = ("epoch", "epochs", "steps", "loss", "samplesPerSecond", "percent", "etaSeconds")
 
 
 class TrainingJobReconciler:
@@ -100,7 +102,7 @@ class TrainingJobReconciler:
                     not (job.get("status") or {}).get("completionTime"):
                 await self.kube.delete("Job", meta["namespace"], job["metadata"]["name"])
         for key in ("datasetVersion", "datasetStats", "validationErrors", "training", "metricsBefore",
-                    "metricsAfter", "qualityDrop", "producedModel", "completionTime", "job", "run"):
+                    "metricsAfter", "qualityDrop", "producedModel", "completionTime", "job", "run", "progress"):
             status.pop(key, None)
         keep = {"Valid"}
         status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") in keep]
@@ -157,10 +159,17 @@ class TrainingJobReconciler:
                 status["conditions"] = set_condition(status.get("conditions"), "Ready", False, "Running",
                                                      f"{STEP_NAMES[step][0]}: Job {job_name} is running.", generation)
             set_step(status, STEP_NAMES[step][0], "Running", now, f"Job {job_name} is running")
-            return None
+            if step != "train":
+                return None  # the other steps take seconds: their Job's end wakes us
+            progress = await read_progress(self.kube, ns, pods, step, TRAINING_PROGRESS, now, status.get("progress"))
+            if progress:
+                status["progress"] = progress
+            return READ_EVERY
         result = outcome.verdict
         if outcome.succeeded and result.get("ok"):
             events += apply_result(status, step, result, now, generation)
+            if step == "train" and status.get("progress"):  # its last line may not have been read
+                status["progress"].update(epoch=result.get("epochs"), percent=100.0, etaSeconds=0, updatedAt=now)
             return 0.1  # straight on to the next step
         reason = result.get("reason") or ("StepFailed" if result else "WorkerFailed")
         message = result.get("message") or outcome.detail or f"Job {job_name} failed (exit code {outcome.exit_code})"

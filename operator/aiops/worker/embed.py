@@ -26,12 +26,14 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from aiops.api.vectorindex import VectorIndexSpec
+from aiops.progress import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +139,15 @@ def ingest(spec: VectorIndexSpec, source: Path, args: argparse.Namespace) -> dic
     except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException or grpc errors
         return failure("MilvusUnavailable", f"{args.milvus_uri}: {exc}")
     try:
-        result = run_ingest(client, spec, source, owner=args.owner,
-                            on_batch=lambda done, total: log.info("stored %d/%d documents", done, total))
+        report, started = Reporter(), time.monotonic()
+
+        def stored(done: int, total: int) -> None:
+            log.info("stored %d/%d documents", done, total)
+            elapsed = time.monotonic() - started
+            report(force=done == total, done=done, total=total, percent=100.0 * done / max(total, 1),
+                   documentsPerSecond=round(done / elapsed, 1) if elapsed > 0 else None)
+
+        result = run_ingest(client, spec, source, owner=args.owner, on_batch=stored)
         return result.to_json()
     except SourceError as exc:
         return failure("SourceNotFound", str(exc))

@@ -135,6 +135,7 @@ def step_data(args: argparse.Namespace, spec) -> dict[str, Any]:
 def step_train(args: argparse.Namespace, spec) -> dict[str, Any]:
     import torch
 
+    from aiops.progress import Reporter
     from aiops.training.model import UnsupportedBaseModel
     from aiops.training.train import Faults, TrainSettings, fingerprint, is_out_of_memory, train_classifier
 
@@ -152,7 +153,7 @@ def step_train(args: argparse.Namespace, spec) -> dict[str, Any]:
             return {**previous, "reused": True}
     try:
         result = train_classifier(settings, texts, targets, labels, directory, args.dataset_version,
-                                  faults=Faults.from_env())
+                                  faults=Faults.from_env(), report=Reporter())
     except UnsupportedBaseModel as e:
         raise StepFailed("UnsupportedBaseModel", str(e)) from None
     except (torch.OutOfMemoryError, RuntimeError) as e:
