@@ -39,6 +39,17 @@ def service_names(kube):
     servicedns.uninstall()
 
 
+def fit_for_this_node(vi: dict) -> dict:
+    """The example VectorIndex sized for the simulated node: 4Gi Milvus and embedder, no schedule,
+    a short recall check once an hour."""
+    vi["spec"]["milvus"]["managed"]["resources"]["memory"] = "4Gi"
+    vi["spec"]["milvus"]["managed"]["resources"].pop("memoryRequest", None)  # equal to memory
+    vi["spec"]["embedding"]["resources"]["memory"] = "4Gi"
+    vi["spec"]["ingest"].pop("schedule", None)
+    vi["spec"]["optimization"]["recall"].update(sampleQueries=5, intervalSeconds=3600)
+    return vi
+
+
 def signs_in(uri: str, token: str) -> bool:
     from pymilvus import MilvusClient
 
@@ -55,12 +66,7 @@ def signs_in(uri: str, token: str) -> bool:
 
 def test_managed_milvus_ingest_update_and_recall(kube, namespace, service_names, operator, wait_for):
     cm, vi = example_docs()
-    vi = copy.deepcopy(vi)
-    vi["spec"]["milvus"]["managed"]["resources"]["memory"] = "4Gi"
-    vi["spec"]["milvus"]["managed"]["resources"].pop("memoryRequest", None)  # equal to memory
-    vi["spec"]["embedding"]["resources"]["memory"] = "4Gi"
-    vi["spec"]["ingest"].pop("schedule", None)
-    vi["spec"]["optimization"]["recall"].update(sampleQueries=5, intervalSeconds=3600)
+    vi = fit_for_this_node(copy.deepcopy(vi))
     kube.core.create_namespaced_config_map(namespace, cm)
     custom = client.CustomObjectsApi(kube.api_client)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", vi)
@@ -212,13 +218,10 @@ def test_ingest_progress_moves_in_status_while_the_job_runs(kube, namespace, ser
     cm, vi = example_docs()
     docs = load_corpus(600)
     cm["data"] = {"manual.jsonl": "".join(json.dumps(d) + "\n" for d in docs)}
-    vi["spec"]["milvus"]["managed"]["resources"]["memory"] = "4Gi"
-    vi["spec"]["milvus"]["managed"]["resources"].pop("memoryRequest", None)
+    fit_for_this_node(vi)
     vi["spec"]["embedding"].update(device="cpu", batchSize=16, maxSequenceLength=128)
-    vi["spec"]["embedding"]["resources"].update(memory="4Gi", gpus=0)
+    vi["spec"]["embedding"]["resources"].update(gpus=0)
     vi["spec"]["embedding"]["resources"].pop("memoryRequest", None)
-    vi["spec"]["ingest"].pop("schedule", None)
-    vi["spec"]["optimization"]["recall"].update(sampleQueries=5, intervalSeconds=3600)
     kube.core.create_namespaced_config_map(namespace, cm)
     custom = client.CustomObjectsApi(kube.api_client)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vectorindexes", vi)
