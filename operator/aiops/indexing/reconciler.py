@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 
 from kubernetes.client.rest import ApiException
 
@@ -53,6 +54,7 @@ NOT_READY_POLL = 10.0
 SUPERSEDED_POLL = 2.0  # while a superseded ingest run's pod stops
 COLLECTION_OWNED = "CollectionOwned"
 INGEST_PROGRESS = ("done", "total", "documentsPerSecond", "percent", "etaSeconds")
+SECURED_REMEMBERED = 4096  # managed Milvus known to be secured, for skipping the check
 CREDENTIALS_URIS_ANNOTATION = "aiops.dev/milvus-uris"  # on a credentials Secret: where it may be sent
 
 
@@ -80,7 +82,9 @@ class VectorIndexReconciler:
         # The managed Milvus's root password derives from it; None: a Milvus without sign-in
         # (tests of the steps alone).
         self.operator_key = operator_key
-        self._secured: set[tuple[str, str, str]] = set()  # managed Milvus whose root password is ours
+        # Managed Milvus whose root password is ours, least recently secured first. Forgetting one
+        # costs one more `secure`, which finds the password already changed: so a bounded LRU.
+        self._secured: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         # `kubectl create rolebinding` arguments that let the operator read a namespace's Secrets
         self.credentials_binding = credentials_binding
         self.log_format = log_format  # of the ingest Jobs' lines (aiops.logs)
@@ -158,6 +162,7 @@ class VectorIndexReconciler:
         if spec.milvus.external:
             uri = spec.milvus.external.uri
             ctx.status["milvusUri"] = uri
+            ctx.status.pop("credentialsSecret", None)  # the managed Milvus's; an external one has the spec's
             try:
                 token = await self._credentials(ctx, spec)
                 owner = await self.probe.ping(uri, token, spec.milvus.external.database, spec.collection.name)
@@ -203,7 +208,7 @@ class VectorIndexReconciler:
             if ctx.condition("MilvusReady", True, "PodReady", f"Milvus standalone serves at {uri}."):
                 ctx.event("Normal", "MilvusReady", f"Milvus standalone serves at {uri}.")
             return uri
-        self._secured.discard(self._secured_key(ctx))  # (re)starting: a lost volume has the built-in password
+        self._secured.pop(self._secured_key(ctx), None)  # (re)starting: a lost volume has the built-in password
         pods = await self.kube.list("Pod", ctx.namespace, selector=f"{VECTOR_INDEX_LABEL}={ctx.name},"
                                                         "app.kubernetes.io/name=milvus")
         problem = next((p for p in map(pod_problem, pods) if p), None)
@@ -233,13 +238,16 @@ class VectorIndexReconciler:
         name = milvus_auth_secret_name(ctx.name, fingerprint(password))
         ctx.status["credentialsSecret"] = name
         if self._secured_key(ctx) in self._secured:
+            self._secured.move_to_end(self._secured_key(ctx))
             return
         await self.kube.create_unread(owned_by(build_milvus_auth_secret(ctx.name, MILVUS_ROOT, password,
                                                                         fingerprint(password)), ctx.obj))
         if await self.probe.secure(uri, password):
             ctx.event("Normal", "MilvusSecured", f"Milvus's built-in root password was replaced; clients sign "
                                                  f"in with Secret {name}")
-        self._secured.add(self._secured_key(ctx))
+        self._secured[self._secured_key(ctx)] = None
+        if len(self._secured) > SECURED_REMEMBERED:
+            self._secured.popitem(last=False)
 
     async def _apply(self, ctx: Pass, obj: dict) -> None:
         """Creates the object, or brings its spec/data in line when our template of it changed.
