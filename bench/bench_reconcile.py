@@ -15,11 +15,10 @@ leaving Validating (the operator's own reaction time, without the Job's scheduli
 throughputs; the operators' RSS and CPU time. A second floor also creates a bare Job per object,
 run like our validation Job: what an operator that must validate in a Job cannot go below, so the
 Job's own cost shows apart from ours. A third creates exactly our first pass's objects (our
-Triton Deployment, its model-control Secret and the validation Job, from our builders): the API
-server, etcd, the controllers and every watcher handle objects of that size, so the rest is our
-operator's own cost. The
-floors and ours alternate for BENCH_ROUNDS
-rounds (3) in one cluster and each figure is the median over the rounds, with its range: this
+Triton Deployment, its model-control Secret and NetworkPolicy and the validation Job, from our
+builders): the API server, etcd, the controllers and every watcher handle objects of that size, so
+the rest is our operator's own cost. The floors and ours alternate for BENCH_ROUNDS rounds (3) in
+one cluster and each figure is the median over the rounds, with its range: this
 machine's noise moves whole runs. BENCH_MDS sets the number of objects (100), BENCH_STATE_DIR
 keeps the logs.
 """

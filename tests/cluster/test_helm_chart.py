@@ -53,6 +53,10 @@ ALLOWED_UNUSED = {
     # A TrainingJob without its own workspace gets a managed PVC (builders/training_job.py); the
     # example names a claim of its own.
     ("", "persistentvolumeclaims", "create"),
+    # A NetworkPolicy that exists when the operator starts is read, and patched when it was made
+    # under other networkPolicies settings (networkpolicies.py ensure); a new one is only created.
+    ("networking.k8s.io", "networkpolicies", "get"),
+    ("networking.k8s.io", "networkpolicies", "patch"),
 }
 
 # Used or not depending on timing: live progress reads the running training or ingest pod's log

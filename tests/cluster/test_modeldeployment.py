@@ -379,7 +379,10 @@ def test_broken_pods_roll_back_to_the_last_good_template(kube, namespace, operat
     assert len(pods) == 1 and infer(pods[0].status.pod_ip) == [2.0, 4.0, 6.0, 8.0]
 
 
-def test_operator_restart_mid_rollout_converges_without_duplicates(kube, namespace, crds_installed, wait_for, repo):
+def test_operator_restart_mid_rollout_converges_without_duplicates(kube, namespace, crds_installed, wait_for, repo,
+                                                                    monkeypatch):
+    """Also: the Triton pods' NetworkPolicy, made with their Deployment, follows the operator's
+    settings after a restart that changed them (networkPolicies.from)."""
     from kopf.testing import KopfRunner
 
     args = ["run", "--standalone", "--namespace", namespace, "-m", "aiops.controllers"]
@@ -389,9 +392,22 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(kube, namespa
         wait_for(lambda: ((mds.get("adder").get("status") or {}).get("rollout") or {}).get("step")
                  in ("Deploying", "Loading", "HealthChecking"), timeout=90, what="the rollout past validation")
     assert first.exit_code == 0, first.output
+    net = client.NetworkingV1Api(kube.api_client)
+    policy = net.read_namespaced_network_policy("adder-triton", namespace)
+    assert [p.port for p in policy.spec.ingress[0].ports] == [8000, 8001, 8002]
+    assert len(policy.spec.ingress[0]._from) == 2  # the namespace and the operator's
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    monkeypatch.setenv("AIOPS_NETWORK_POLICY_PEERS", json.dumps([monitoring]))
     with KopfRunner(args, timeout=120) as second:
         wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving after the restart")
     assert second.exit_code == 0, second.output
+    policy = net.read_namespaced_network_policy("adder-triton", namespace)
+    assert policy.spec.ingress[0]._from[-1].namespace_selector.match_labels == {
+        "kubernetes.io/metadata.name": "monitoring"}
+    assert [p.metadata.name for p in net.list_namespaced_network_policy(namespace).items] == ["adder-triton"]
+    selected = kube.core.list_namespaced_pod(namespace, label_selector=",".join(
+        f"{k}={v}" for k, v in policy.spec.pod_selector.match_labels.items())).items
+    assert {p.metadata.name for p in selected} == {p.metadata.name for p in triton_pods(kube, namespace)}
     apps, batch = client.AppsV1Api(kube.api_client), client.BatchV1Api(kube.api_client)
     assert [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items] == ["adder-triton"]
     assert [s.metadata.name for s in kube.core.list_namespaced_service(namespace).items] == ["adder-triton"]
@@ -435,6 +451,7 @@ def test_deletion_cleans_up_everything(kube, namespace, operator, wait_for, repo
 
     def gone():
         left = (apps.list_namespaced_deployment(namespace).items + kube.core.list_namespaced_service(namespace).items
+                + client.NetworkingV1Api(kube.api_client).list_namespaced_network_policy(namespace).items
                 + batch.list_namespaced_job(namespace).items + triton_pods(kube, namespace)
                 + [c for c in kube.core.list_namespaced_config_map(namespace).items
                    if c.metadata.name.startswith("adder")])

@@ -107,6 +107,13 @@ def test_managed_milvus_ingest_update_and_recall(kube, namespace, service_names,
     assert signs_in(uri, f"{creds['username']}:{creds['password']}")
     assert not signs_in(uri, "root:Milvus") and not signs_in(uri, "")
     assert kube.core.list_namespaced_event(namespace, field_selector="reason=MilvusSecured").items
+    # Milvus's gRPC and metrics ports only (not its embedded etcd's), to the namespace and the operator.
+    policy = client.NetworkingV1Api(kube.api_client).read_namespaced_network_policy(f"{name}-milvus", namespace)
+    assert [p.port for p in policy.spec.ingress[0].ports] == [19530, 9091]
+    assert policy.metadata.owner_references[0].name == name
+    selected = kube.core.list_namespaced_pod(namespace, label_selector=",".join(
+        f"{k}={v}" for k, v in policy.spec.pod_selector.match_labels.items())).items
+    assert [p.metadata.name for p in selected] == [f"{name}-milvus-0"]
 
     # One document changes, one goes away: only the changed one is embedded again.
     first_key = st["lastIngest"]["key"]

@@ -102,6 +102,11 @@ denied request and on a rule nothing used, apart from a short commented allowlis
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create"]
+# NetworkPolicies in front of Triton and managed Milvus: created with them, brought in line with
+# networkPolicies.from once per operator start (read when one exists, patched when it differs).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
 # Secrets: created, never read: the key of each ModelDeployment's Triton model control (its
 # first pods read it; the operator computes it again from its own key). The operator reads only
 # its own key (a Role in the release namespace) and, in a namespace that binds the

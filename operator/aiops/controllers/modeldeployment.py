@@ -21,7 +21,13 @@ from aiops.capacity import CAPACITY_REASONS
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import allowed_host_paths, log_format, validation_job_ttl, worker_image
-from aiops.controllers.watches import Watches, shared_operator_key, shared_session, shared_watches
+from aiops.controllers.watches import (
+    Watches,
+    shared_network_policies,
+    shared_operator_key,
+    shared_session,
+    shared_watches,
+)
 from aiops.monitoring.verdict import VerdictRegistry
 from aiops.nodes import NodeCache
 from aiops.podusage import PodUsages
@@ -57,7 +63,8 @@ def build(memo: kopf.Memo) -> ReconcileLoop:
     keys = ModelControlKeys(kube, shared_operator_key(memo))
     reconciler = ModelDeploymentReconciler(kube, worker_image(), verdicts=verdicts,
                                            validation_job_ttl=validation_job_ttl(),
-                                           host_paths=allowed_host_paths(), log_format=log_format(), keys=keys)
+                                           host_paths=allowed_host_paths(), log_format=log_format(), keys=keys,
+                                           policies=shared_network_policies(memo))
     loop = ReconcileLoop("ModelDeployment", reconciler, shared_nodes(memo), WORKERS, URGENT_WORKERS)
     watch_children(shared_watches(memo), loop, children, usages, shared_nodes(memo))
     return loop

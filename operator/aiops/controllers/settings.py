@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import kopf
 
+from aiops.builders.network import check_peers, workload_peers
 from aiops.builders.triton import MANAGED_BY
 from aiops.kube.lease import SERVICE_ACCOUNT_NAMESPACE
 from aiops.logs import FORMATS
@@ -77,6 +79,24 @@ def credentials_binding() -> str:
     (AIOPS_CREDENTIALS_BINDING, set by the chart to its ClusterRole and ServiceAccount)."""
     return os.environ.get("AIOPS_CREDENTIALS_BINDING") or \
         "--clusterrole=aiops-operator-milvus-credentials --serviceaccount=<operator namespace>:aiops-operator"
+
+
+def network_policy_peers() -> list[dict] | None:
+    """Who may connect to the servers the operator runs (aiops.builders.network): their own
+    namespace, the operator's, and AIOPS_NETWORK_POLICY_PEERS, a JSON list of NetworkPolicyPeers
+    (the Helm value networkPolicies.from). None when AIOPS_NETWORK_POLICIES is false
+    (networkPolicies.enabled): the operator then makes no NetworkPolicy."""
+    enabled = os.environ.get("AIOPS_NETWORK_POLICIES", "true").lower()
+    if enabled not in ("true", "false"):
+        raise ValueError(f"AIOPS_NETWORK_POLICIES must be true or false, not {enabled!r}")
+    if enabled == "false":
+        return None
+    raw = os.environ.get("AIOPS_NETWORK_POLICY_PEERS") or "[]"
+    try:
+        extra = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"AIOPS_NETWORK_POLICY_PEERS is not JSON: {e}") from None
+    return workload_peers(operator_namespace(), check_peers(extra))
 
 
 def log_format() -> str:

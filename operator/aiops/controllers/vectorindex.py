@@ -11,7 +11,12 @@ from aiops.builders.milvus import VECTOR_INDEX_LABEL
 from aiops.controllers.loop import ReconcileLoop, shared_nodes
 from aiops.controllers.registration import register_kind
 from aiops.controllers.settings import allowed_host_paths, credentials_binding, log_format, worker_image
-from aiops.controllers.watches import shared_operator_key, shared_session, shared_watches
+from aiops.controllers.watches import (
+    shared_network_policies,
+    shared_operator_key,
+    shared_session,
+    shared_watches,
+)
 from aiops.indexing.reconciler import VectorIndexReconciler
 from aiops.kube.client import KubeClient
 
@@ -21,7 +26,8 @@ def build(memo: kopf.Memo) -> ReconcileLoop:
                                                                host_paths=allowed_host_paths(),
                                                                log_format=log_format(),
                                                                credentials_binding=credentials_binding(),
-                                                               operator_key=shared_operator_key(memo)),
+                                                               operator_key=shared_operator_key(memo),
+                                                               policies=shared_network_policies(memo)),
                          shared_nodes(memo))
 
     def child_changed(kind: str, obj: dict) -> None:

@@ -17,11 +17,12 @@ from typing import Any
 
 import kopf
 
-from aiops.controllers.settings import OWNED_SELECTOR, operator_namespace
+from aiops.controllers.settings import OWNED_SELECTOR, network_policy_peers, operator_namespace
 from aiops.kube.client import KubeClient
 from aiops.kube.config import api_client
 from aiops.kube.informer import Callback, Informer
 from aiops.kube.session import ApiSession
+from aiops.networkpolicies import NetworkPolicies
 from aiops.operatorkey import OperatorKey
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,13 @@ def shared_session(memo: kopf.Memo) -> ApiSession:
 def shared_operator_key(memo: kopf.Memo) -> OperatorKey:
     """The operator's own key (rollout/modelcontrol.py), read or made once for every controller."""
     return memo.setdefault("operator_key", OperatorKey(KubeClient(shared_session(memo), 2), operator_namespace()))
+
+
+def shared_network_policies(memo: kopf.Memo) -> NetworkPolicies:
+    """The keeper of the servers' NetworkPolicies, one for every controller (it remembers which
+    it checked against the settings)."""
+    return memo.setdefault("network_policies", NetworkPolicies(KubeClient(shared_session(memo), 4),
+                                                               network_policy_peers()))
 
 
 async def start_watches(memo: kopf.Memo, **_: Any) -> None:

@@ -25,12 +25,15 @@ from aiops.api.validation import condition_summary
 from aiops.api.vectorindex import VectorIndexSpec
 from aiops.builders.ingest_job import build_ingest_configmap, build_ingest_job, ingest_job_name, ingest_key
 from aiops.builders.milvus import (
+    GRPC_PORT,
+    METRICS_PORT,
     VECTOR_INDEX_LABEL,
     build_milvus_auth_secret,
     build_milvus_configmap,
     build_milvus_service,
     build_milvus_statefulset,
     milvus_auth_secret_name,
+    milvus_labels,
     milvus_name,
     milvus_uri,
 )
@@ -39,6 +42,7 @@ from aiops.indexing.probe import MILVUS_ROOT, IndexProbe, ProbeError
 from aiops.indexing.schedule import last_tick, seconds_until_next_tick
 from aiops.kube.client import KubeClient
 from aiops.kube.objects import NameTaken, owned_by, owned_by_uid
+from aiops.networkpolicies import NetworkPolicies
 from aiops.operatorkey import OperatorKey, fingerprint
 from aiops.passes import Pass, run_pass
 from aiops.progress import READ_EVERY, read_progress
@@ -77,8 +81,9 @@ class VectorIndexReconciler:
     def __init__(self, kube: KubeClient, worker_image: str, probe: IndexProbe | None = None,
                  host_paths: tuple[str, ...] | None = None, log_format: str = "text",
                  credentials_binding: str = "--clusterrole=<release>-milvus-credentials --serviceaccount=<operator>",
-                 operator_key: OperatorKey | None = None):
+                 operator_key: OperatorKey | None = None, policies: NetworkPolicies | None = None):
         self.kube = kube
+        self.policies = policies  # the managed Milvus's NetworkPolicy; None: not managed
         # The managed Milvus's root password derives from it; None: a Milvus without sign-in
         # (tests of the steps alone).
         self.operator_key = operator_key
@@ -189,6 +194,13 @@ class VectorIndexReconciler:
             for obj in objects:
                 obj["metadata"].setdefault("annotations", {})[TEMPLATE_HASH] = _template_hash(obj)
                 await self._apply(ctx, owned_by(obj, ctx.obj))
+            if self.policies is not None:  # the gRPC and metrics ports, to the namespace and operator only
+                await self.policies.ensure(ctx.obj, milvus_name(ctx.name), milvus_labels(ctx.name),
+                                           [GRPC_PORT, METRICS_PORT])
+        except NameTaken as taken:
+            if ctx.condition("MilvusReady", False, taken.reason, str(taken)):
+                ctx.event("Warning", taken.reason, str(taken))
+            return None
         except ProbeError as e:
             if ctx.condition("MilvusReady", False, e.reason, str(e) + "."):
                 ctx.event("Warning", e.reason, str(e))
@@ -258,7 +270,7 @@ class VectorIndexReconciler:
             await self.kube.create_if_missing(obj)
             return
         if not owned_by_uid(existing, ctx.obj["metadata"].get("uid")):
-            raise ProbeError(NameTaken.reason, str(NameTaken(kind, name, "VectorIndex")))
+            raise NameTaken(kind, name, "VectorIndex")
         if kind == "Service":  # selector and ports never change for a given name
             return
         wanted = obj["metadata"]["annotations"][TEMPLATE_HASH]

@@ -32,6 +32,7 @@ PATHS = {
     "Event": ("/api/v1", "events"), "Job": ("/apis/batch/v1", "jobs"),
     "Deployment": ("/apis/apps/v1", "deployments"), "ReplicaSet": ("/apis/apps/v1", "replicasets"),
     "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
 }
 # Repeats of an Event are counted on the first for this long, as client-go's recorder does (its
 # aggregation interval), among at most this many recent Events (its cache size).

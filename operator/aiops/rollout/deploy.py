@@ -4,14 +4,25 @@ versioned endpoint with the validation samples), and the promotion that makes it
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
-from aiops.builders.triton import build_triton_deployment, build_triton_service, child_name, triton_model_config
+from aiops.builders.triton import (
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    build_triton_deployment,
+    build_triton_service,
+    child_name,
+    triton_labels,
+    triton_model_config,
+)
 from aiops.conditions import now_iso
 from aiops.kube.objects import NameTaken, owned_by, owned_by_uid
+from aiops.networkpolicies import NetworkPolicies
 from aiops.rollout.context import CAPACITY_POLL, PODS_SAFETY_LOOK, ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
 from aiops.rollout.deadlines import seconds_left
 from aiops.rollout.history import add_history, remember_previous
@@ -43,6 +54,14 @@ def desired_deployment(ctx: Ctx, spec: ModelDeploymentSpec, surge: bool,
     template["metadata"].setdefault("annotations", {})[TEMPLATE_ANNOTATION] = revision
     dep["metadata"]["annotations"] = {TEMPLATE_ANNOTATION: revision}
     return dep, revision
+
+
+async def guard_triton(policies: NetworkPolicies | None, ctx: Ctx) -> None:
+    """The NetworkPolicy in front of the Triton pods: their ports, to the namespace, the operator
+    and the administrator's peers only (aiops.builders.network). None: not managed."""
+    if policies is not None:
+        await policies.ensure(ctx.md, child_name(ctx.name, "triton"), triton_labels(ctx.name),
+                              [HTTP_PORT, GRPC_PORT, METRICS_PORT])
 
 
 def pods_for(deployment: dict | None) -> str | None:
@@ -82,8 +101,10 @@ def serving_pods(world: World) -> list[dict]:
 
 
 class Deploy:
-    def __init__(self, kube: RolloutClient, servers: Servers, room: Room, keys: ModelControlKeys | None = None):
+    def __init__(self, kube: RolloutClient, servers: Servers, room: Room, keys: ModelControlKeys | None = None,
+                 policies: NetworkPolicies | None = None):
         self.kube, self.servers, self.room = kube, servers, room
+        self.policies = policies
         self.keys = keys  # None: pods without a model-control key (tests of the steps alone)
 
     async def load(self, pod: dict, spec: ModelDeploymentSpec, config: dict) -> None:
@@ -127,8 +148,11 @@ class Deploy:
                                                    if rollout.get("swap") == "Surge" else pods_for(current))
             rollout["templateChanged"] = current is not None and current_rev != revision
             check_owned(ctx, current)
-            if self.keys is not None:  # before the pods, which read their model-control key from it
-                await self.keys.ensure(ctx.md)
+            try:  # before the pods, which read their model-control key from its Secret
+                await asyncio.gather(guard_triton(self.policies, ctx),
+                                     *([self.keys.ensure(ctx.md)] if self.keys is not None else []))
+            except NameTaken as taken:
+                raise RolloutFailed(taken.reason, str(taken)) from None
             check_owned(ctx, await self.kube.apply_deployment(desired, current))
             rollout.pop("waitReason", None)
             ctx.condition("ResourcesAvailable", True, "ResourcesFit", message)

@@ -24,13 +24,15 @@ from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.api.registry import MODEL_DEPLOYMENT
 from aiops.builders.triton import GRPC_PORT, HTTP_PORT, METRICS_PORT, child_name, triton_labels
 from aiops.conditions import now_iso
+from aiops.kube.objects import NameTaken
 from aiops.monitoring.verdict import VerdictRegistry
+from aiops.networkpolicies import NetworkPolicies
 from aiops.passes import run_pass
 from aiops.pergeneration import PerGeneration
 from aiops.rollout.context import RETRY_ANNOTATION, Ctx, RolloutFailed, age
 from aiops.rollout.deadlines import stalled
 from aiops.rollout.demotion import Demotion
-from aiops.rollout.deploy import Deploy
+from aiops.rollout.deploy import Deploy, guard_triton, owned
 from aiops.rollout.history import rejection
 from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.modelcontrol import ModelControlKeys
@@ -54,7 +56,7 @@ class ModelDeploymentReconciler:
                  verdicts: VerdictRegistry | None = None, jobs: JobWatch | None = None,
                  validation_job_ttl: int | None = None, servers: Servers | None = None,
                  host_paths: tuple[str, ...] | None = None, log_format: str = "text",
-                 keys: ModelControlKeys | None = None):
+                 keys: ModelControlKeys | None = None, policies: NetworkPolicies | None = None):
         self.kube = kube
         self.host_paths = host_paths  # the node directories a spec may mount; None: not restricted
         self.jobs = jobs or JobWatch()  # validation Jobs as the watch saw them, to skip reads
@@ -63,8 +65,8 @@ class ModelDeploymentReconciler:
         servers = servers or PodServers(triton_timeout, self.keys)
         room = Room(kube)
         self.validation = Validation(kube, self.jobs, room, worker_image, validation_job_ttl, self.keys,
-                                     log_format)
-        self.deploy = Deploy(kube, servers, room, self.keys)
+                                     log_format, policies)
+        self.deploy = Deploy(kube, servers, room, self.keys, policies)
         self.recovery = Recovery(kube, servers, self.deploy)
         self.demotion = Demotion(verdicts, self.recovery)
         self._revisions: PerGeneration[str] = PerGeneration()
@@ -90,6 +92,8 @@ class ModelDeploymentReconciler:
         else:
             world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
             self._report_pods(ctx, world, dep_name)
+            if world.deployment is not None and owned(ctx, world.deployment):
+                await self._guard(ctx)
 
         if rollout and rollout["revision"] != revision:
             await self.recovery.abandon(ctx, spec, world, "the spec changed while version "
@@ -167,6 +171,14 @@ class ModelDeploymentReconciler:
         return await self.deploy.health_checking(ctx, spec, world)
 
     # ---- the steady states -------------------------------------------------------------------------
+    async def _guard(self, ctx: Ctx) -> None:
+        """A server made before its NetworkPolicy was (an upgrade) or under other settings gets
+        it in line; once per operator process, so a steady object costs nothing per pass."""
+        try:
+            await guard_triton(self.deploy.policies, ctx)
+        except NameTaken as taken:  # the servers stay as they are: a policy we never made is not ours
+            ctx.event("Warning", taken.reason, str(taken))
+
     async def _steady(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
         """The spec's revision serves: keep it so."""
         healthy = await self.recovery.serving_health(ctx, spec, world)

@@ -16,8 +16,9 @@ from aiops.builders.triton import RUN_AS_USER as TRITON_USER
 from aiops.builders.validation_job import build_validation_objects, validation_attempt, validation_job_name
 from aiops.capacity import CAPACITY_REASONS
 from aiops.kube.objects import NameTaken, owned_by
+from aiops.networkpolicies import NetworkPolicies
 from aiops.rollout.context import ROLLOUT_POLL, Ctx, RolloutFailed, age, poll
-from aiops.rollout.deploy import deployment_ref, desired_deployment, owned
+from aiops.rollout.deploy import deployment_ref, desired_deployment, guard_triton, owned
 from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import pod_problem, unschedulable_reason
@@ -34,8 +35,9 @@ MOUNT_CHECK_EVERY = 10.0
 class Validation:
     def __init__(self, kube: RolloutClient, jobs: JobWatch, room: Room, worker_image: str,
                  validation_job_ttl: int | None = None, keys: ModelControlKeys | None = None,
-                 log_format: str = "text"):
+                 log_format: str = "text", policies: NetworkPolicies | None = None):
         self.kube, self.jobs, self.room = kube, jobs, room
+        self.policies = policies  # the early server's NetworkPolicy, made with it
         self.log_format = log_format  # of the validation Jobs' lines (aiops.logs)
         self.keys = keys
         self.worker_image = worker_image
@@ -75,7 +77,8 @@ class Validation:
                 rollout["serverStartedEarly"] = True
             try:  # the early pods read their model-control key from its Secret
                 await asyncio.gather(*(self.kube.create_if_missing(owned_by(obj, ctx.md)) for obj in creates),
-                                     *([self.keys.ensure(ctx.md)] if early and self.keys is not None else []))
+                                     *([self.keys.ensure(ctx.md)] if early and self.keys is not None else []),
+                                     *([guard_triton(self.policies, ctx)] if early else []))
             except NameTaken as taken:  # a version that cannot validate: rejected like any other
                 raise RolloutFailed(taken.reason, str(taken)) from None
             rollout["validationJob"] = name
