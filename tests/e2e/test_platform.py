@@ -8,6 +8,8 @@ reported with a reason instead of a timeout."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,9 @@ import tritonclient.http as triton_http
 import yaml
 from e2ehelpers import condition, status_of, wait_until, write_model
 
-from aiops.devenv.realcluster import OPERATOR_NAMESPACE, RELEASE, REPO
+from aiops.devenv.monitors import FileDiscovery, scrape_jobs, with_file_discovery
+from aiops.devenv.prometheus import LocalPrometheus
+from aiops.devenv.realcluster import CHART, OPERATOR_NAMESPACE, RELEASE, REPO
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -68,6 +72,38 @@ def test_the_examples_become_ready_and_the_model_answers(platform, custom, core,
 
     answer = wait_until(infer, 30, "the Service to answer").as_numpy("LABEL")
     assert answer.reshape(-1)[0].decode() == "billing"
+    scraped_through_the_charts_monitors(platform, core, ns)
+
+
+def scraped_through_the_charts_monitors(platform, core, ns):
+    """A real Prometheus finds the operator, Triton and Milvus with the chart's ServiceMonitor and
+    PodMonitors (rendered as this release would render them) and scrapes their own metrics."""
+    rendered = platform.run(platform.helm, "template", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
+                            *platform.operator_values(), "--set", "metrics.serviceMonitor.enabled=true",
+                            "--set", "metrics.podMonitors.enabled=true").stdout
+    jobs = scrape_jobs([d for d in yaml.safe_load_all(rendered) if d], "unused")
+    with tempfile.TemporaryDirectory() as tmp:
+        discovery = FileDiscovery(core, jobs, Path(tmp))
+        jobs = with_file_discovery(jobs, Path(tmp))
+        for job in jobs:  # the chart's 30s, shortened for the test
+            job["scrape_interval"] = job["scrape_timeout"] = "1s"
+        with LocalPrometheus([], jobs=jobs) as prom:
+            def scraped():
+                discovery.refresh()
+                found = {
+                    "operator": prom.query("aiops_build_info"),
+                    "triton": prom.query(f'nv_inference_count{{modeldeployment="ticket-classifier",namespace="{ns}"}}'),
+                    "milvus": prom.query(f'count by (pod) ({{__name__=~"milvus_.+",vectorindex="ops-manual",'
+                                         f'namespace="{ns}"}})'),
+                }
+                return found if all(found.values()) else None
+
+            found = wait_until(scraped, 90, "the operator, Triton and Milvus scraped", interval=2,
+                               detail=lambda: [(t["labels"].get("job"), t["health"], t.get("lastError"))
+                                               for t in prom.targets_health()])
+    assert found["operator"][0]["metric"]["job"] == f"{RELEASE}-aiops-operator-metrics"
+    assert sum(float(s["value"][1]) for s in found["triton"]) >= 1  # the inference above
+    assert found["milvus"][0]["metric"]["pod"] == "ops-manual-milvus-0"
 
 
 def test_an_unwritable_hostpath_workspace_is_reported_with_the_fix(platform, custom, ns, host_dirs):

@@ -45,7 +45,9 @@ ALL_FEATURES = {
     "podAnnotations": {"example.com/team": "platform"},
     "serviceAccount": {"name": "aiops", "annotations": {"example.com/owner": "platform"}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
-                "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}},
+                "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                "podMonitors": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "networkPolicies": {"enabled": True, "from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}]},
     "grafanaDashboard": {"namespace": "monitoring", "annotations": {"grafana_folder": "AI platform"}},
     "gpuLayout": {"devicePlugin": {"namespace": "nvidia-device-plugin", "runtimeClassName": ""},
                   "instances": [{"name": "all-shared", "devices": "all", "replicas": 4}]},
@@ -238,6 +240,13 @@ def test_all_features(tools, tmp_path):
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # the ModelDeployments' namespace label
+    for server in ("triton", "milvus"):
+        pod_monitor = docs[("PodMonitor", NAMESPACE, f"aiops-operator-{server}")]
+        assert pod_monitor["metadata"]["labels"]["release"] == "prometheus"
+        assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["ai", "ml-team"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (env["AIOPS_NETWORK_POLICIES"], json.loads(env["AIOPS_NETWORK_POLICY_PEERS"])) == (
+        "true", [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}])
     rule = docs[("PrometheusRule", NAMESPACE, "aiops-operator")]
     alerts = rule["spec"]["groups"][0]["rules"]
     assert {a["alert"] for a in alerts} == {"AiopsOperatorDown", "AiopsReconcileErrors", "AiopsReconcileSlow",
@@ -279,6 +288,9 @@ def test_a_cluster_wide_install_binds_the_namespaced_rules_cluster_wide(tools):
     ("leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
     ("logLevel=chatty", "logLevel"),
     ("metrics.serviceMonitor.interval=often", "interval"),
+    ("metrics.podMonitors.scrapeTimeout=soon", "scrapeTimeout"),
+    ("networkPolicies.from[0].namespace=monitoring", "from"),
+    ("networkPolicies.enabled=maybe", "enabled"),
 ])
 def test_bad_values_fail_with_the_key_named(tools, bad, says):
     result = helm(tools, "template", "x", str(CHART), "--set", bad, check=False)

@@ -74,17 +74,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def scrape_config(targets: list[str], interval: str = "1s", job: str = "aiops-operator") -> str:
-    """A prometheus.yml scraping `targets` (host:port) every `interval` (JSON is valid YAML)."""
+def scrape_config(targets: list[str], interval: str = "1s", job: str = "aiops-operator",
+                  jobs: list[dict] | None = None) -> str:
+    """A prometheus.yml scraping `targets` (host:port) every `interval`, and the scrape `jobs`
+    given whole (aiops.devenv.monitors). JSON is valid YAML."""
+    configs = [{"job_name": job, "static_configs": [{"targets": targets}]}] if targets else []
     return json.dumps({"global": {"scrape_interval": interval, "evaluation_interval": interval},
-                       "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}]}, indent=2)
+                       "scrape_configs": configs + list(jobs or [])}, indent=2)
 
 
 class LocalPrometheus:
-    """`with LocalPrometheus(["127.0.0.1:9090"]) as prom: prom.query("up")`."""
+    """`with LocalPrometheus(["127.0.0.1:9090"]) as prom: prom.query("up")`; `jobs`: more scrape
+    jobs, e.g. a chart's monitors (aiops.devenv.monitors.scrape_jobs)."""
 
-    def __init__(self, targets: list[str], workdir: Path | None = None, interval: str = "1s"):
-        self.targets, self.interval = targets, interval
+    def __init__(self, targets: list[str], workdir: Path | None = None, interval: str = "1s",
+                 jobs: list[dict] | None = None):
+        self.targets, self.interval, self.jobs = targets, interval, jobs
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="aiops-prometheus-")
         self.workdir = Path(workdir or self._tmp.name)
         self.port = 0
@@ -97,7 +102,7 @@ class LocalPrometheus:
     def start(self, timeout: float = 30.0) -> LocalPrometheus:
         binary = ensure_prometheus()
         config = self.workdir / "prometheus.yml"
-        config.write_text(scrape_config(self.targets, self.interval))
+        config.write_text(scrape_config(self.targets, self.interval, jobs=self.jobs))
         self.port = free_port()
         log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 (kept open for the child)
         self.process = subprocess.Popen(
