@@ -87,3 +87,37 @@ VECTOR_DOCUMENTS = Gauge(
 VECTOR_RECALL = Gauge(
     "aiops_vectorindex_recall_ratio",
     "recall@k of the live index against exact search on held-out queries (0..1).", VI_LABELS)
+
+# ---- TrainingJob -------------------------------------------------------------------------------
+# From the status after each pass: the last run's figures, one series per TrainingJob (and step or
+# model), removed with the object (`forget`).
+TJ_LABELS = ["namespace", "name"]
+TRAINING_RUN_SECONDS = Gauge(
+    "aiops_trainingjob_run_duration_seconds", "The last run, start to end (or to now while it runs).", TJ_LABELS)
+TRAINING_STEP_SECONDS = Gauge(
+    "aiops_trainingjob_step_duration_seconds", "Each step of the last run that ended (data, train, optimize, "
+    "register).", [*TJ_LABELS, "step"])
+TRAINING_ACCURACY = Gauge(
+    "aiops_trainingjob_model_accuracy_ratio", "Held-out accuracy of the trained and the optimized model (0..1).",
+    [*TJ_LABELS, "model"])
+TRAINING_SIZE = Gauge(
+    "aiops_trainingjob_model_size_bytes", "Stored size of the trained and the optimized model.", [*TJ_LABELS, "model"])
+TRAINING_QUALITY_DROP = Gauge(
+    "aiops_trainingjob_quality_drop_ratio", "Accuracy lost by optimization (the gate is maxQualityDrop).", TJ_LABELS)
+TRAINING_THROUGHPUT = Gauge(
+    "aiops_trainingjob_samples_per_second", "Training throughput of the last run.", TJ_LABELS)
+TRAINING_SUCCEEDED = Gauge(
+    "aiops_trainingjob_succeeded", "1 when the last run registered its model, 0 when it failed; no series while "
+    "it runs.", TJ_LABELS)
+
+PER_OBJECT = {"TrainingJob": (TRAINING_RUN_SECONDS, TRAINING_STEP_SECONDS, TRAINING_ACCURACY, TRAINING_SIZE,
+                              TRAINING_QUALITY_DROP, TRAINING_THROUGHPUT, TRAINING_SUCCEEDED),
+              "VectorIndex": (VECTOR_DOCUMENTS, VECTOR_RECALL)}
+
+
+def forget(kind: str, namespace: str, name: str) -> None:
+    """Removes every series about one deleted object of `kind` (ModelDeployments' go with their
+    monitoring)."""
+    for gauge in PER_OBJECT.get(kind, ()):
+        for labels in [k for k in list(gauge._metrics) if k[:2] == (namespace, name)]:  # noqa: SLF001
+            gauge.remove(*labels)

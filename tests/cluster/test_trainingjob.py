@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
+from prometheus_client import REGISTRY
 
 from aiops.api.common import GROUP, VERSION
 from aiops.conditions import get_condition
@@ -107,6 +108,12 @@ def _serve_the_produced_model(kube, namespace, wait_for, tmp_path, obj):
     assert st["producedModel"]["name"] == "ticket-classifier" and st["producedModel"]["version"] == 1
     for type_ in ("Valid", "DataValidated", "Trained", "Registered", "Ready"):
         assert condition(obj, type_)["status"] == "True", type_
+    # The same figures on the operator's /metrics (the operator runs in this process).
+    labels = {"namespace": namespace, "name": "tickets"}
+    assert REGISTRY.get_sample_value("aiops_trainingjob_succeeded", labels) == 1
+    assert REGISTRY.get_sample_value("aiops_trainingjob_model_size_bytes", {**labels, "model": "optimized"}) == \
+        st["metricsAfter"]["sizeBytes"]
+    assert REGISTRY.get_sample_value("aiops_trainingjob_step_duration_seconds", {**labels, "step": "Training"}) > 0
     version_dir = tmp_path / "models" / "ticket-classifier" / "1"
     assert (tmp_path / "models" / "ticket-classifier" / "config.pbtxt").is_file() and version_dir.is_dir()
     assert len(list((tmp_path / "workspace" / "datasets").iterdir())) == 1

@@ -61,6 +61,7 @@ class ReconcileLoop:
         if deleted:
             self.objects.pop(key, None)
             self.queue.forget(key)
+            metrics.forget(self.kind, *key)
             return
         known = self.objects.get(key)
         if known is not None and resource_version(body) <= resource_version(known):
@@ -76,6 +77,7 @@ class ReconcileLoop:
         for key in gone:
             self.objects.pop(key, None)
             self.queue.forget(key)
+            metrics.forget(self.kind, *key)
         return gone
 
     async def check_against_list(self, namespace: str, plural: str) -> list[Key]:

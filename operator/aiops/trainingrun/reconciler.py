@@ -31,6 +31,7 @@ from aiops.passes import Pass, run_pass
 from aiops.progress import READ_EVERY, read_progress
 from aiops.rollout.pods import pod_problem, unschedulable_reason
 from aiops.rollout.verdict import job_outcome, parse_step_result
+from aiops.trainingrun import figures
 from aiops.trainingrun.results import (
     STEP_NAMES,
     STEP_PHASE,
@@ -58,7 +59,13 @@ class TrainingJobReconciler:
 
     async def reconcile(self, tj: dict, nodes: list[dict]) -> tuple[float | None, dict | None]:
         """Returns (seconds until the next look, the object as written back or None)."""
-        return await run_pass(TRAINING_JOB, tj, self.kube, lambda ctx: self._reconcile(ctx, nodes))
+        return await run_pass(TRAINING_JOB, tj, self.kube, lambda ctx: self._figures(ctx, nodes))
+
+    async def _figures(self, ctx: Pass, nodes: list[dict]) -> float | None:
+        try:
+            return await self._reconcile(ctx, nodes)
+        finally:  # the status as this pass leaves it, whatever it did
+            figures.publish(ctx.namespace, ctx.name, ctx.status)
 
     async def _reconcile(self, ctx: Pass, nodes: list[dict]) -> float | None:
         tj, status, events = ctx.obj, ctx.status, ctx.events
