@@ -120,6 +120,25 @@ def test_a_version_that_answers_its_samples_is_promoted_and_serves_alone():
     assert [e[1] for e in c.events] == ["RolloutSucceeded"]
 
 
+def test_a_healthy_version_is_promoted_only_once_the_kubelet_sees_its_pods_ready():
+    """Our own check passes a moment before the pods' readiness probe does; promoting then would
+    say Ready=True, flip it back on the next pass, and let `kubectl wait` return too early."""
+    from aiops.rollout.deploy import READINESS_POLL
+
+    servers = FakeServers({"p0": {1, 2}, "p1": {1, 2}})
+    deploy, _ = parts(servers)
+    c = ctx("HealthChecking")
+    probing = pod("p1", "10.0.0.2")
+    probing["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    waiting = World(WORLD.deployment, [pod("p0", "10.0.0.1"), probing])
+    failures = c.status["rollout"].get("healthFailures", 0)
+    assert asyncio.run(deploy.health_checking(c, SPEC, waiting)) == READINESS_POLL
+    assert c.status["rollout"]["step"] == "HealthChecking"  # waiting, not failing
+    assert c.status["rollout"].get("healthFailures", 0) == failures
+    assert asyncio.run(deploy.health_checking(c, SPEC, WORLD)) == float(SPEC.health_check.period_seconds)
+    assert c.status["servingVersion"] == 2
+
+
 def test_health_failures_up_to_the_threshold_end_the_rollout():
     servers = FakeServers({"p0": {1, 2}, "p1": {1, 2}}, broken={"p1"})
     deploy, _ = parts(servers)

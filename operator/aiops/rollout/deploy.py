@@ -27,7 +27,7 @@ from aiops.rollout.context import CAPACITY_POLL, PODS_SAFETY_LOOK, ROLLOUT_POLL,
 from aiops.rollout.deadlines import seconds_left
 from aiops.rollout.history import add_history, remember_previous
 from aiops.rollout.modelcontrol import ModelControlKeys
-from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started
+from aiops.rollout.pods import pod_problem, pod_ready, pod_running_ip, pod_started
 from aiops.rollout.revision import template_revision
 from aiops.rollout.room import Room
 from aiops.rollout.servers import Servers
@@ -37,6 +37,7 @@ from aiops.triton.client import TritonError
 from aiops.triton.samples import meets_accuracy
 
 PODS_FOR_ANNOTATION = "aiops.dev/pods-for-version"
+READINESS_POLL = 1.0  # a healthy pod waiting for its readiness probe: the pod's event usually comes first
 
 
 def desired_deployment(ctx: Ctx, spec: ModelDeploymentSpec, surge: bool,
@@ -251,6 +252,11 @@ class Deploy:
                 raise RolloutFailed("HealthCheckFailed", f"version {target} failed {rollout['healthFailures']} "
                                     f"health checks in a row: {problems[0]}")
             return ROLLOUT_POLL
+        if not all(pod_ready(p) for p in pods):
+            # Healthy to our own check, but the kubelet's readiness probe (every 2 s) has not seen
+            # it yet, so the Service does not route to it: Ready=True now would flip back on the
+            # next pass (and a `kubectl wait --for=condition=Ready` would return before it serves).
+            return READINESS_POLL
         await self.promote(ctx, spec, pods)
         return float(spec.health_check.period_seconds)
 
