@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2ehelpers import wait_until
+from e2ehelpers import HOST_DIRS, PLATFORM_VALUES, wait_until
 from kubernetes import client
 
 from aiops.devenv.controlplane import Ports
@@ -24,13 +24,10 @@ from aiops.devenv.realcluster import RealCluster
 from aiops.devenv.realnode import RealNode, machine_problems
 from aiops.devenv.session import install_crds
 
-HOST_DIRS = Path("/var/lib/aiops-e2e")
-
-
 # The modules in the order they run: the kustomize install comes and goes before the chart's
 # operator is installed (two operators must never reconcile the same objects), and the audit of
 # the operator's requests reads what all the others made it do.
-MODULE_ORDER = ("test_node", "test_kustomize", "test_platform", "test_rollouts", "test_audit")
+MODULE_ORDER = ("test_node", "test_kustomize", "test_platform", "test_rollouts", "test_first_hour", "test_audit")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -74,7 +71,7 @@ def core(real) -> client.CoreV1Api:
 def platform(real):
     """The operator installed by its chart (and left installed for the session's tests), allowed
     to mount the tests' node directories besides the default one."""
-    real.install_operator("--set", f"hostPaths.allowed={{/var/lib/aiops,{HOST_DIRS}}}")
+    real.install_operator(*PLATFORM_VALUES)
     yield real
 
 

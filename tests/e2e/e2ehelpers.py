@@ -31,6 +31,9 @@ def wait_until(fn: Callable[[], Any], timeout: float, what: str, interval: float
 
 
 GROUP, VERSION = "aiops.dev", "v1alpha1"
+HOST_DIRS = Path("/var/lib/aiops-e2e")  # the tests' node directories
+# The tier's chart values besides the local images: the tests' node directories may be mounted.
+PLATFORM_VALUES = ("--set", f"hostPaths.allowed={{/var/lib/aiops,{HOST_DIRS}}}")
 
 
 def status_of(custom: client.CustomObjectsApi, ns: str, plural: str, name: str) -> dict:
