@@ -4,8 +4,6 @@ loopback port, and answers PromQL for the per-ModelDeployment gauges."""
 
 from __future__ import annotations
 
-import time
-
 import prometheus_client
 import pytest
 
@@ -24,11 +22,7 @@ def test_prometheus_scrapes_the_operator_and_answers_promql_for_a_gauge():
         _gauges(key, 3, WindowStats(300, 0, requests=200, failures=5, p50_ms=4.0, p95_ms=12.5, p99_ms=20.0,
                                     latency_source="counters", passed=9, scored=10), degraded=True)
         with LocalPrometheus([f"127.0.0.1:{port}"]) as prom:
-            deadline = time.monotonic() + 60
-            result: list = []
-            while time.monotonic() < deadline and not result:
-                result = prom.query('aiops_modeldeployment_error_rate_ratio{namespace="prom-test",name="adder"}')
-                time.sleep(0.3)
+            result = prom.query_until('aiops_modeldeployment_error_rate_ratio{namespace="prom-test",name="adder"}')
             assert result, prom.targets_health()
             assert result[0]["metric"]["version"] == "3" and float(result[0]["value"][1]) == 0.025
             p95 = prom.query('aiops_modeldeployment_inference_time_seconds{name="adder",quantile="0.95"}')

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -129,11 +128,7 @@ def test_prometheus_scrapes_only_the_pods_a_pod_monitor_selects(tmp_path):
     (tmp_path / "job-0-pod.json").write_text(json.dumps(pod_targets(pods)))
     try:
         with LocalPrometheus([], jobs=jobs) as prom:
-            deadline = time.monotonic() + 60
-            result: list = []
-            while time.monotonic() < deadline and not result:
-                result = prom.query("nv_inference_count_total")
-                time.sleep(0.5)
+            result = prom.query_until("nv_inference_count_total")
             assert result, prom.targets_health()
             (series,) = result
             assert {k: series["metric"][k] for k in ("namespace", "pod", "modeldeployment", "endpoint", "job")} == {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 SUPPORTED_ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "honorLabels", "relabelings"}
@@ -74,48 +75,46 @@ def _job(monitor: dict, index: int, endpoint: dict, kind: str) -> dict:
     return job
 
 
-def pod_monitor_jobs(monitor: dict, kubeconfig: str) -> list[dict]:
+def _jobs(monitor: dict, endpoints: str, kind: str, role: str, kubeconfig: str,
+          relabel: Callable[[dict], list[dict]]) -> list[dict]:
+    """One job per endpoint of `monitor`: discovery of `role`, then `relabel(endpoint)`'s rules
+    and the endpoint's own relabelings."""
     jobs = []
-    for i, endpoint in enumerate(monitor["spec"]["podMetricsEndpoints"]):
+    for i, endpoint in enumerate(monitor["spec"][endpoints]):
         _check(monitor, endpoint)
-        job = _job(monitor, i, endpoint, "podMonitor")
-        job["kubernetes_sd_configs"] = [_sd("pod", monitor, kubeconfig)]
-        job["relabel_configs"] = [
-            *_keep_labels("pod", monitor["spec"]["selector"].get("matchLabels") or {}),
-            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-             "regex": endpoint["port"]},
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            {"target_label": "job", "replacement": f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}"},
-            {"target_label": "endpoint", "replacement": endpoint["port"]},
-            *_relabelings(endpoint),
-        ]
+        job = _job(monitor, i, endpoint, kind)
+        job["kubernetes_sd_configs"] = [_sd(role, monitor, kubeconfig)]
+        job["relabel_configs"] = [*relabel(endpoint), *_relabelings(endpoint)]
         jobs.append(job)
     return jobs
+
+
+def pod_monitor_jobs(monitor: dict, kubeconfig: str) -> list[dict]:
+    meta = monitor["metadata"]
+    return _jobs(monitor, "podMetricsEndpoints", "podMonitor", "pod", kubeconfig, lambda endpoint: [
+        *_keep_labels("pod", monitor["spec"]["selector"].get("matchLabels") or {}),
+        {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": endpoint["port"]},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {"target_label": "job", "replacement": f"{meta['namespace']}/{meta['name']}"},
+        {"target_label": "endpoint", "replacement": endpoint["port"]},
+    ])
 
 
 def service_monitor_jobs(monitor: dict, kubeconfig: str) -> list[dict]:
-    jobs = []
-    for i, endpoint in enumerate(monitor["spec"]["endpoints"]):
-        _check(monitor, endpoint)
-        job = _job(monitor, i, endpoint, "serviceMonitor")
-        job["kubernetes_sd_configs"] = [_sd("endpoints", monitor, kubeconfig)]
-        job["relabel_configs"] = [
-            *_keep_labels("service", monitor["spec"]["selector"].get("matchLabels") or {}),
-            {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": endpoint["port"]},
-            {"source_labels": ["__meta_kubernetes_endpoint_address_target_kind",
-                               "__meta_kubernetes_endpoint_address_target_name"],
-             "separator": ";", "regex": "Pod;(.*)", "replacement": "$1", "target_label": "pod"},
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-            {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
-            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
-            {"target_label": "endpoint", "replacement": endpoint["port"]},
-            *_relabelings(endpoint),
-        ]
-        jobs.append(job)
-    return jobs
+    return _jobs(monitor, "endpoints", "serviceMonitor", "endpoints", kubeconfig, lambda endpoint: [
+        *_keep_labels("service", monitor["spec"]["selector"].get("matchLabels") or {}),
+        {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": endpoint["port"]},
+        {"source_labels": ["__meta_kubernetes_endpoint_address_target_kind",
+                           "__meta_kubernetes_endpoint_address_target_name"],
+         "separator": ";", "regex": "Pod;(.*)", "replacement": "$1", "target_label": "pod"},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+        {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+        {"target_label": "endpoint", "replacement": endpoint["port"]},
+    ])
 
 
 def scrape_jobs(objects: list[dict], kubeconfig: str) -> list[dict]:

@@ -139,6 +139,16 @@ class LocalPrometheus:
             raise RuntimeError(f"PromQL {promql!r} failed: {body}")
         return body["data"]["result"]
 
+    def query_until(self, promql: str, timeout: float = 60.0) -> list[dict]:
+        """`query` again until it has a result or `timeout` passes (the first scrapes take a
+        moment); the last result, empty when none came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(0.3)
+
     def targets_health(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as resp:
             return json.load(resp)["data"]["activeTargets"]
