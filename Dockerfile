@@ -3,7 +3,8 @@
 #   operator  `aiops run`, what the Helm chart runs: the package and its core dependencies only
 #             (no torch, no development servers). The default target.
 #   triton    NVIDIA's Triton with what the Python-backend models that TrainingJobs register import
-#             (torch, tokenizers, numpy<2): the runtime.image of ModelDeployments serving them.
+#             (onnxruntime, tokenizers, numpy<2; torch for versions registered as TorchScript
+#             behind model.py): the runtime.image of ModelDeployments serving them.
 #   worker    `aiops worker validate-model|train|embed`, what the operator's Jobs run: the ML stack
 #             (CPU torch 2.13.0, sentence-transformers, ONNX export) on the triton target, because
 #             the validation worker starts a private `tritonserver` from PATH.
@@ -49,10 +50,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN python3 -m venv /opt/aiops
 ENV PATH=/opt/aiops/bin:$PATH
 # What the model.py of a TrainingJob's python output imports (aiops.training.export): Triton's
-# images do not ship them. numpy<2: the stub was built for numpy 1.x.
+# images do not ship them. numpy<2: the stub was built for numpy 1.x. torch: model.py files of
+# earlier releases load a TorchScript model.pt; the worker stage shares this layer.
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" torch==2.13.0 \
-    && pip install --no-cache-dir "tokenizers>=0.20,<1" "numpy<2" \
-    && python -c "import numpy, tokenizers, torch; assert numpy.__version__ < '2'"
+    && pip install --no-cache-dir "onnxruntime>=1.20" "tokenizers>=0.20,<1" "numpy<2" \
+    && python -c "import numpy, onnxruntime, tokenizers, torch; assert numpy.__version__ < '2'"
 
 FROM ${TRITON_IMAGE} AS triton
 LABEL org.opencontainers.image.title="aiops-triton" \

@@ -2,9 +2,10 @@
 gradient checkpointing costs, each measured in one run.
 
 1. Optimized vs original: a classifier trained on the synthetic topic set, then pruned
-   to 30% and quantized to int8 (`aiops.training.optimize`). Size on disk (whole model and Linear
-   layers alone), latency at batch 1 and 32 (medians over alternating rounds, so both models see
-   the same machine load), validation accuracy delta.
+   to 30% and quantized to int8 (`aiops.training.optimize`). Size on disk (the served graphs, and
+   the registry's packed Linear layers alone), latency at batch 1 and 32 of the served graphs under
+   ONNX Runtime in this process (medians over alternating rounds, so both models see the same
+   machine load), validation accuracy delta. bench_serving.py measures them through Triton.
 2. Training: throughput with and without gradient checkpointing, and the peak memory of
    each, in fresh subprocesses (max RSS over the RSS after loading; tracemalloc does not see
    torch's allocator; torch.cuda.max_memory_allocated is used instead where CUDA exists), plus the
@@ -115,7 +116,8 @@ def optimization_figures() -> None:
     from aiops.training.dataset import prepare_dataset
     from aiops.training.evaluate import latency_samples_ms
     from aiops.training.model import load_classifier
-    from aiops.training.optimize import load_optimized, optimize_run
+    from aiops.training.onnxform import ONNX_FILE, OnnxClassifier, write_served
+    from aiops.training.optimize import optimize_run
     from aiops.training.quantize import linear_names, pack_state, prune_linear_l1
     from aiops.training.synthetic import topic_rows
     from aiops.training.train import TrainSettings, train_classifier
@@ -138,7 +140,7 @@ def optimization_figures() -> None:
         result = optimize_run(Optimization(), ws / "run", val_texts, val_targets)
         before, after = result["metricsBefore"], result["metricsAfter"]
         figure("optimize.size_ratio", before["sizeBytes"] / after["sizeBytes"], "x",
-               f"{before['sizeBytes'] / 2**20:.1f} -> {after['sizeBytes'] / 2**20:.1f} MiB on disk, whole model")
+               f"{before['sizeBytes'] / 2**20:.1f} -> {after['sizeBytes'] / 2**20:.1f} MiB, served model.onnx")
         model, tokenizer, _ = load_classifier(ws / "run" / "model")
         linear = {f"{n}.weight" for n in linear_names(model)}
         save_file({k: v for k, v in model.state_dict().items() if k in linear}, str(ws / "dense.safetensors"))
@@ -151,8 +153,9 @@ def optimization_figures() -> None:
         figure("optimize.sparsity", after["sparsity"], "", "measured share of zero Linear weights (target 0.3)")
         figure("optimize.accuracy_before", before["accuracy"], "", f"{len(val_texts)} validation rows")
         figure("optimize.accuracy_delta", after["accuracy"] - before["accuracy"], "", "after - before")
-        original, tokenizer, _ = load_classifier(ws / "run" / "model")
-        optimized, _, _ = load_optimized(ws / "run" / "optimized")
+        trained, tokenizer, _ = load_classifier(ws / "run" / "model")
+        write_served(trained, tokenizer, 128, False, ws / "original.onnx")
+        original, optimized = OnnxClassifier(ws / "original.onnx"), OnnxClassifier(ws / "run" / "optimized" / ONNX_FILE)
         times: dict[tuple[str, int], list[float]] = {}
         for _ in range(ROUNDS):
             for name, m in (("original", original), ("optimized", optimized)):
@@ -165,7 +168,7 @@ def optimization_figures() -> None:
                        f"median; best {min(times[(name, batch)]):.3g} ms")
             figure(f"optimize.latency_batch{batch}.ratio",
                    min(times[("optimized", batch)]) / min(times[("original", batch)]), "x",
-                   "best optimized / best original (the CPU is shared); int8 weights dequantized once, fp32 compute")
+                   "best optimized / best original (the CPU is shared); ONNX Runtime, int8 kernels vs fp32")
 
 
 if __name__ == "__main__":

@@ -311,6 +311,50 @@ def optimized_section(run: CheckRun, device, sizes: Sizes, trained: TrainedRun) 
         run.figure(f"optimize.{device.type}.latency_batch{batch_size}.ratio", p50["optimized"] / p50["original"],
                    "x", "optimized / original")
     served_section(run, device, trained, models["optimized"], tokenizer, max_length)
+    onnx_section(run, device, sizes, trained, models["original"], tokenizer, max_length)
+
+
+def onnx_section(run: CheckRun, device, sizes: Sizes, trained: TrainedRun, original, tokenizer,
+                 max_length: int) -> None:
+    """The graphs Triton serves for the python and onnx formats (fp32 and the int8 one the gate
+    measured) under ONNX Runtime on the device: on CUDA that needs onnxruntime-gpu's provider."""
+    import onnxruntime as ort
+
+    from aiops.training.onnxform import ONNX_FILE, session_options, write_served
+
+    provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+    available = ort.get_available_providers()
+    run.check(f"optimize.onnx.{device.type}_provider", provider in available,
+              f"{provider} {'is' if provider in available else 'is not'} in {available}"
+              + ("" if provider in available else ": the Triton image needs onnxruntime-gpu for this"))
+    if provider not in available:
+        return
+    write_served(original.cpu(), tokenizer, max_length, False, trained.run_dir / "original.onnx")
+    graphs = {"original": trained.run_dir / "original.onnx", "optimized": trained.run_dir / "optimized" / ONNX_FILE}
+    sessions = {name: ort.InferenceSession(str(path), session_options(), providers=[provider, "CPUExecutionProvider"])
+                for name, path in graphs.items()}
+    for batch_size, runs in ((1, sizes.runs_batch1), (32, sizes.runs_batch32)):
+        batches = latency_batches(tokenizer, trained.val_texts, batch_size, runs, max_length, torch_cpu())
+        p50 = {}
+        for name, session in sessions.items():
+            feeds = [{k: v.numpy() for k, v in b.items()} for b in batches]
+            session.run(None, feeds[0])
+            times = []
+            for feed in feeds:
+                started = time.perf_counter()
+                session.run(None, feed)
+                times.append((time.perf_counter() - started) * 1000)
+            p50[name] = statistics.median(times)
+            run.figure(f"optimize.onnx.{device.type}.latency_batch{batch_size}.{name}", p50[name], "ms",
+                       f"p50 of {runs}, ONNX Runtime {provider}")
+        run.figure(f"optimize.onnx.{device.type}.latency_batch{batch_size}.ratio", p50["optimized"] / p50["original"],
+                   "x", "int8 / fp32 graph")
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
 
 
 def served_section(run: CheckRun, device, trained: TrainedRun, eager, tokenizer, max_length: int) -> None:

@@ -21,8 +21,10 @@ from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.training.evaluate import predict
 from aiops.training.export import trace
 from aiops.training.model import Probabilities, load_classifier, tokenize
+from aiops.training.onnxform import ONNX_FILE, OnnxClassifier, int8_initializers
 from aiops.training.optimize import load_optimized
 from aiops.training.quantize import linear_names, pack_state, prune_linear_l1
+from aiops.training.register import file_sha256
 from aiops.training.synthetic import topic_rows
 from aiops.triton.repository import check_model_version, parse_model_config
 from aiops.worker.train import dataset_split
@@ -143,10 +145,10 @@ def test_register_is_idempotent_and_never_overwrites(pipeline):
     first = pipeline.register
     assert first["model"] == {"name": "topics", "version": 1, "format": "python", "optimized": True}
     version_dir = Path(first["path"])
-    mtime = (version_dir / "model.pt").stat().st_mtime_ns
+    mtime = (version_dir / "model.onnx").stat().st_mtime_ns
     code, again = pipeline.step("register", wire_spec(), repository=str(pipeline.repo), run="run1")
     assert code == 0 and again["model"] == first["model"] and again["reused"]
-    assert (version_dir / "model.pt").stat().st_mtime_ns == mtime
+    assert (version_dir / "model.onnx").stat().st_mtime_ns == mtime
     (pipeline.run_dir("run1") / "registered.json").unlink()  # a lost record: the marker still tells
     code, again = pipeline.step("register", wire_spec(), repository=str(pipeline.repo), run="run1")
     assert code == 0 and again["model"]["version"] == 1
@@ -203,12 +205,29 @@ def test_onnx_export_writes_a_valid_model(pipeline):
     assert config["platform"] == "onnxruntime_onnx"
 
 
+def test_the_served_graph_is_the_int8_one_the_gate_measured(pipeline):
+    """The registered model.onnx is byte for byte the optimize step's graph, its weights are int8
+    initializers, and its accuracy under ONNX Runtime is the gate's `metricsAfter`."""
+    served = pipeline.run_dir("run1") / "optimized" / ONNX_FILE
+    version = Path(pipeline.register["path"])
+    assert file_sha256(version / ONNX_FILE) == file_sha256(served)
+    assert not (version / "model.pt").exists()
+    int8, total = int8_initializers(served)
+    assert int8 / total >= 0.9, (int8, total)
+    texts, targets, _, _ = dataset_split(pipeline.workspace, pipeline.version, "validation")
+    _, tokenizer, _ = load_optimized(pipeline.run_dir("run1") / "optimized")
+    predicted = predict(OnnxClassifier(served), tokenizer, texts, 128)
+    measured = sum(p == t for p, t in zip(predicted, targets)) / len(targets)
+    assert round(measured, 6) == pipeline.optimize["metricsAfter"]["accuracy"]
+    assert pipeline.optimize["servedForm"] == "onnxruntime"
+
+
 def test_python_model_answers_in_the_real_triton(pipeline, tmp_path):
     texts, targets, labels, _ = dataset_split(pipeline.workspace, pipeline.version, "validation")
-    optimized, tokenizer, _ = load_optimized(pipeline.run_dir("run1") / "optimized")
-    expected = predict(optimized, tokenizer, texts, 128)
-    with torch.no_grad():
-        expected_probs = Probabilities(optimized)(**tokenize(tokenizer, texts, 128)).numpy()
+    _, tokenizer, _ = load_optimized(pipeline.run_dir("run1") / "optimized")
+    served = OnnxClassifier(pipeline.run_dir("run1") / "optimized" / ONNX_FILE)
+    expected = predict(served, tokenizer, texts, 128)
+    expected_probs = served(**tokenize(tokenizer, texts, 128)).numpy()
 
     repo = tmp_path / "models"  # version 1 alone: Triton serves only the latest version by default
     shutil.copytree(pipeline.repo / "topics", repo / "topics", ignore=lambda d, names: [n for n in names if n == "2"])
@@ -237,3 +256,4 @@ def test_traced_model_matches_eager_on_other_batch_shapes(pipeline):
     enc = tokenize(tokenizer, ["one", "two words", "a much longer sentence than the ones used for tracing it"], 128)
     with torch.no_grad():
         assert torch.allclose(traced(enc["input_ids"], enc["attention_mask"]), Probabilities(model)(**enc), atol=1e-5)
+

@@ -1,8 +1,8 @@
 """Export of a trained classifier in Triton's repository layout (a form Triton can serve).
 
 Formats (spec.output.format):
-- `python`: Triton's Python backend. `<version>/model.py` loads `model.pt` (TorchScript) and the
-  tokenizer, so clients send raw text. Input `TEXT` (TYPE_STRING, dims [1]); outputs `LABEL`
+- `python`: Triton's Python backend. `<version>/model.py` runs `model.onnx` with ONNX Runtime and
+  the tokenizer, so clients send raw text. Input `TEXT` (TYPE_STRING, dims [1]); outputs `LABEL`
   (TYPE_STRING, dims [1]) and `PROBABILITIES` (TYPE_FP32, dims [num_labels], in the order of
   labels.txt). The only format the local tritonserver (nvidia-pytriton) can load.
 - `torchscript`: `platform: "pytorch_libtorch"`, `<version>/model.pt`; inputs `INPUT__0` (token
@@ -11,8 +11,10 @@ Formats (spec.output.format):
 - `onnx`: `platform: "onnxruntime_onnx"`, `<version>/model.onnx`, tensors `input_ids`,
   `attention_mask` -> `probabilities`; needs the `onnx` package in the worker image.
 
-An optimized model's TorchScript keeps its Linear and embedding weights int8 (`Int8Linear`,
-dequantized once on first use); ONNX gets the dequantized fp32 weights (same values, no size gain).
+`python` and `onnx` serve the same graph: the optimize step's `model.onnx` (int8, what the quality
+gate measured; `aiops.training.onnxform`) for an optimized model, else the fp32 export. An
+optimized model's TorchScript keeps its Linear and embedding weights int8 on disk (`Int8Linear`,
+dequantized once on first use: fp32 speed and memory when served).
 """
 
 from __future__ import annotations
@@ -27,15 +29,12 @@ import torch
 from torch import nn
 
 from aiops.training.model import Probabilities, TextClassifier, tokenize
+from aiops.training.onnxform import ONNX_FILE, export_fp32
 from aiops.training.quantize import clear_caches, int8_kind, scripted
 
 MAX_BATCH_SIZE = 32
 TEXT, LABEL, PROBABILITIES = "TEXT", "LABEL", "PROBABILITIES"
 EXAMPLE_TEXTS = ["an example sentence", "a second, somewhat longer example sentence for tracing"]
-
-
-class ExportError(Exception):
-    pass
 
 
 def trace(model: TextClassifier, tokenizer: Any, max_length: int) -> torch.jit.ScriptModule:
@@ -69,19 +68,6 @@ def dequantized(model: nn.Module) -> nn.Module:
     return model
 
 
-def export_onnx(model: TextClassifier, tokenizer: Any, max_length: int, path: Path) -> None:
-    example = tokenize(tokenizer, EXAMPLE_TEXTS, max_length)
-    try:
-        torch.onnx.export(Probabilities(dequantized(model)).eval(), (example["input_ids"], example["attention_mask"]),
-                          str(path), dynamo=False, input_names=["input_ids", "attention_mask"],
-                          output_names=["probabilities"], opset_version=17,
-                          dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                        "attention_mask": {0: "batch", 1: "tokens"}, "probabilities": {0: "batch"}})
-    except Exception as e:  # OnnxExporterError when `onnx` is missing, or an unsupported op
-        raise ExportError(f"ONNX export failed: {e}; use format torchscript or python, or add the `onnx` "
-                          "package to the worker image") from None
-
-
 def config_text(name: str, fmt: str, num_labels: int) -> str:
     """config.pbtxt for the format; comments say what each tensor is."""
     if fmt == "python":
@@ -106,17 +92,33 @@ def config_text(name: str, fmt: str, num_labels: int) -> str:
 
 PYTHON_MODEL = '''"""Triton Python backend model written by aiops: text in, label and probabilities out.
 
-Loads the TorchScript classifier (model.pt) and the tokenizer (tokenizer.json) beside this file.
+Runs the classifier graph (model.onnx, int8 for an optimized model) with ONNX Runtime, after the
+tokenizer (tokenizer.json) beside this file. Reads the model configuration as Triton's onnxruntime
+backend does: optimization.graph.level (-1 basic, 1 extended, 2 none, else all) and the parameter
+intra_op_thread_count (0: ONNX Runtime's default).
 """
+import ctypes
 import json
 import os
 
 import numpy as np
-import torch
+import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+LEVELS = {-1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, 1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+          2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+
+
+def session_options(config):
+    options = ort.SessionOptions()
+    level = int(config.get("optimization", {}).get("graph", {}).get("level", 0))
+    options.graph_optimization_level = LEVELS.get(level, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    if int(parameters.get("intra_op_thread_count") or 0) > 0:
+        options.intra_op_num_threads = int(parameters["intra_op_thread_count"])
+    return options
 
 
 class TritonPythonModel:
@@ -124,12 +126,18 @@ class TritonPythonModel:
         with open(os.path.join(HERE, "labels.json")) as f:
             info = json.load(f)
         self.labels = info["labels"]
-        gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
-        self.device = torch.device(f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else "cpu")
-        self.model = torch.jit.load(os.path.join(HERE, "model.pt"), map_location=self.device).eval()
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))}))
+        self.session = ort.InferenceSession(os.path.join(HERE, "model.onnx"),
+                                            session_options(json.loads(args["model_config"])), providers=providers)
         self.tokenizer = Tokenizer.from_file(os.path.join(HERE, "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=info["maxLength"])
         self.tokenizer.enable_padding(pad_id=info["padId"], pad_token=info["padToken"])
+        try:  # the parsed graph is freed once the session holds its tensors: give it back to the OS
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
 
     def execute(self, requests):
         texts, sizes = [], []
@@ -138,17 +146,16 @@ class TritonPythonModel:
             texts.extend(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values)
             sizes.append(len(values))
         encodings = self.tokenizer.encode_batch(texts)
-        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long, device=self.device)
-        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long, device=self.device)
-        with torch.no_grad():
-            probabilities = self.model(ids, mask).float().cpu().numpy()
+        feeds = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                 "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+        probabilities = self.session.run(["probabilities"], feeds)[0].astype(np.float32)
         labels = np.array([self.labels[i].encode() for i in probabilities.argmax(-1)], dtype=object)
         responses, start = [], 0
         for size in sizes:
             end = start + size
             responses.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("LABEL", labels[start:end].reshape(size, 1)),
-                pb_utils.Tensor("PROBABILITIES", probabilities[start:end].astype(np.float32))]))
+                pb_utils.Tensor("PROBABILITIES", probabilities[start:end])]))
             start = end
         return responses
 '''
@@ -162,9 +169,13 @@ def write_version(model: TextClassifier, tokenizer: Any, info: dict[str, Any], m
     (out / "labels.json").write_text(json.dumps({
         "labels": info["labels"], "maxLength": max_length, "padId": tokenizer.pad_token_id,
         "padToken": tokenizer.pad_token}, indent=2))
-    if fmt == "onnx":
-        export_onnx(model, tokenizer, max_length, out / "model.onnx")
+    if fmt == "torchscript":
+        trace(model, tokenizer, max_length).save(str(out / "model.pt"))
         return
-    trace(model, tokenizer, max_length).save(str(out / "model.pt"))
+    served = model_dir / ONNX_FILE
+    if served.exists():  # the optimize step's graph, measured by the quality gate
+        shutil.copyfile(served, out / ONNX_FILE)
+    else:
+        export_fp32(dequantized(model), tokenizer, max_length, out / ONNX_FILE)
     if fmt == "python":
         (out / "model.py").write_text(PYTHON_MODEL)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,10 @@ def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_classifier(model: TextClassifier, tokenizer: Any, info: dict[str, Any], out: Path,
                     tensors: dict[str, torch.Tensor] | None = None, weights_name: str = "weights.safetensors",
-                    metadata: dict[str, str] | None = None) -> None:
+                    metadata: dict[str, str] | None = None, extra: Callable[[Path], None] | None = None) -> None:
     """Writes the classifier directory beside `out` and renames it into place (replacing an older
-    one): a crash never leaves a half-written model behind."""
+    one): a crash never leaves a half-written model behind. `extra` writes more files into the
+    directory before the rename."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:
@@ -117,6 +119,8 @@ def save_classifier(model: TextClassifier, tokenizer: Any, info: dict[str, Any],
         model.encoder.config.save_pretrained(tmp / "encoder")
         tokenizer.save_pretrained(tmp / "tokenizer")
         (tmp / "classifier.json").write_text(json.dumps({**info, "weights": weights_name}, indent=2))
+        if extra is not None:
+            extra(tmp)
         os.chmod(tmp, 0o755)
         if out.exists():
             shutil.rmtree(out)

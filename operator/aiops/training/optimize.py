@@ -2,12 +2,16 @@
 on the validation split, and gate on the accuracy drop.
 
 The optimized model goes to `<run>/optimized/` whatever the gate says (the numbers are worth
-keeping); `<run>/optimize-result.json` records the verdict that `register` follows.
+keeping); `<run>/optimize-result.json` records the verdict that `register` follows. The gate
+measures what will serve: for the `python` and `onnx` formats the ONNX graph that `register`
+copies into the repository (`optimized/model.onnx`, int8 under ONNX Runtime) against the trained
+model's fp32 graph under the same runtime; for `torchscript`, the int8 torch modules it traces.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,8 @@ from safetensors import safe_open
 from aiops.api.trainingjob import Optimization
 from aiops.training.evaluate import measure
 from aiops.training.model import TextClassifier, empty_classifier, load_classifier, read_info, save_classifier
-from aiops.training.quantize import install_packed, pack_state, prune_linear_l1
+from aiops.training.onnxform import ONNX_FILE, OnnxClassifier, write_served
+from aiops.training.quantize import install_packed, linear_sparsity, pack_state, prune_linear_l1
 
 OPTIMIZED_WEIGHTS = "weights.int8.safetensors"
 RESULT_FILE = "optimize-result.json"
@@ -41,31 +46,46 @@ def gate_message(before: float, after: float, drop: float, limit: float) -> str:
             f"{drop:.4f}, {'within' if drop <= limit else 'above'} maxQualityDrop {limit}")
 
 
-def optimize_run(opt: Optimization, run_dir: Path, texts: list[str], targets: list[int]) -> dict[str, Any]:
+def optimize_run(opt: Optimization, run_dir: Path, texts: list[str], targets: list[int],
+                 fmt: str = "python") -> dict[str, Any]:
     """The step's result; also written to `run_dir/optimize-result.json`."""
     model_dir = run_dir / "model"
     model, tokenizer, info = load_classifier(model_dir)
     max_length = info["maxLength"]
-    before = measure(model, tokenizer, texts, targets, model_dir / info["weights"], max_length)
     quantize, prune = opt.quantization.enabled, opt.pruning.enabled
     if not opt.enabled or not (quantize or prune):
+        before = measure(model, tokenizer, texts, targets, model_dir / info["weights"], max_length)
         result = {"ok": True, "passed": False, "skipped": True, "metricsBefore": before, "metricsAfter": None,
                   "qualityDrop": None, "message": "optimization disabled: the unoptimized model is the result"}
         return _recorded(run_dir, result)
+    served_onnx = fmt != "torchscript"
+    if served_onnx:
+        with tempfile.TemporaryDirectory(dir=run_dir) as work:
+            original = Path(work) / ONNX_FILE
+            write_served(model, tokenizer, max_length, False, original)
+            before = measure(OnnxClassifier(original), tokenizer, texts, targets, original, max_length, 0.0)
+    else:
+        before = measure(model, tokenizer, texts, targets, model_dir / info["weights"], max_length)
     if prune:
         prune_linear_l1(model, opt.pruning.target_sparsity)
+    sparsity = linear_sparsity(model)
     tensors, metadata = pack_state(model, quantize=quantize, sparse=prune)
     settings = {"int8": quantize, "targetSparsity": opt.pruning.target_sparsity if prune else 0.0}
+    extra = (lambda d: write_served(model, tokenizer, max_length, quantize, d / ONNX_FILE)) if served_onnx else None
     save_classifier(model, tokenizer, {**info, "optimization": settings}, run_dir / "optimized", tensors,
-                    OPTIMIZED_WEIGHTS, metadata)
-    optimized, _, _ = load_optimized(run_dir / "optimized")
-    after = measure(optimized, tokenizer, texts, targets, run_dir / "optimized" / OPTIMIZED_WEIGHTS, max_length)
+                    OPTIMIZED_WEIGHTS, metadata, extra)
+    if served_onnx:
+        served = run_dir / "optimized" / ONNX_FILE
+        after = measure(OnnxClassifier(served), tokenizer, texts, targets, served, max_length, sparsity)
+    else:
+        optimized, _, _ = load_optimized(run_dir / "optimized")
+        after = measure(optimized, tokenizer, texts, targets, run_dir / "optimized" / OPTIMIZED_WEIGHTS, max_length)
     drop = round(before["accuracy"] - after["accuracy"], 6)
     passed = drop <= opt.max_quality_drop
     message = gate_message(before["accuracy"], after["accuracy"], drop, opt.max_quality_drop)
     result = {"ok": True, "passed": passed, "metricsBefore": before, "metricsAfter": after, "qualityDrop": drop,
               "maxQualityDrop": opt.max_quality_drop, "sizeRatio": round(before["sizeBytes"] / after["sizeBytes"], 3),
-              "message": message}
+              "servedForm": "onnxruntime" if served_onnx else "torchscript", "message": message}
     if not passed:
         if opt.on_quality_drop_exceeded == "registerNothing":
             result |= {"ok": False, "reason": "QualityGateFailed", "message": f"{message}; registering nothing"}

@@ -19,8 +19,9 @@ from typing import Any
 
 from aiops.api.trainingjob import TrainingJobSpec
 from aiops.conditions import ReasonedError
-from aiops.training.export import ExportError, config_text, write_version
+from aiops.training.export import config_text, write_version
 from aiops.training.model import read_info
+from aiops.training.onnxform import ExportError
 from aiops.training.optimize import load_model_dir, recorded_result
 
 MARKER = "aiops-registration.json"

@@ -173,7 +173,7 @@ def step_optimize(args: argparse.Namespace, spec) -> dict[str, Any]:
     if not (directory / "model" / "classifier.json").exists():
         raise StepFailed("ModelMissing", f"no trained model in {directory / 'model'}: run the train step first")
     texts, targets, _, _ = dataset_split(Path(args.workspace), args.dataset_version, "validation")
-    return optimize_run(spec.optimization, directory, texts, targets)
+    return optimize_run(spec.optimization, directory, texts, targets, spec.output.format)
 
 
 def step_register(args: argparse.Namespace, spec) -> dict[str, Any]:
