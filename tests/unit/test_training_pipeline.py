@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import tritonclient.http.aio as aioclient
 from safetensors.torch import load_file, save_file
 
 from aiops.api.modeldeployment import ModelDeploymentSpec
+from aiops.builders.triton import cache_args, triton_model_config
 from aiops.training.evaluate import predict
 from aiops.training.export import trace
 from aiops.training.model import Probabilities, load_classifier, tokenize
@@ -257,3 +259,48 @@ def test_traced_model_matches_eager_on_other_batch_shapes(pipeline):
     with torch.no_grad():
         assert torch.allclose(traced(enc["input_ids"], enc["attention_mask"]), Probabilities(model)(**enc), atol=1e-5)
 
+
+def test_serving_options_apply_in_the_real_triton(pipeline, tmp_path):
+    """A ModelDeployment's serving options, loaded as the operator loads them: two instances (two
+    Python stubs), one thread each, basic graph optimization, and the response cache answering a
+    repeated request without running the model."""
+    repo = tmp_path / "models"
+    shutil.copytree(pipeline.repo / "topics", repo / "topics", ignore=lambda d, names: [n for n in names if n == "2"])
+    spec = ModelDeploymentSpec.from_wire({
+        "model": {"name": "topics", "version": 1}, "repository": {"hostPath": {"path": str(repo)}},
+        "resources": {"gpus": 0},
+        "serving": {"instances": 2, "threadsPerInstance": 1, "graphOptimization": "basic",
+                    "responseCache": {"enabled": True, "size": "8Mi"}}})
+    config = triton_model_config(parse_model_config((repo / "topics" / "config.pbtxt").read_text()), spec, [1])
+
+    async def ask() -> tuple[dict, dict, list[np.ndarray], int]:
+        async with LocalTriton(repo, tmp_path, cache_args(spec)) as server:
+            client = aioclient.InferenceServerClient(server.url)
+            try:
+                await asyncio.wait_for(client.load_model("topics", config=json.dumps(config)), 180)
+                stubs = sum(1 for pid in filter(str.isdigit, os.listdir("/proc"))
+                            if b"triton_python_backend_stub" in _cmdline(pid) and str(repo).encode() in _cmdline(pid))
+                inp = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+                inp.set_data_from_numpy(np.array([[b"the striker scored twice in the final"]], dtype=object))
+                answers = [(await client.infer("topics", [inp])).as_numpy("PROBABILITIES") for _ in range(3)]
+                loaded = await client.get_model_config("topics")
+                stats = (await client.get_inference_statistics("topics"))["model_stats"][0]["inference_stats"]
+                return loaded, stats, answers, stubs
+            finally:
+                await client.close()
+
+    loaded, stats, answers, stubs = asyncio.run(ask())
+    assert [g["count"] for g in loaded["instance_group"]] == [2] and stubs == 2
+    assert loaded["instance_group"][0]["kind"] == "KIND_CPU"
+    assert loaded["parameters"]["intra_op_thread_count"] == {"string_value": "1"}
+    assert loaded["optimization"]["graph"]["level"] == -1
+    assert loaded["response_cache"]["enable"] is True
+    assert int(stats["cache_miss"]["count"]) == 1 and int(stats["cache_hit"]["count"]) == 2
+    assert all(np.array_equal(a, answers[0]) for a in answers)
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -123,3 +123,35 @@ def test_model_config_without_batching_support_is_left_unbatched():
     assert cfg["max_batch_size"] == 0 and "dynamic_batching" not in cfg
     cfg = triton_model_config({"max_batch_size": 8}, spec(batching={"enabled": False}), [1])
     assert cfg["max_batch_size"] == 8 and "dynamic_batching" not in cfg
+
+
+def test_serving_options_reach_the_model_config_and_the_server():
+    base = {"name": "m", "backend": "onnxruntime", "max_batch_size": 8,
+            "instance_group": [{"count": 4, "kind": "KIND_GPU", "gpus": [0]}],
+            "parameters": {"execution_mode": {"string_value": "0"}},
+            "optimization": {"priority": "PRIORITY_MAX"}}
+    s = spec(serving={"instances": 2, "threadsPerInstance": 3, "graphOptimization": "basic",
+                      "responseCache": {"enabled": True, "size": "32Mi"}})
+    cfg = triton_model_config(base, s, [1])
+    assert cfg["instance_group"] == [{"count": 2, "kind": "KIND_GPU"}]
+    assert cfg["parameters"] == {"execution_mode": {"string_value": "0"},
+                                 "intra_op_thread_count": {"string_value": "3"}}
+    # Triton's onnxruntime backend: -1 basic, 1 extended, 2 none, anything else all.
+    assert cfg["optimization"] == {"priority": "PRIORITY_MAX", "graph": {"level": -1}}
+    assert cfg["response_cache"] == {"enable": True}
+    assert base["optimization"] == {"priority": "PRIORITY_MAX"}, "the repository's config is not changed"
+    assert "--cache-config=local,size=33554432" in container(deployment("m", s, surge=False))["args"]
+    cpu = triton_model_config(base, spec(resources={"gpus": 0}, serving={"instances": 3}), [1])
+    assert cpu["instance_group"] == [{"count": 3, "kind": "KIND_CPU"}]
+    levels = {level: triton_model_config(base, spec(serving={"graphOptimization": level}), [1])["optimization"]
+              ["graph"]["level"] for level in ("all", "extended", "basic", "none")}
+    assert levels == {"all": 0, "extended": 1, "basic": -1, "none": 2}
+
+
+def test_unset_serving_options_leave_the_repository_config_alone():
+    base = {"name": "m", "backend": "python", "max_batch_size": 0,
+            "instance_group": [{"count": 2, "kind": "KIND_CPU"}], "parameters": {"a": {"string_value": "1"}}}
+    cfg = triton_model_config(base, spec(), [1])
+    assert cfg["instance_group"] == base["instance_group"] and cfg["parameters"] == base["parameters"]
+    assert "optimization" not in cfg and "response_cache" not in cfg
+    assert not any(a.startswith("--cache-config") for a in container(deployment("m", spec(), surge=False))["args"])

@@ -67,6 +67,12 @@ CASES = [
                                                  "expectedText": {"regex": "(unclosed"}}]},
      "InvalidPattern", "spec.validation.samples[0].expectedText.regex"),
     ("ModelDeployment", {"llm": {"engine": "vllm"}, "resources.gpus": 0}, "LlmNeedsGpu", "spec.resources.gpus"),
+    ("ModelDeployment", {"serving.responseCache": {"enabled": True, "size": "100Ki"}}, "ResponseCacheTooSmall",
+     "spec.serving.responseCache.size"),
+    ("ModelDeployment", {"serving.responseCache": {"enabled": True, "size": "80Gi"}}, "ResponseCacheAboveMemory",
+     "spec.serving.responseCache.size"),
+    ("ModelDeployment", {"serving.responseCache": {"enabled": True}, "runtime.args": ["--cache-config=local,size=9"]},
+     "CacheConfiguredTwice", "spec.serving.responseCache"),
     ("ModelDeployment", {"llm": {"engine": "vllm", "tensorParallelSize": 4}}, "TensorParallelExceedsGpus",
      "spec.llm.tensorParallelSize"),
     (

@@ -471,6 +471,49 @@ class DynamicBatching(SpecModel):
     )
 
 
+GraphOptimization = Literal["all", "extended", "basic", "none"]
+
+
+class ResponseCache(SpecModel):
+    """Triton's response cache: an identical request is answered from memory, without running the
+    model. For deterministic models only (a cached answer is the first one computed)."""
+
+    enabled: bool = Field(default=False, description="Cache this model's responses.")
+    size: Quantity = Field(
+        default="64Mi",
+        description="Memory of the server's cache (Triton's local cache, --cache-config local,size=...); it "
+        "counts against resources.memory.",
+    )
+
+
+class ServingOptions(SpecModel):
+    """How Triton runs the model: copies per GPU, threads, graph optimization, the response cache."""
+
+    instances: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="Copies of the model Triton runs side by side: per GPU (instance_group KIND_GPU), or per pod "
+        "where resources.gpus is 0 (KIND_CPU). Unset: the model configuration's instance_group.",
+    )
+    threads_per_instance: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Threads one copy computes with (the parameter intra_op_thread_count, read by Triton's "
+        "ONNX Runtime backend and by the Python models a TrainingJob registers). Unset: the runtime's default.",
+    )
+    graph_optimization: GraphOptimization | None = Field(
+        default=None,
+        description="Graph rewrites before the first inference (optimization.graph.level, read by Triton's ONNX "
+        "Runtime backend and by the Python models a TrainingJob registers): all (the default), extended, "
+        "basic, none.",
+    )
+    response_cache: ResponseCache = Field(
+        default_factory=ResponseCache, description="Triton's response cache for this model."
+    )
+
+
 class ModelDeploymentSpec(SpecModel):
     """A model version to serve with Triton, and how to validate, check, roll back and watch it."""
 
@@ -498,6 +541,10 @@ class ModelDeploymentSpec(SpecModel):
     )
     batching: DynamicBatching = Field(
         default_factory=DynamicBatching, description="Dynamic batching settings passed to Triton."
+    )
+    serving: ServingOptions = Field(
+        default_factory=ServingOptions,
+        description="Model instances, threads, graph optimization and the response cache, passed to Triton.",
     )
     llm: LanguageModel | None = Field(
         default=None,

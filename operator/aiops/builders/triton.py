@@ -15,6 +15,8 @@ import base64
 import hashlib
 from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
+
 from aiops.api.common import memory_request, quantity_str
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.builders.security import container_security, pod_security
@@ -107,7 +109,13 @@ def triton_args(spec: ModelDeploymentSpec, repository: str) -> list[str]:
             f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
             "--allow-metrics=true", "--allow-gpu-metrics=true",
             # Exact latency quantiles for monitoring (a summary), not only per-interval means.
-            "--metrics-config=summary_latencies=true", *spec.runtime.args]
+            "--metrics-config=summary_latencies=true", *cache_args(spec), *spec.runtime.args]
+
+
+def cache_args(spec: ModelDeploymentSpec) -> list[str]:
+    """The server's response cache, where the spec enables it for the model."""
+    cache = spec.serving.response_cache
+    return [f"--cache-config=local,size={int(parse_quantity(cache.size))}"] if cache.enabled else []
 
 
 def build_triton_deployment(md_name: str, spec: ModelDeploymentSpec, surge: bool, control_secret: str) -> dict:
@@ -194,9 +202,12 @@ def build_triton_service(md_name: str) -> dict:
     }
 
 
+GRAPH_LEVELS = {"all": 0, "extended": 1, "basic": -1, "none": 2}  # Triton's onnxruntime backend's levels
+
+
 def triton_model_config(base: dict, spec: ModelDeploymentSpec, versions: list[int]) -> dict:
     """The model configuration to load: the repository's config.pbtxt (as JSON) with exactly
-    `versions` loaded and the spec's dynamic batching applied.
+    `versions` loaded and the spec's dynamic batching and serving options applied.
 
     Loading with an explicit version list is what makes a swap atomic from the client's side:
     Triton keeps serving what it had until the new configuration has loaded."""
@@ -210,4 +221,17 @@ def triton_model_config(base: dict, spec: ModelDeploymentSpec, versions: list[in
         if batching.preferred_batch_sizes:
             dyn["preferred_batch_size"] = list(batching.preferred_batch_sizes)
         config["dynamic_batching"] = dyn
+    serving = spec.serving
+    if serving.instances is not None:
+        kind = "KIND_GPU" if spec.resources.gpus > 0 else "KIND_CPU"
+        config["instance_group"] = [{"count": serving.instances, "kind": kind}]
+    if serving.threads_per_instance is not None:
+        config["parameters"] = {**base.get("parameters", {}),
+                                "intra_op_thread_count": {"string_value": str(serving.threads_per_instance)}}
+    if serving.graph_optimization is not None:
+        optimization = dict(base.get("optimization", {}))
+        optimization["graph"] = {"level": GRAPH_LEVELS[serving.graph_optimization]}
+        config["optimization"] = optimization
+    if serving.response_cache.enabled:
+        config["response_cache"] = {"enable": True}
     return config

@@ -32,7 +32,7 @@ import yaml
 from pydantic import ValidationError
 
 from aiops.api.modeldeployment import LLM_GPU_ENGINES, ModelDeploymentSpec, ValidationSample
-from aiops.builders.triton import triton_model_config
+from aiops.builders.triton import cache_args, triton_model_config
 from aiops.triton.client import TritonError, TritonServer
 from aiops.triton.repository import Problem, check_model_version
 from aiops.triton.samples import SampleResult, accuracy, meets_accuracy
@@ -184,7 +184,7 @@ async def infer_samples(repository: Path, spec: ModelDeploymentSpec, config: dic
     """Every sample against the requested version in a private Triton, within `timeout` seconds."""
     phase = "starting Triton"
     with scratch_dir() as scratch:
-        triton = LocalTriton(repository, Path(scratch), spec.runtime.args)
+        triton = LocalTriton(repository, Path(scratch), [*cache_args(spec), *spec.runtime.args])
         try:
             async with asyncio.timeout(timeout):
                 t0 = time.monotonic()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
+from decimal import Decimal
+
+from kubernetes.utils.quantity import parse_quantity
 
 from aiops.api.modeldeployment import LLM_GPU_ENGINES, ModelDeploymentSpec, SampleTensor, ValidationSample
 from aiops.api.validation.base import ClusterFacts, Problem, duplicates, env_rules, repository_rules, resources_rules
@@ -35,6 +38,7 @@ def rules(md: ModelDeploymentSpec, facts: ClusterFacts) -> Iterator[Problem]:
     yield from repository_rules("spec.repository", md.repository, facts)
     yield from env_rules("spec.runtime.env", md.runtime.env)
     yield from _batching_rules(md)
+    yield from _serving_rules(md)
     yield from _runtime_arg_rules(md)
     yield from _runtime_env_rules(md)
     yield from _signature_rules(md)
@@ -75,6 +79,36 @@ def _batching_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
             "DuplicatePreferredBatchSize",
             f"preferred batch size {size} is listed more than once; list each size once.",
         )
+
+
+MIN_CACHE_BYTES = 1 << 20
+
+
+def _serving_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
+    cache = md.serving.response_cache
+    if not cache.enabled:
+        return
+    size, limit = _bytes(cache.size), _bytes(md.resources.memory)
+    if size is None or size < MIN_CACHE_BYTES:
+        yield Problem("spec.serving.responseCache.size", "ResponseCacheTooSmall",
+                      f"a response cache of {cache.size} holds no response; give it at least 1Mi (it counts "
+                      "against resources.memory), or disable it.")
+    elif limit is not None and size > limit:
+        yield Problem("spec.serving.responseCache.size", "ResponseCacheAboveMemory",
+                      f"a response cache of {cache.size} does not fit the pod's memory limit "
+                      f"{md.resources.memory}; lower it or raise resources.memory.")
+    if any(a.split("=", 1)[0] == "--cache-config" for a in md.runtime.args):
+        yield Problem("spec.serving.responseCache", "CacheConfiguredTwice",
+                      "runtime.args has its own --cache-config while serving.responseCache is enabled; "
+                      "keep one of them.")
+
+
+def _bytes(quantity: int | str) -> Decimal | None:
+    """None for what the schema's pattern lets through and Kubernetes would refuse itself."""
+    try:
+        return parse_quantity(str(quantity))
+    except ValueError:
+        return None
 
 
 def _runtime_env_rules(md: ModelDeploymentSpec) -> Iterator[Problem]:
