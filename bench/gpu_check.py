@@ -13,7 +13,11 @@
 4. The optimized model: the optimize step (pruned + int8) as the worker runs it, then both models
    loaded as `optimize` loads them, on the device: latency p50 at batch 1 and 32 and the accuracy
    drop; and the TorchScript that `register` exports, loaded as Triton's Python backend loads it
-   (map_location to the device), against the eager model.
+   (map_location to the device), against the eager model; the served ONNX graphs (fp32 and the
+   int8 one the gate measured) under ONNX Runtime on the device, where its provider is there.
+5. 2:4 structured sparsity (CUDA, compute capability 8.0+): a Linear weight pruned 2 of every 4
+   through torch's semi-structured sparse kernels against the same dense fp16 matmul, at MiniLM's
+   feed-forward size and at an LLM's (4096 x 4096): speed-up and the largest difference.
 
 Each figure is printed as it is measured, then a summary table to paste into the README.
 Exit codes: 0 every check passed; 1 a check failed (named in the summary); 2 no usable NVIDIA GPU
@@ -384,6 +388,44 @@ def served_section(run: CheckRun, device, trained: TrainedRun, eager, tokenizer,
               f"max abs diff {diff:.2e} (tolerance {SERVED_TOLERANCE}), same labels: {same_labels}")
 
 
+def semi_structured_section(run: CheckRun, device, sizes: Sizes) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    if device.type != "cuda":
+        print_figure("sparsity.2to4", 0, "", "skipped: 2:4 kernels exist for CUDA only")
+        return
+    capability = torch.cuda.get_device_capability(device)
+    run.check("sparsity.2to4.supported", capability >= (8, 0), f"compute capability {capability} (8.0+ needed)")
+    if capability < (8, 0):
+        return
+    from torch.sparse import to_sparse_semi_structured
+
+    for label, (rows, cols, tokens) in {"minilm": (1536, 384, 32 * 128), "llm": (4096, 4096, 4096)}.items():
+        weight = torch.randn(rows, cols, dtype=torch.float16, device=device)
+        groups = weight.abs().reshape(rows, cols // 4, 4)
+        keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, groups.topk(2, dim=2).indices, True)
+        weight = weight * keep.reshape(rows, cols)
+        x = torch.randn(tokens, cols, dtype=torch.float16, device=device)
+        sparse = to_sparse_semi_structured(weight)
+        times = {}
+        for name, w in (("dense", weight), ("sparse", sparse)):
+            for _ in range(3):
+                F.linear(x, w)
+            torch.cuda.synchronize(device)
+            samples = []
+            for _ in range(max(10, sizes.runs_batch32 * 5)):
+                started = time.perf_counter()
+                F.linear(x, w)
+                torch.cuda.synchronize(device)
+                samples.append((time.perf_counter() - started) * 1000)
+            times[name] = statistics.median(samples)
+        diff = float((F.linear(x, sparse) - F.linear(x, weight)).abs().max())
+        run.figure(f"sparsity.2to4.{label}.speedup", times["dense"] / times["sparse"], "x",
+                   f"{rows}x{cols} weight, {tokens} tokens, fp16: dense {times['dense']:.3f} ms")
+        run.check(f"sparsity.2to4.{label}.same_result", diff <= 0.05 * cols ** 0.5, f"max abs diff {diff:.3g}")
+
+
 # ---- the run --------------------------------------------------------------------------------------
 
 def first_line(error: BaseException) -> str:
@@ -461,6 +503,7 @@ def main(argv: list[str]) -> CheckRun:
         trained = guarded(run, "train", training_section, run, device, sizes, Path(tmp), started + args.budget_s)
         if trained is not None:
             guarded(run, "optimize", optimized_section, run, device, sizes, trained)
+    guarded(run, "sparsity", semi_structured_section, run, device, sizes)
     summary(run, args.device, time.monotonic() - started)
     run.exit_code = 1 if run.failed else 0
     return run
