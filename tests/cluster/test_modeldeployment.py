@@ -608,3 +608,40 @@ def test_kubectl_scale_sets_the_triton_pods_and_get_shows_them(kube, namespace, 
     row = {header[a:b].strip(): table[1][a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)}
     assert (row["REPLICAS"], row["AVAILABLE"], row["SERVING"]) == ("2", "2", "1")
     assert row["ENDPOINT"] == obj["status"]["endpoints"]["http"]
+
+
+def test_a_serving_options_change_reaches_the_running_server(kube, namespace, operator, wait_for, repo):
+    """spec.serving is part of what serves: changing it rolls out like any serving change, and the
+    running Triton ends with the server's cache flag and the loaded configuration it asks for."""
+    mds = MDs(kube, namespace)
+    mds.create(md_manifest("adder", repo, 1, resources={"gpus": 0, "memory": "2Gi"}))
+    wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving")
+    mds.patch("adder", {"spec": {"serving": {"instances": 2, "responseCache": {"enabled": True, "size": "8Mi"}}}})
+
+    def applied():
+        if not serving(mds, "adder", 1)():
+            return None
+        pods = triton_pods(kube, namespace)
+        if len(pods) != 1 or not pods[0].status.pod_ip or not any(
+                a.startswith("--cache-config") for a in pods[0].spec.containers[0].args):
+            return None
+        c = httpclient.InferenceServerClient(f"{pods[0].status.pod_ip}:8000")
+        try:
+            config = c.get_model_config(MODEL)
+        except Exception:  # noqa: BLE001 - not loaded yet
+            return None
+        finally:
+            c.close()
+        return (pods[0], config) if (config.get("response_cache") or {}).get("enable") else None
+
+    pod, config = wait_for(applied, timeout=180, what="the cache and two instances loaded")
+    assert "--cache-config=local,size=8388608" in pod.spec.containers[0].args
+    assert [(g["count"], g["kind"]) for g in config["instance_group"]] == [(2, "KIND_CPU")]
+    ip = pod.status.pod_ip
+    assert infer(ip) == infer(ip) == [2.0, 4.0, 6.0, 8.0]
+    c = httpclient.InferenceServerClient(f"{ip}:8000")
+    try:
+        stats = c.get_inference_statistics(MODEL)["model_stats"][0]["inference_stats"]
+    finally:
+        c.close()
+    assert int(stats["cache_hit"]["count"]) >= 1

@@ -5,7 +5,7 @@ import json
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started, unschedulable, unschedulable_reason
-from aiops.rollout.revision import spec_revision
+from aiops.rollout.revision import digest, spec_revision
 from aiops.rollout.verdict import job_outcome
 
 
@@ -123,6 +123,19 @@ def test_revision_ignores_monitoring_and_rollback_settings():
     assert spec_revision(a) == spec_revision(b) != spec_revision(c)
     late = ModelDeploymentSpec.from_wire({**base, "validation": {"startServerEarly": False}})
     assert spec_revision(late) == spec_revision(a)  # how a rollout proceeds, not what serves
+
+
+def test_serving_options_are_part_of_the_revision_and_their_defaults_change_nothing():
+    base = {"model": {"name": "m", "version": 1}, "repository": {"hostPath": {"path": "/m"}}}
+    a = ModelDeploymentSpec.from_wire(base)
+    wire = {k: v for k, v in a.to_wire().items() if k != "serving"}
+    assert spec_revision(a) == digest({k: v for k, v in wire.items() if k not in ("monitoring", "rollback")}
+                                      | {"validation": {k: v for k, v in wire["validation"].items()
+                                                        if k != "startServerEarly"}})
+    explicit = ModelDeploymentSpec.from_wire({**base, "serving": {"responseCache": {"enabled": False}}})
+    assert spec_revision(explicit) == spec_revision(a)
+    for serving in ({"instances": 2}, {"graphOptimization": "basic"}, {"responseCache": {"enabled": True}}):
+        assert spec_revision(ModelDeploymentSpec.from_wire({**base, "serving": serving})) != spec_revision(a)
 
 
 def test_every_rollout_key_the_reconciler_writes_is_in_the_status_schema():
