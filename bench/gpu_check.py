@@ -324,7 +324,7 @@ def onnx_section(run: CheckRun, device, sizes: Sizes, trained: TrainedRun, origi
     measured) under ONNX Runtime on the device: on CUDA that needs onnxruntime-gpu's provider."""
     import onnxruntime as ort
 
-    from aiops.training.onnxform import ONNX_FILE, session_options, write_served
+    from aiops.training.onnxform import ONNX_FILE, write_served
 
     provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
     available = ort.get_available_providers()
@@ -335,7 +335,7 @@ def onnx_section(run: CheckRun, device, sizes: Sizes, trained: TrainedRun, origi
         return
     write_served(original.cpu(), tokenizer, max_length, False, trained.run_dir / "original.onnx")
     graphs = {"original": trained.run_dir / "original.onnx", "optimized": trained.run_dir / "optimized" / ONNX_FILE}
-    sessions = {name: ort.InferenceSession(str(path), session_options(), providers=[provider, "CPUExecutionProvider"])
+    sessions = {name: ort.InferenceSession(str(path), providers=list(dict.fromkeys([provider, "CPUExecutionProvider"])))
                 for name, path in graphs.items()}
     for batch_size, runs in ((1, sizes.runs_batch1), (32, sizes.runs_batch32)):
         batches = latency_batches(tokenizer, trained.val_texts, batch_size, runs, max_length, torch_cpu())

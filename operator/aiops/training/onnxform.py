@@ -79,30 +79,14 @@ def write_served(model: torch.nn.Module, tokenizer: Any, max_length: int, int8: 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def session_options(graph_level: int = 0, threads: int = 0) -> Any:
-    """ONNX Runtime session options as Triton's onnxruntime backend reads them from a model config:
-    `optimization.graph.level` -1 basic, 1 extended, 2 none, else all; `intra_op_thread_count`."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    levels = {-1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, 1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-    options.graph_optimization_level = levels.get(graph_level, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    return options
-
-
 class OnnxClassifier:
     """An ONNX classifier file under ONNX Runtime, called like the torch model (ids, mask ->
     probabilities): what the quality gate measures is the file Triton loads."""
 
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, path: Path):
         import onnxruntime as ort
 
-        self.path = path
-        self.session = ort.InferenceSession(str(path), session_options(threads=threads),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def eval(self) -> OnnxClassifier:
         return self
