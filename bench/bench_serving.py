@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from report import figure  # noqa: E402
+from topicrun import train_topics  # noqa: E402
 
 ROUNDS = int(os.environ.get("AIOPS_BENCH_SERVING_ROUNDS", "3"))
 ROWS = int(os.environ.get("AIOPS_BENCH_SERVING_ROWS", "300"))
@@ -71,30 +72,18 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1, 1 ] } ]
 def build_repository(root: Path) -> tuple[Path, list[str], list[int], list[str]]:
     """(repository, held-out texts, their label indices, labels): the trained and the optimized
     classifier as model directories `original` and `optimized`, and the floor model."""
-    from aiops.api.trainingjob import Optimization, TrainingJobSpec
-    from aiops.training.dataset import prepare_dataset
+    from aiops.api.trainingjob import Optimization
     from aiops.training.export import config_text, write_version
     from aiops.training.optimize import load_model_dir, optimize_run
-    from aiops.training.synthetic import topic_rows
-    from aiops.training.train import TrainSettings, train_classifier
-    from aiops.worker.train import dataset_split
 
     ws = root / "workspace"
     ws.mkdir()
-    (ws / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in topic_rows(ROWS, seed=11)))
-    spec = TrainingJobSpec.from_wire({
-        "dataset": {"source": {"configMap": {"name": "rows"}}, "schema": {"fields": [
-            {"name": "text", "type": "string"}, {"name": "label", "type": "string"}]}},
-        "training": {"task": "text-classification", "epochs": 2, "batchSize": 16},
-        "output": {"modelName": "topics", "repository": {"hostPath": {"path": "/models"}}}})
-    version = prepare_dataset(spec, str(ws / "rows.jsonl"), ws)["datasetVersion"]
-    texts, targets, labels, _ = dataset_split(ws, version, "train")
-    train_classifier(TrainSettings.from_spec(spec.training), texts, targets, labels, ws / "run", version)
-    val_texts, val_targets, _, _ = dataset_split(ws, version, "validation")
-    gate = optimize_run(Optimization(), ws / "run", val_texts, val_targets, "python")
+    run = train_topics(ws, ROWS)
+    val_texts, val_targets, _ = run.split("validation")
+    gate = optimize_run(Optimization(), run.run_dir, val_texts, val_targets, "python")
     figure("serving.gate.quality_drop", gate["qualityDrop"], "", f"the optimize step's gate: {gate['message']}")
     repo = root / "models"
-    for name, directory in (("original", ws / "run" / "model"), ("optimized", ws / "run" / "optimized")):
+    for name, directory in (("original", run.run_dir / "model"), ("optimized", run.run_dir / "optimized")):
         model, tokenizer, info = load_model_dir(directory)
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(config_text(name, "python", len(info["labels"])))
@@ -105,7 +94,7 @@ def build_repository(root: Path) -> tuple[Path, list[str], list[int], list[str]]
     (repo / "floor" / "1").mkdir(parents=True)
     (repo / "floor" / "config.pbtxt").write_text(FLOOR_CONFIG)
     (repo / "floor" / "1" / "model.py").write_text(FLOOR_MODEL)
-    test_texts, test_targets, _, _ = dataset_split(ws, version, "test")
+    test_texts, test_targets, _ = run.split("test")
     return repo, test_texts or val_texts, test_targets or val_targets, info["labels"]
 
 

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from report import figure  # noqa: E402
+from topicrun import train_topics  # noqa: E402
 
 ROUNDS = 3
 THROUGHPUT_STEPS = 4
@@ -112,31 +113,19 @@ def training_figures() -> None:
 def optimization_figures() -> None:
     from safetensors.torch import save_file
 
-    from aiops.api.trainingjob import Optimization, TrainingJobSpec
-    from aiops.training.dataset import prepare_dataset
+    from aiops.api.trainingjob import Optimization
     from aiops.training.evaluate import latency_samples_ms
     from aiops.training.model import load_classifier
     from aiops.training.onnxform import ONNX_FILE, OnnxClassifier, write_served
     from aiops.training.optimize import optimize_run
     from aiops.training.quantize import linear_names, pack_state, prune_linear_l1
-    from aiops.training.synthetic import topic_rows
-    from aiops.training.train import TrainSettings, train_classifier
-    from aiops.worker.train import dataset_split
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)
-        (ws / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in topic_rows(150, seed=11)))
-        spec = TrainingJobSpec.from_wire({
-            "dataset": {"source": {"configMap": {"name": "rows"}}, "schema": {"fields": [
-                {"name": "text", "type": "string"}, {"name": "label", "type": "string"}]}},
-            "training": {"task": "text-classification", "epochs": 2, "batchSize": 16},
-            "output": {"modelName": "topics", "repository": {"hostPath": {"path": "/models"}}}})
-        version = prepare_dataset(spec, str(ws / "rows.jsonl"), ws)["datasetVersion"]
-        texts, targets, labels, _ = dataset_split(ws, version, "train")
-        train = train_classifier(TrainSettings.from_spec(spec.training), texts, targets, labels, ws / "run", version)
-        figure("training.default.samples_per_s", train["samplesPerSecond"], "1/s",
-               f"{len(texts)} rows x 2 epochs, batch 16, top 2 layers trainable, {train['device']}")
-        val_texts, val_targets, _, _ = dataset_split(ws, version, "validation")
+        run = train_topics(ws, 150)
+        figure("training.default.samples_per_s", run.train["samplesPerSecond"], "1/s",
+               f"{run.train_rows} rows x 2 epochs, batch 16, top 2 layers trainable, {run.train['device']}")
+        val_texts, val_targets, _ = run.split("validation")
         result = optimize_run(Optimization(), ws / "run", val_texts, val_targets)
         before, after = result["metricsBefore"], result["metricsAfter"]
         figure("optimize.size_ratio", before["sizeBytes"] / after["sizeBytes"], "x",
