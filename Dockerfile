@@ -40,7 +40,11 @@ FROM ${TRITON_IMAGE} AS triton-build
 # torch comes first and pinned, from the CPU index: an unpinned torch (asked for by a dependency)
 # pulls a multi-GB CUDA build. For a CUDA build use
 #   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
+#   --build-arg ONNXRUNTIME=onnxruntime-gpu   (the CUDA provider: int8 models on the GPU; the
+#                                              worker target still adds the CPU build, which
+#                                              its quality gate measures with)
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG ONNXRUNTIME=onnxruntime
 ARG PIP_NO_INDEX=0
 ARG PIP_FIND_LINKS
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -53,7 +57,7 @@ ENV PATH=/opt/aiops/bin:$PATH
 # images do not ship them. numpy<2: the stub was built for numpy 1.x. torch: model.py files of
 # earlier releases load a TorchScript model.pt; the worker stage shares this layer.
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" torch==2.13.0 \
-    && pip install --no-cache-dir "onnxruntime>=1.20" "tokenizers>=0.20,<1" "numpy<2" \
+    && pip install --no-cache-dir "${ONNXRUNTIME}>=1.20" "tokenizers>=0.20,<1" "numpy<2" \
     && python -c "import numpy, onnxruntime, tokenizers, torch; assert numpy.__version__ < '2'"
 
 FROM ${TRITON_IMAGE} AS triton
