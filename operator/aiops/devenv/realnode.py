@@ -157,7 +157,8 @@ class RealNode:
     def start(self, timeout: float = 120.0, images=None, owner: int | None = None) -> RealNode:
         """Starts containerd, the kubelet, the device plugin and kube-proxy, and waits until the
         Node is Ready with its GPUs. `images(address)` loads images into containerd before the
-        kubelet starts (at least the sandbox image). `owner`: the process the node lives for (a
+        kubelet starts (at least the sandbox image); `timeout` bounds containerd's start, then the
+        rest after the images are in. `owner`: the process the node lives for (a
         `make dev` in the foreground, a test session); once it is gone, the next start on this
         machine stops the node it left behind. None: the node runs until `aiops dev down`."""
         problems = machine_problems()
@@ -181,11 +182,11 @@ class RealNode:
         hoststate.record_once(self.record_file, self._host_paths(), links=[nodeconfig.BRIDGE])
         NODE_REGISTRY.write_text(json.dumps({"node_dir": str(self.paths.root), "server": self.cp.server,
                                              "name": self.name, "owner": owner}))
-        deadline = time.monotonic() + timeout
         try:
-            self._start_containerd(deadline)
-            if images:
+            self._start_containerd(time.monotonic() + timeout)
+            if images:  # may build images first: minutes that the node's own start-up must not lose
                 images(str(self.paths.containerd_socket))
+            deadline = time.monotonic() + timeout
             self._start_kubelet()
             self._wait_for(lambda: (self.paths.device_plugin_dir / "kubelet.sock").exists(), deadline,
                            "kubelet", "did not open its device-plugin socket")
