@@ -584,10 +584,13 @@ def test_the_same_event_again_is_counted_on_the_first_not_posted_anew(kube, name
 
 def test_kubectl_scale_sets_the_triton_pods_and_get_shows_them(kube, namespace, operator, wait_for, repo):
     """The scale subresource: `kubectl scale` (and so a HorizontalPodAutoscaler) changes
-    spec.replicas and reads back the pods and their selector; `kubectl get` shows them."""
+    spec.replicas and reads back the pods and their selector; `kubectl get` shows them. A scale
+    is no rollout: no validation Job, no new history entry, the new pod serves the same version."""
     mds = MDs(kube, namespace)
     mds.create(md_manifest("adder", repo, 1, resources={"gpus": 1, "memory": "2Gi"}))
-    wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving")
+    before = wait_for(serving(mds, "adder", 1), timeout=120, what="version 1 serving")
+    jobs = client.BatchV1Api(kube.api_client)
+    validations = sorted(j.metadata.name for j in jobs.list_namespaced_job(namespace).items)
     kube.kubectl("scale", "-n", namespace, "modeldeployment/adder", "--replicas=2")
 
     def two_ready():
@@ -597,6 +600,13 @@ def test_kubectl_scale_sets_the_triton_pods_and_get_shows_them(kube, namespace, 
 
     obj = wait_for(two_ready, timeout=180, what="two Triton pods ready")
     assert obj["spec"]["replicas"] == 2 and len(triton_pods(kube, namespace)) == 2
+    assert obj["status"]["history"] == before["status"]["history"]
+    assert obj["status"]["servingRevision"] == before["status"]["servingRevision"]
+    assert sorted(j.metadata.name for j in jobs.list_namespaced_job(namespace).items) == validations
+    reasons = [e.reason for e in kube.core.list_namespaced_event(namespace).items
+               if e.involved_object.kind == "ModelDeployment"]
+    assert reasons.count("RolloutStarted") == 1 and "Scaled" in reasons, reasons
+    assert [infer(p.status.pod_ip) for p in triton_pods(kube, namespace)] == [[2.0, 4.0, 6.0, 8.0]] * 2
     raw = kube.kubectl("get", "--raw", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/modeldeployments/adder/scale")
     scale = json.loads(raw.stdout)
     assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (2, 2)
@@ -608,6 +618,10 @@ def test_kubectl_scale_sets_the_triton_pods_and_get_shows_them(kube, namespace, 
     row = {header[a:b].strip(): table[1][a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)}
     assert (row["REPLICAS"], row["AVAILABLE"], row["SERVING"]) == ("2", "2", "1")
     assert row["ENDPOINT"] == obj["status"]["endpoints"]["http"]
+    kube.kubectl("scale", "-n", namespace, "modeldeployment/adder", "--replicas=1")
+    wait_for(lambda: len(triton_pods(kube, namespace)) == 1 and mds.get("adder")["status"].get("readyReplicas") == 1
+             or None, timeout=120, what="back to one Triton pod")
+    assert mds.get("adder")["status"]["history"] == before["status"]["history"]
 
 
 def test_a_serving_options_change_reaches_the_running_server(kube, namespace, operator, wait_for, repo):

@@ -5,7 +5,7 @@ import json
 from aiops.api.modeldeployment import ModelDeploymentSpec
 from aiops.rollout.history import add_history, reject, rejection
 from aiops.rollout.pods import pod_problem, pod_running_ip, pod_started, unschedulable, unschedulable_reason
-from aiops.rollout.revision import digest, spec_revision
+from aiops.rollout.revision import adopt_earlier_revisions, digest, earlier_revision, spec_revision
 from aiops.rollout.verdict import job_outcome
 
 
@@ -129,13 +129,33 @@ def test_serving_options_are_part_of_the_revision_and_their_defaults_change_noth
     base = {"model": {"name": "m", "version": 1}, "repository": {"hostPath": {"path": "/m"}}}
     a = ModelDeploymentSpec.from_wire(base)
     wire = {k: v for k, v in a.to_wire().items() if k != "serving"}
-    assert spec_revision(a) == digest({k: v for k, v in wire.items() if k not in ("monitoring", "rollback")}
-                                      | {"validation": {k: v for k, v in wire["validation"].items()
-                                                        if k != "startServerEarly"}})
+    # The digest objects rolled out before serving options existed hold (replicas included then).
+    assert earlier_revision(a) == digest({k: v for k, v in wire.items() if k not in ("monitoring", "rollback")}
+                                         | {"validation": {k: v for k, v in wire["validation"].items()
+                                                           if k != "startServerEarly"}})
     explicit = ModelDeploymentSpec.from_wire({**base, "serving": {"responseCache": {"enabled": False}}})
     assert spec_revision(explicit) == spec_revision(a)
     for serving in ({"instances": 2}, {"graphOptimization": "basic"}, {"responseCache": {"enabled": True}}):
         assert spec_revision(ModelDeploymentSpec.from_wire({**base, "serving": serving})) != spec_revision(a)
+
+
+def test_replicas_are_a_scale_not_a_new_revision_and_earlier_revisions_are_adopted():
+    base = {"model": {"name": "m", "version": 1}, "repository": {"hostPath": {"path": "/m"}}}
+    one, three = (ModelDeploymentSpec.from_wire({**base, "replicas": n}) for n in (1, 3))
+    assert spec_revision(one) == spec_revision(three)
+    assert earlier_revision(one) != earlier_revision(three) != spec_revision(three)
+    other = ModelDeploymentSpec.from_wire({**base, "model": {"name": "m", "version": 2}, "replicas": 3})
+    # A status written when replicas counted: what serves, what served before and the rejections
+    # that name this very spec take its current revision; others are left as they are.
+    status = {"servingRevision": earlier_revision(three), "previousRevision": earlier_revision(other),
+              "rejected": [{"version": 1, "revision": earlier_revision(three)},
+                           {"version": 2, "revision": earlier_revision(other)}],
+              "rollout": {"revision": earlier_revision(three)}}
+    adopt_earlier_revisions(status, spec_revision(three), earlier_revision(three))
+    assert status == {"servingRevision": spec_revision(three), "previousRevision": earlier_revision(other),
+                      "rejected": [{"version": 1, "revision": spec_revision(three)},
+                                   {"version": 2, "revision": earlier_revision(other)}],
+                      "rollout": {"revision": earlier_revision(three)}}  # it names its validation Job
 
 
 def test_every_rollout_key_the_reconciler_writes_is_in_the_status_schema():

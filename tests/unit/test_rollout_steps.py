@@ -1,8 +1,9 @@
 """The rollout's steps after validation, each on its own, with Triton behind a fake `Servers` and
 the API behind a fake kube: Loading puts both versions beside each other, HealthChecking runs the
 samples through the versioned endpoint and promotes, repeated health failures end the rollout, a
-failure loads the serving version back in place, and a restarted pod gets the serving version
-loaded again. The cluster tests run the same steps against the real API server and Triton."""
+failure loads the serving version back in place, a restarted pod gets the serving version loaded
+again, and a change of replicas alone scales the serving pods. The cluster tests run the same
+steps against the real API server and Triton."""
 
 from __future__ import annotations
 
@@ -229,3 +230,94 @@ def test_a_failed_in_place_load_gets_the_serving_version_back_by_the_same_rule()
     assert servers.loaded == {"p0": {1}, "p1": {1}}  # version 1 serves again on both
     assert servers.loads[-4:] == [("p0", []), ("p0", [1]), ("p1", []), ("p1", [1])]
     assert c.status["servingVersion"] == 1 and c.status["history"][0]["outcome"] == "Failed"
+
+
+# ---- a change of replicas alone ------------------------------------------------------------------------
+
+class ScalingKube(FakeKube):
+    """The API as a scale sees it: the Deployment and pods, a node with `gpus` GPUs, and the
+    scale requests made."""
+
+    def __init__(self, world: World, gpus: int):
+        super().__init__(world)
+        self.gpus, self.scaled = gpus, []
+
+    async def pod_usages_and_nodes(self):
+        from aiops.capacity import pod_usage
+
+        node = {"metadata": {"name": "n", "labels": {}}, "spec": {},
+                "status": {"allocatable": {"nvidia.com/gpu": str(self.gpus), "memory": "64Gi", "cpu": "16"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}}
+        return [u for u in map(pod_usage, self.world.pods) if u], [node]
+
+    async def scale(self, kind, obj, replicas):
+        self.scaled.append((kind, obj["metadata"]["name"], replicas))
+
+
+def scaling(gpus: int) -> tuple[object, ScalingKube, Ctx, World]:
+    """The reconciler with version 1 serving on two one-GPU pods, and a spec asking for three."""
+    from aiops.rollout.reconciler import ModelDeploymentReconciler
+
+    pods = [pod("p0", "10.0.0.1"), pod("p1", "10.0.0.2")]
+    for p in pods:
+        p["spec"] = {"nodeName": "n", "containers": [{"name": "triton", "resources": {
+            "limits": {"nvidia.com/gpu": "1"}, "requests": {"memory": "1Gi", "cpu": "1"}}}]}
+    world = World({"metadata": {"name": "md-triton", "annotations": {TEMPLATE_ANNOTATION: "t1"},
+                                "ownerReferences": [{"uid": "md-uid", "controller": True}]},
+                   "spec": {"replicas": 2}}, pods)
+    kube = ScalingKube(world, gpus)
+    reconciler = ModelDeploymentReconciler(kube, "img", servers=FakeServers())
+    c = ctx("Serving")
+    c.status.pop("rollout")
+    c.md["metadata"]["uid"] = "md-uid"
+    return reconciler, kube, c, world
+
+
+def test_more_replicas_scale_the_serving_pods_without_a_rollout():
+    three = ModelDeploymentSpec.from_wire({**SPEC.to_wire(), "resources": {"gpus": 1, "memory": "1Gi"},
+                                           "replicas": 3})
+    reconciler, kube, c, world = scaling(gpus=4)
+    asyncio.run(reconciler._steady(c, three, world))
+    assert kube.scaled == [("Deployment", "md-triton", 3)]
+    assert "rollout" not in c.status and c.status["servingVersion"] == 1
+    assert [e[1] for e in c.events] == ["Scaled"] and "Triton pods 2 -> 3" in c.events[0][2]
+    ready = {x["type"]: x for x in c.status["conditions"]}["Ready"]
+    assert ready["status"] == "False" and "2 of 3 Triton pods are ready" in ready["message"]
+
+
+def test_a_scale_up_without_room_waits_and_says_so_once_while_the_version_serves_on():
+    from aiops.rollout.context import CAPACITY_POLL
+
+    three = ModelDeploymentSpec.from_wire({**SPEC.to_wire(), "resources": {"gpus": 1, "memory": "1Gi"},
+                                           "replicas": 3})
+    reconciler, kube, c, world = scaling(gpus=2)
+    assert asyncio.run(reconciler._steady(c, three, world)) == CAPACITY_POLL
+    assert asyncio.run(reconciler._steady(c, three, world)) == CAPACITY_POLL
+    assert kube.scaled == [] and [e[1] for e in c.events] == ["InsufficientGPU"]
+    room = {x["type"]: x for x in c.status["conditions"]}["ResourcesAvailable"]
+    assert room["status"] == "False" and "Scaling to 3 Triton pods waits for room" in room["message"]
+    one = ModelDeploymentSpec.from_wire({**three.to_wire(), "replicas": 1})  # a scale-down needs no room
+    asyncio.run(reconciler._steady(c, one, world))
+    assert kube.scaled == [("Deployment", "md-triton", 1)]
+
+
+def test_a_rollout_health_checks_the_pods_it_deployed_while_a_scale_waits_for_it():
+    """`replicas` raised mid-rollout: the new version is judged on the Deployment's pods; the
+    steady state scales once it serves."""
+    servers = FakeServers({"p0": {1, 2}, "p1": {1, 2}})
+    deploy, _ = parts(servers)
+    three = ModelDeploymentSpec.from_wire({**SPEC.to_wire(), "replicas": 3})
+    c = ctx("HealthChecking")
+    assert asyncio.run(deploy.health_checking(c, three, WORLD)) == float(SPEC.health_check.period_seconds)
+    assert c.status["servingVersion"] == 2
+
+
+def test_a_version_scaled_to_zero_is_not_ready_and_says_why():
+    zero = ModelDeploymentSpec.from_wire({**SPEC.to_wire(), "replicas": 0})
+    reconciler, kube, c, world = scaling(gpus=4)
+    asyncio.run(reconciler._steady(c, zero, world))
+    assert kube.scaled == [("Deployment", "md-triton", 0)]
+    _, recovery = parts(FakeServers())
+    assert asyncio.run(recovery.serving_health(c, zero, World(world.deployment, [])))
+    ready = {x["type"]: x for x in c.status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"], c.status["phase"]) == ("False", "ScaledToZero", "Pending")

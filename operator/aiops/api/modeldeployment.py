@@ -521,7 +521,8 @@ class ModelDeploymentSpec(SpecModel):
     repository: ModelRepository = Field(description="Where the Triton model repository is.")
     runtime: TritonRuntime = Field(default_factory=TritonRuntime, description="The Triton server.")
     replicas: int = Field(
-        default=1, ge=0, le=64, description="Triton pods; each gets resources.gpus GPUs."
+        default=1, ge=0, le=64, description="Triton pods; each gets resources.gpus GPUs. A change of replicas alone "
+        "scales the serving pods without a rollout."
     )
     resources: ModelDeploymentResources = Field(
         default_factory=ModelDeploymentResources, description="GPUs and memory per Triton pod."

@@ -244,8 +244,10 @@ class Deploy:
             if problem and problem.fatal:
                 raise RolloutFailed(problem.reason, problem.message)
         problems = [p for p in [await self.check_pod(pod, spec, target) for pod in pods] if p]
-        if len(pods) < spec.replicas:
-            problems.append(f"{len(pods)} of {spec.replicas} Triton pods are running")
+        # The pods this rollout deployed: a scale meanwhile is applied once the version serves.
+        deployed = ((world.deployment or {}).get("spec") or {}).get("replicas", spec.replicas)
+        if len(pods) < deployed:
+            problems.append(f"{len(pods)} of {deployed} Triton pods are running")
         if problems:
             rollout["healthFailures"] = rollout.get("healthFailures", 0) + 1
             if rollout["healthFailures"] >= spec.health_check.failure_threshold:

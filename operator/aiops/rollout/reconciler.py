@@ -9,7 +9,8 @@ Versions are swapped inside the running Triton (explicit model control): the new
 loaded beside the serving one, checked through its versioned endpoint, then the old one is
 unloaded. A rollback is one load call, which is why it takes well under a second. Only changes
 to the pods themselves (image, args, resources...) go through a Deployment rollout, surge or not
-depending on free GPUs, and are undone by restoring the previous ReplicaSet's template.
+depending on free GPUs, and are undone by restoring the previous ReplicaSet's template. A change
+of `replicas` alone is no rollout: the steady state scales the Deployment (`_scale`).
 
 The operator never writes `spec`: what is asked (spec) and what serves (status) are kept apart,
 and a rejected revision is not tried again until the spec or the `aiops.dev/retry` annotation
@@ -29,7 +30,7 @@ from aiops.monitoring.verdict import VerdictRegistry
 from aiops.networkpolicies import NetworkPolicies
 from aiops.passes import run_pass
 from aiops.pergeneration import PerGeneration
-from aiops.rollout.context import RETRY_ANNOTATION, Ctx, RolloutFailed, age
+from aiops.rollout.context import CAPACITY_POLL, RETRY_ANNOTATION, Ctx, RolloutFailed, age
 from aiops.rollout.deadlines import stalled
 from aiops.rollout.demotion import Demotion
 from aiops.rollout.deploy import Deploy, guard_triton, owned
@@ -38,7 +39,7 @@ from aiops.rollout.jobwatch import JobWatch
 from aiops.rollout.modelcontrol import ModelControlKeys
 from aiops.rollout.pods import pod_ready
 from aiops.rollout.recovery import Recovery
-from aiops.rollout.revision import spec_revision
+from aiops.rollout.revision import adopt_earlier_revisions, earlier_revision, spec_revision
 from aiops.rollout.room import Room
 from aiops.rollout.servers import PodServers, Servers
 from aiops.rollout.validating import Validation
@@ -84,10 +85,11 @@ class ModelDeploymentReconciler:
         if self.keys is not None:
             ctx.control_secret = await self.keys.secret_name(ctx.namespace, ctx.name)
         dep_name = child_name(ctx.name, "triton")
-        revision = self._revisions.get(ctx.md, None, lambda: spec_revision(spec))
+        revision, earlier = self._revisions.get(ctx.md, None, lambda: (spec_revision(spec), earlier_revision(spec)))
+        adopt_earlier_revisions(ctx.status, revision, earlier)
         rollout = ctx.status.get("rollout")
         if not ctx.status.get("servingVersion") and (rollout or {}).get("step", "Validating") == "Validating" \
-                and (rollout or {}).get("revision", revision) == revision:
+                and (rollout or {}).get("revision", revision) in (revision, earlier):
             world = World(None, [], observed=False)  # a first version being validated: nothing to see yet
         else:
             world = await self.kube.observe(ctx.namespace, ctx.name, dep_name)
@@ -95,7 +97,7 @@ class ModelDeploymentReconciler:
             if world.deployment is not None and owned(ctx, world.deployment):
                 await self._guard(ctx)
 
-        if rollout and rollout["revision"] != revision:
+        if rollout and rollout["revision"] not in (revision, earlier):
             await self.recovery.abandon(ctx, spec, world, "the spec changed while version "
                                         f"{rollout['version']} was rolling out")
             rollout = None
@@ -180,11 +182,38 @@ class ModelDeploymentReconciler:
             ctx.event("Warning", taken.reason, str(taken))
 
     async def _steady(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> float:
-        """The spec's revision serves: keep it so."""
+        """The spec's revision serves: keep it so, on as many pods as the spec asks for."""
+        waits = await self._scale(ctx, spec, world)
         healthy = await self.recovery.serving_health(ctx, spec, world)
         if await self.demotion.apply(ctx, spec, world, healthy, may_roll_back=True):
             return 0.5  # demoted: the next pass holds the rejected spec and reports the old version
-        return float(spec.health_check.period_seconds) if healthy else 2.0
+        return CAPACITY_POLL if waits else float(spec.health_check.period_seconds) if healthy else 2.0
+
+    async def _scale(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World) -> bool:
+        """`replicas` alone changed (`kubectl scale`, an autoscaler): the Triton Deployment follows
+        it, with no validation and no rollout, since the pods and the version are the same. New
+        pods get the serving version loaded by `serving_health`, and Ready says how many are ready
+        until they are. Returns True while a scale-up waits for room (what serves keeps serving)."""
+        cached = world.deployment
+        if cached is None or cached["spec"].get("replicas") == spec.replicas:
+            return False
+        # Fresh: a pass right after our own scale may still see the old count in the watch's cache.
+        world = await self.kube.observe(ctx.namespace, ctx.name, child_name(ctx.name, "triton"), fresh=True)
+        current = world.deployment
+        if current is None or not owned(ctx, current) or (have := current["spec"].get("replicas", 1)) == spec.replicas:
+            return False
+        if spec.replicas > have:
+            fits, _, reason, message = await self.deploy.room.for_deployment(spec, world, current, False)
+            if not fits:
+                message = f"Scaling to {spec.replicas} Triton pods waits for room on a node: {message}"
+                if ctx.condition("ResourcesAvailable", False, reason, message):
+                    ctx.event("Warning", reason, message)
+                return True
+        await self.kube.scale("Deployment", current, spec.replicas)
+        ctx.condition("ResourcesAvailable", True, "ResourcesFit", f"Room for {spec.replicas} Triton pods.")
+        ctx.event("Normal", "Scaled", f"Triton pods {have} -> {spec.replicas}: version "
+                  f"{ctx.status['servingVersion']} serves on them without a rollout.")
+        return False
 
     async def _hold_rejected(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World,
                              rejected: dict) -> float | None:
@@ -195,8 +224,9 @@ class ModelDeploymentReconciler:
             ctx.status["phase"] = "Failed"
             ctx.condition("Ready", False, rejected["reason"], f"Nothing serves: {note}.")
             return None
+        waits = await self._scale(ctx, spec, world)
         healthy = await self.recovery.serving_health(ctx, spec, world, note)
         # Already back on an older version: a degradation of it is reported, never rolled back
         # further (the spec's own version is the rejected one).
         await self.demotion.apply(ctx, spec, world, healthy, may_roll_back=False)
-        return float(spec.health_check.period_seconds) if healthy else 2.0
+        return CAPACITY_POLL if waits else float(spec.health_check.period_seconds) if healthy else 2.0

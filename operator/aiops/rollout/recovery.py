@@ -117,12 +117,17 @@ class Recovery:
     async def serving_health(self, ctx: Ctx, spec: ModelDeploymentSpec, world: World, note: str = "") -> bool:
         """Reloads restarted pods, then sets Ready (and phase) from how the serving version is doing.
         Ready never says True while a pod crash-loops or fewer pods than asked are ready."""
+        serving = ctx.status["servingVersion"]
+        if spec.replicas == 0 and not [p for p in world.pods if not p["metadata"].get("deletionTimestamp")]:
+            ctx.condition("Ready", False, "ScaledToZero", f"Version {serving} is scaled to zero Triton pods: nothing "
+                          "answers until replicas is raised.")
+            ctx.status["phase"] = "Pending"
+            return True  # as asked: nothing to roll back from
         problems = await self._ensure_serving_loaded(spec, ctx.status, world)
         problems += [p.message for p in map(pod_problem, world.pods) if p]
         ready = ctx.status.get("readyReplicas", 0)
         if ready < spec.replicas:
             problems.append(f"{ready} of {spec.replicas} Triton pods are ready")
-        serving = ctx.status["servingVersion"]
         suffix = f"; {note}" if note else ""
         if problems:
             ctx.condition("Ready", False, "Unhealthy", f"Version {serving}: {problems[0]}{suffix}.")
