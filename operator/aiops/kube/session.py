@@ -7,6 +7,7 @@ and over one pool of keep-alive connections."""
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,11 @@ from kubernetes.client.rest import ApiException
 from aiops.kube.fence import FENCE
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=30)
+# How long a credential is used before the client's refresh hook is asked again. The hook of a
+# kubeconfig re-applies the whole configuration (its host setter scans the environment for
+# proxies): per request it was a tenth of the operator's CPU under load. A ServiceAccount token
+# is re-read by the in-cluster loader once a minute at most anyway.
+CREDENTIALS_RECHECK = 10.0
 
 
 class ApiSession:
@@ -27,6 +33,8 @@ class ApiSession:
         self.config = configuration
         self.host = configuration.host.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._authorization: str | None = None
+        self._authorization_until = 0.0
 
     def _ssl(self) -> ssl.SSLContext | None:
         if not self.host.startswith("https"):
@@ -41,14 +49,19 @@ class ApiSession:
 
     def headers(self) -> dict[str, str]:
         """Asked per request: a ServiceAccount token is re-read when it rotates (the client's
-        refresh hook runs inside get_api_key_with_prefix)."""
-        headers = {"Accept": "application/json"}
+        refresh hook runs inside get_api_key_with_prefix, asked every CREDENTIALS_RECHECK s)."""
+        now = time.monotonic()
+        if now >= self._authorization_until:
+            self._authorization, self._authorization_until = self._credentials(), now + CREDENTIALS_RECHECK
+        return {"Accept": "application/json", **({"Authorization": self._authorization} if self._authorization else {})}
+
+    def _credentials(self) -> str | None:
         token = self.config.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
-            headers["Authorization"] = token
-        elif self.config.username:
-            headers["Authorization"] = aiohttp.BasicAuth(self.config.username, self.config.password or "").encode()
-        return headers
+            return token
+        if self.config.username:
+            return aiohttp.BasicAuth(self.config.username, self.config.password or "").encode()
+        return None
 
     @property
     def session(self) -> aiohttp.ClientSession:
