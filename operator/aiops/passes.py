@@ -9,7 +9,6 @@ said loudly (under AIOPS_STRICT_STATUS=1, the tests, the pass fails)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pydantic import ValidationError
 from aiops import metrics
 from aiops.api.registry import KindInfo
 from aiops.conditions import get_condition, set_condition
-from aiops.kube.objects import NameTaken
+from aiops.kube.objects import NameTaken, json_copy
 
 log = logging.getLogger(__name__)
 RETRY_ANNOTATION = "aiops.dev/retry"
@@ -79,8 +78,8 @@ async def run_pass(kind: KindInfo, obj: dict, kube: WriteBack, body: Callable[[P
                    make: Callable[[dict, dict], P] = Pass) -> tuple[float | None, dict | None]:
     """Runs `body` on a fresh pass over `obj`; returns (seconds until the next look, the object as
     written back or None when nothing changed)."""
-    p = make(obj, copy.deepcopy(obj.get("status") or {}))
-    before = copy.deepcopy(p.status)
+    p = make(obj, json_copy(obj.get("status") or {}))
+    before = json_copy(p.status)
     started = time.perf_counter()
     try:
         delay = await body(p)
@@ -91,7 +90,7 @@ async def run_pass(kind: KindInfo, obj: dict, kube: WriteBack, body: Callable[[P
         metrics.RECONCILE_ERRORS.labels(kind=kind.kind).inc()
         # What the pass recorded before the refusal may describe changes that never happened:
         # only the refusal is written.
-        p.status, p.events = copy.deepcopy(before), []
+        p.status, p.events = json_copy(before), []
         delay = _rejected(p, e)
     finally:
         metrics.RECONCILE_SECONDS.labels(kind=kind.kind).observe(time.perf_counter() - started)

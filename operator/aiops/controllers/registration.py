@@ -9,7 +9,6 @@ kind for all three controllers, which Kopf has no equivalent for."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import kopf
 from aiops.api.common import GROUP, VERSION
 from aiops.api.registry import KindInfo
 from aiops.controllers.loop import Key, ReconcileLoop
+from aiops.kube.objects import json_copy
 
 
 def register_kind(kind: KindInfo, attr: str, build: Callable[[kopf.Memo], ReconcileLoop],
@@ -36,7 +36,7 @@ def register_kind(kind: KindInfo, attr: str, build: Callable[[kopf.Memo], Reconc
         await getattr(memo, attr).stop()
 
     async def changed(event: dict, memo: kopf.Memo, **_: Any) -> None:
-        getattr(memo, attr).observe(copy.deepcopy(event["object"]), event.get("type") == "DELETED")
+        getattr(memo, attr).observe(json_copy(event["object"]), event.get("type") == "DELETED")
 
     kopf.on.startup(id=f"start-{kind.plural}")(start)
     kopf.on.cleanup(id=f"stop-{kind.plural}")(stop)
