@@ -9,6 +9,7 @@ are not here: the schema cannot express them on Kubernetes 1.20, so they live in
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -98,7 +99,15 @@ class StatusModel(ApiModel):
         return _unknown_fields(cls, data, path)
 
 
+@functools.cache
+def _wire_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by wire name, with their annotations."""
+    return {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
+
+
 def _unknown_fields(annotation: Any, data: Any, path: str) -> list[str]:
+    if not isinstance(data, (dict, list)):  # a leaf: nothing below it to be unknown (most of a status)
+        return []
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
@@ -110,7 +119,7 @@ def _unknown_fields(annotation: Any, data: Any, path: str) -> list[str]:
     if origin is dict and len(args) == 2 and isinstance(data, dict):
         return [u for k, v in data.items() for u in _unknown_fields(args[1], v, f"{path}.{k}")]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(data, dict):
-        fields = {(f.alias or name): f.annotation for name, f in annotation.model_fields.items()}
+        fields = _wire_fields(annotation)
         out = []
         for key, value in data.items():
             if key not in fields:
