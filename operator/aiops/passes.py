@@ -94,6 +94,8 @@ async def run_pass(kind: KindInfo, obj: dict, kube: WriteBack, body: Callable[[P
         delay = _rejected(p, e)
     finally:
         metrics.RECONCILE_SECONDS.labels(kind=kind.kind).observe(time.perf_counter() - started)
+    if p.status == before and not p.events:
+        return delay, None  # most passes: what was written last, already through the model, stands
     status = through_model(kind, p.status)
     written = await kube.write_back(obj, kind.plural, before, status, p.events)
     return delay, written

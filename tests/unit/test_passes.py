@@ -96,7 +96,7 @@ def test_an_object_the_api_server_refuses_shows_in_status_at_once_and_clears_whe
     assert events == [("Warning", "RejectedByAPIServer", applied["message"])]
 
     asyncio.run(run_pass(VECTOR_INDEX, written, kube, refused))
-    assert kube.writes[1][3] == [], "the same refusal again: no second Event"
+    assert len(kube.writes) == 1, "the same refusal again: nothing to write, no second Event"
 
     async def fine(p: Pass) -> None:
         p.status["phase"] = "Ready"
@@ -104,7 +104,7 @@ def test_an_object_the_api_server_refuses_shows_in_status_at_once_and_clears_whe
     _, written = asyncio.run(run_pass(VECTOR_INDEX, written, kube, fine))
     (applied,) = written["status"]["conditions"]
     assert (applied["status"], applied["reason"]) == ("True", "Accepted")
-    assert [e[1] for e in kube.writes[2][3]] == ["Accepted"]
+    assert [e[1] for e in kube.writes[1][3]] == ["Accepted"]
 
 
 @pytest.mark.parametrize("status", [404, 409, 429, 500, 503])
