@@ -56,9 +56,12 @@ VERDICT = json.dumps({"valid": True, "reason": "Validated", "message": "recorded
     "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": ["4"]}]}})
 
 
+MODELS = "/var/lib/aiops/models"  # under the host paths the operator lets a spec mount by default
+
+
 def manifest(name: str, early: bool = True, gpus: int = 0) -> dict:
     return {"apiVersion": "aiops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": {"model": {"name": "adder", "version": 1}, "repository": {"hostPath": {"path": "/srv/models"}},
+            "spec": {"model": {"name": "adder", "version": 1}, "repository": {"hostPath": {"path": MODELS}},
                      "resources": {"gpus": gpus, "memory": "1Gi"}, "monitoring": {"enabled": False},
                      "validation": {"startServerEarly": early}}}
 
@@ -158,9 +161,19 @@ def measure(api, namespace: str, cmd: list[str], kubeconfig: Path, log: Path, ch
         custom.create_namespaced_custom_object("aiops.dev", "v1alpha1", namespace, "modeldeployments",
                                                manifest(name, early, gpus))
         created[name] = time.monotonic()
-    deadline = time.monotonic() + 600
+    deadline, look = time.monotonic() + 600, time.monotonic() + 5
     while (len(deps.seen) < N or (validates and len(acted.seen) < N)) and time.monotonic() < deadline:
         time.sleep(0.1)
+        if validates and time.monotonic() > look:  # an object the operator rejects never gets there
+            look = time.monotonic() + 5
+            invalid = [m for m in custom.list_namespaced_custom_object(
+                "aiops.dev", "v1alpha1", namespace, "modeldeployments")["items"]
+                if (m.get("status") or {}).get("phase") == "Invalid"]
+            if invalid:
+                proc.terminate()
+                conditions = {c["type"]: c for c in invalid[0]["status"].get("conditions") or []}
+                raise SystemExit(f"{len(invalid)} ModelDeployments are Invalid: "
+                                 f"{(conditions.get('Valid') or {}).get('message')}")
     elapsed = max(deps.seen.values(), default=t0) - t0
     rss, cpu = rss_mb(proc.pid), cpu_seconds(proc.pid) - cpu_before
     proc.terminate()
