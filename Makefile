@@ -36,8 +36,8 @@ down: $(STAMP)
 # Everything, then the images run as pods run them and the end-to-end tier on the real node (one
 # real node per machine: a run of its own; both need root, as CI has).
 test: toolchain
-	$(PY) -m pytest --ignore=tests/e2e --ignore=tests/images
-	AIOPS_IMAGE_TESTS=1 $(PY) -m pytest tests/images tests/e2e
+	$(PY) -m pytest --durations=25 --ignore=tests/e2e --ignore=tests/images
+	AIOPS_IMAGE_TESTS=1 $(PY) -m pytest --durations=25 tests/images tests/e2e
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not cluster" --ignore=tests/e2e --ignore=tests/images
