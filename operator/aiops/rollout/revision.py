@@ -9,7 +9,7 @@ from typing import Any
 from aiops.api.modeldeployment import ModelDeploymentSpec, ServingOptions
 
 # What decides what serves. Monitoring and rollback settings change nothing that serves, and
-# `replicas` only how many pods serve it: a scale, not a rollout (see `scale_revisions`).
+# `replicas` only how many pods serve it: a scale, not a rollout (the reconciler's `_scale`).
 SERVING_FIELDS = ("model", "repository", "runtime", "resources", "node_selector", "batching",
                   "serving", "validation", "health_check")
 
